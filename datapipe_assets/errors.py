@@ -1,0 +1,51 @@
+"""Turn any error inside a step into a one-line, secret-free Dagster failure."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+
+from connectors.base import ConnectorError
+from datapipe_assets.compiler import CompileError
+from datapipe_assets.connections import ConnectionSpec, mask
+from resources.duckdb_sandbox import first_line
+
+# Errors whose cause is in the pipeline or its connections: retrying cannot fix them.
+PERMANENT = (ConnectorError, CompileError, duckdb.Error)
+
+
+@contextmanager
+def step_failures(where: str, connections: Iterable[ConnectionSpec]) -> Iterator[None]:
+    """Re-raise errors as dg.Failure named after the step, with every secret masked.
+
+    The original exception is dropped (`from None`): its text or traceback could hold a
+    secret. The masked traceback is kept as metadata for debugging.
+    """
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except Exception as error:  # noqa: BLE001 - every error leaves the step the same way
+        secrets = [s for c in connections for s in c.secrets()]
+        text = first_line(error) if isinstance(error, duckdb.Error) else str(error)
+        message = mask(" ".join(text.split()) or type(error).__name__, secrets)
+        if not isinstance(error, ConnectorError):
+            message = f"{where}: {message}"
+        raise dg.Failure(
+            description=message,
+            metadata={"traceback": dg.MetadataValue.text(mask(traceback.format_exc(), secrets))},
+            allow_retries=not isinstance(error, PERMANENT),
+        ) from None
+
+
+def guarded_batches(
+    batches: Iterable[pa.RecordBatch], where: str, connections: Iterable[ConnectionSpec]
+) -> Iterator[pa.RecordBatch]:
+    """Batches consumed later (by the IO manager) fail the same way as the step itself."""
+    with step_failures(where, list(connections)):
+        yield from batches

@@ -1,0 +1,112 @@
+"""Build Dagster definitions from the pipelines folder: assets, jobs and schedules."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import dagster as dg
+
+from datapipe_assets import cursors
+from datapipe_assets.keys import raw_key, upstream_key
+from datapipe_assets.load_assets import load_asset
+from datapipe_assets.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
+from datapipe_assets.raw_assets import raw_asset
+from datapipe_assets.transform_assets import transform_asset
+from datapipe_assets.validation import cron_expression
+from resources.duckdb_sandbox import transform_engine
+from resources.staging import ParquetStagingIOManager
+
+INVALID_GROUP = "invalid_pipelines"
+
+
+def staging_url() -> str:
+    return os.environ.get("DATAPIPE_STAGING_URL", str(PROJECT_ROOT / ".datapipe" / "staging"))
+
+
+def pipeline_assets(loaded: LoadedPipeline) -> list[dg.AssetsDefinition]:
+    pipeline = loaded.pipeline
+    assets = [raw_asset(loaded, table) for table in pipeline.source.tables]
+    if pipeline.transform is None:
+        return assets + [
+            load_asset(loaded, raw_key(pipeline, table), target)
+            for table, target in pipeline.target_tables().items()
+        ]
+    transform = pipeline.transform
+    for node in transform.nodes:
+        if node.type == "destination":
+            input_key = upstream_key(pipeline, transform.input_of(node.id))
+            assets.append(load_asset(loaded, input_key, pipeline.target_table_for_transform()))
+        elif node.type != "source":
+            assets.append(transform_asset(loaded, node))
+    return assets
+
+
+def pipeline_jobs(loaded: LoadedPipeline) -> list[dg.UnresolvedAssetJobDefinition]:
+    name = loaded.pipeline.name
+    selection = dg.AssetSelection.groups(name)
+    return [
+        dg.define_asset_job(name, selection=selection, description=loaded.pipeline.description),
+        dg.define_asset_job(
+            f"{name}__full_refresh",
+            selection=selection,
+            description=f"{name}: ignore incremental cursors, re-extract and replace the tables.",
+            tags={cursors.FULL_REFRESH_TAG: "true"},
+        ),
+    ]
+
+
+def pipeline_schedule(
+    loaded: LoadedPipeline, job: dg.UnresolvedAssetJobDefinition
+) -> dg.ScheduleDefinition | None:
+    pipeline = loaded.pipeline
+    if pipeline.schedule is None:
+        return None
+    return dg.ScheduleDefinition(
+        name=f"{pipeline.name}__schedule",
+        job=job,
+        cron_schedule=cron_expression(pipeline.schedule),
+        execution_timezone=pipeline.timezone,
+        # Declaring a schedule in the pipeline file is asking for it to run.
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+
+
+def invalid_pipeline_spec(file: str, errors: list[SpecError]) -> dg.AssetSpec:
+    """A placeholder asset that shows a broken file's problems in the UI."""
+    slug = re.sub(r"[^A-Za-z0-9_]", "_", file)
+    listing = "\n".join(f"- `{e.path or file}`: {e.message}; {e.hint}" for e in errors)
+    return dg.AssetSpec(
+        key=["datapipe", INVALID_GROUP, slug],
+        group_name=INVALID_GROUP,
+        description=f"**{file} is invalid and was not loaded.**\n\n{listing}",
+        metadata={"file": file, "errors": dg.MetadataValue.md(listing)},
+    )
+
+
+def build_definitions(project: Project) -> dg.Definitions:
+    assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
+    jobs: list[dg.UnresolvedAssetJobDefinition] = []
+    schedules: list[dg.ScheduleDefinition] = []
+    for loaded in project.pipelines:
+        assets += pipeline_assets(loaded)
+        pipeline_job, refresh_job = pipeline_jobs(loaded)
+        jobs += [pipeline_job, refresh_job]
+        schedule = pipeline_schedule(loaded, pipeline_job)
+        if schedule is not None:
+            schedules.append(schedule)
+    for file, errors in project.errors.items():
+        dg.get_dagster_logger().error("\n".join(str(e) for e in errors))
+        assets.append(invalid_pipeline_spec(file, errors))
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        schedules=schedules,
+        resources={
+            "staging": ParquetStagingIOManager(base_url=staging_url()),
+            "duckdb": transform_engine(),
+        },
+        # Steps of a run share one process: DuckDB already uses every core for a transform,
+        # and scaling out happens per run, through Dagster's run launchers.
+        executor=dg.in_process_executor,
+    )

@@ -1,0 +1,33 @@
+"""Asset keys: `[org, pipeline, "raw", table]`, `[org, pipeline, node]`, `[org, pipeline, "load", table]`."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from datapipe_assets.spec import Pipeline
+
+
+def key_part(table: str) -> str:
+    """A schema-qualified table name as one asset-key part (`public.orders` -> `public__orders`)."""
+    return table.replace(".", "__")
+
+
+def raw_key(pipeline: Pipeline, table: str) -> dg.AssetKey:
+    return dg.AssetKey([pipeline.org, pipeline.name, "raw", key_part(table)])
+
+
+def node_key(pipeline: Pipeline, node_id: str) -> dg.AssetKey:
+    return dg.AssetKey([pipeline.org, pipeline.name, node_id])
+
+
+def load_key(pipeline: Pipeline, target_table: str) -> dg.AssetKey:
+    return dg.AssetKey([pipeline.org, pipeline.name, "load", key_part(target_table)])
+
+
+def upstream_key(pipeline: Pipeline, node_id: str) -> dg.AssetKey:
+    """The asset holding a node's output: a source node's is its raw table."""
+    assert pipeline.transform is not None
+    node = pipeline.transform.node(node_id)
+    if node.type == "source":
+        return raw_key(pipeline, node.data.table)
+    return node_key(pipeline, node_id)

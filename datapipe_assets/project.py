@@ -1,0 +1,242 @@
+"""Read the pipelines folder and connections.yaml into validated pipelines and problems.
+
+Every file is checked on its own, so one bad file is reported while the others load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import yaml
+from pydantic import ValidationError
+from pydantic.alias_generators import to_snake
+
+from connectors.base import ConnectorError
+from datapipe_assets.connections import ConnectionSpec
+from datapipe_assets.spec import Connection, Pipeline, normalize_editor_export
+from datapipe_assets.validation import Problem, check_pipeline
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PIPELINE_SUFFIXES = (".yaml", ".yml", ".json")
+# Files in the pipelines folder that hold settings rather than a pipeline.
+SETTINGS_FILES = ("connections.yaml", "connections.yml", "alerts.yaml", "alerts.yml")
+# Connectors whose table schemas are cheap to read while definitions load.
+CHEAP_DISCOVERY = ("csv",)
+
+
+@dataclass(frozen=True)
+class SpecError:
+    file: str
+    path: str
+    message: str
+    hint: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.path}" if self.path else self.file
+        return f"{where}: {self.message}; {self.hint}"
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    pipeline: Pipeline
+    file: Path
+    source: ConnectionSpec
+    destination: ConnectionSpec
+
+
+@dataclass
+class Project:
+    pipelines: list[LoadedPipeline] = field(default_factory=list)
+    errors: dict[str, list[SpecError]] = field(default_factory=dict)
+
+    def get(self, name: str) -> LoadedPipeline:
+        for loaded in self.pipelines:
+            if loaded.pipeline.name == name:
+                return loaded
+        known = ", ".join(p.pipeline.name for p in self.pipelines) or "none"
+        raise KeyError(f"no valid pipeline named {name!r}; valid pipelines: {known}")
+
+
+def pipelines_dir() -> Path:
+    return Path(os.environ.get("DATAPIPE_PIPELINES_DIR", PROJECT_ROOT / "pipelines"))
+
+
+def connections_file(directory: Path) -> Path:
+    return Path(os.environ.get("DATAPIPE_CONNECTIONS_FILE", directory / "connections.yaml"))
+
+
+def load_project(directory: Path | None = None, discover: bool = True) -> Project:
+    directory = directory or pipelines_dir()
+    project = Project()
+    connections = load_connections(connections_file(directory), project)
+    seen: dict[str, Path] = {}
+    for file in sorted(directory.iterdir()) if directory.is_dir() else []:
+        if file.suffix not in PIPELINE_SUFFIXES or file.name in SETTINGS_FILES:
+            continue
+        loaded = _load_pipeline(file, connections, project, discover)
+        if loaded is None:
+            continue
+        name = loaded.pipeline.name
+        if name in seen:
+            project.errors[_display(file)] = [
+                SpecError(_display(file), "name", f"pipeline name {name!r} is already used by "
+                          f"{_display(seen[name])}", "give each pipeline a unique name")
+            ]  # fmt: skip
+            continue
+        seen[name] = file
+        project.pipelines.append(loaded)
+    return project
+
+
+def _display(file: Path) -> str:
+    try:
+        return str(file.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(file)
+
+
+def _read_document(file: Path) -> Any:
+    text = file.read_text()
+    if file.suffix == ".json":
+        return json.loads(text)
+    return yaml.safe_load(text)
+
+
+def _parse_error(file: Path, error: Exception) -> SpecError:
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        reason = getattr(error, "problem", None) or "malformed YAML"
+        return SpecError(_display(file), where, f"malformed YAML: {reason}",
+                         "fix the indentation or quoting there")  # fmt: skip
+    if isinstance(error, json.JSONDecodeError):
+        return SpecError(_display(file), f"line {error.lineno}, column {error.colno}",
+                         f"malformed JSON: {error.msg}", "fix the JSON syntax there")  # fmt: skip
+    return SpecError(_display(file), "", f"cannot be read: {error}", "check the file")
+
+
+def load_connections(file: Path, project: Project) -> dict[str, ConnectionSpec]:
+    if not file.exists():
+        return {}
+    try:
+        document = _read_document(file) or {}
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        project.errors[_display(file)] = [_parse_error(file, error)]
+        return {}
+    connections: dict[str, ConnectionSpec] = {}
+    errors: list[SpecError] = []
+    for name, entry in document.items() if isinstance(document, dict) else []:
+        try:
+            parsed = Connection.model_validate(entry)
+        except ValidationError as error:
+            errors += _pydantic_errors(file, error, prefix=str(name))
+            continue
+        connections[name] = ConnectionSpec(name, parsed.connector, parsed.config, file.parent)
+    if not isinstance(document, dict):
+        errors.append(SpecError(_display(file), "", "must map connection names to "
+                                "{connector, config}", "see README: connections.yaml"))  # fmt: skip
+    if errors:
+        project.errors[_display(file)] = errors
+    return connections
+
+
+def _load_pipeline(
+    file: Path, connections: Mapping[str, ConnectionSpec], project: Project, discover: bool
+) -> LoadedPipeline | None:
+    display = _display(file)
+    try:
+        document = _read_document(file)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        project.errors[display] = [_parse_error(file, error)]
+        return None
+    if not isinstance(document, dict):
+        project.errors[display] = [
+            SpecError(display, "", "is not a pipeline", "a pipeline file is a mapping with "
+                      "name, source and destination")  # fmt: skip
+        ]
+        return None
+    try:
+        pipeline = Pipeline.model_validate(normalize_editor_export(document))
+    except ValidationError as error:
+        project.errors[display] = _pydantic_errors(file, error)
+        return None
+    source = _connection(pipeline, "source", connections, file)
+    destination = _connection(pipeline, "destination", connections, file)
+    schemas = known_schemas(pipeline, source) if discover and source else None
+    problems = check_pipeline(pipeline, connections, schemas)
+    if problems or source is None or destination is None:
+        project.errors[display] = [_spec_error(display, p) for p in problems]
+        return None
+    return LoadedPipeline(pipeline, file, source, destination)
+
+
+def _connection(
+    pipeline: Pipeline, block: str, connections: Mapping[str, ConnectionSpec], file: Path
+) -> ConnectionSpec | None:
+    ref = getattr(pipeline, block)
+    if ref.connection is not None:
+        return connections.get(ref.connection)
+    return ConnectionSpec(f"{pipeline.name}.{block}", ref.connector, ref.config or {}, file.parent)
+
+
+def known_schemas(pipeline: Pipeline, source: ConnectionSpec) -> dict[str, pa.Schema] | None:
+    """Source table schemas, where reading them is cheap and needs no secret."""
+    if source.connector not in CHEAP_DISCOVERY or source.missing_variables():
+        return None
+    try:
+        tables = source.open_source().discover()
+    except ConnectorError:
+        return None  # the run reports an unreadable source, with the connection's name
+    return {t.name: t.schema for t in tables if t.name in pipeline.source.tables}
+
+
+def _spec_error(display: str, problem: Problem) -> SpecError:
+    return SpecError(display, problem.path, problem.message, problem.hint)
+
+
+HINTS = {
+    "extra_forbidden": "unknown key; remove it or check its spelling",
+    "missing": "required; add it",
+    "string_pattern_mismatch": "use lowercase letters, digits and _, starting with a letter",
+    "union_tag_invalid": "use one of the node types listed",
+    "literal_error": "use one of the values listed",
+}
+
+
+def _pydantic_errors(file: Path, error: ValidationError, prefix: str = "") -> list[SpecError]:
+    errors = []
+    for item in error.errors():
+        path = _location(item["loc"], prefix, snake_case=file.suffix != ".json")
+        hint = HINTS.get(item["type"], "fix the value")
+        message = item["msg"] if item["type"] != "extra_forbidden" else "unknown key"
+        errors.append(SpecError(_display(file), path, message, hint))
+    return errors
+
+
+NODE_TYPES = ("source", "destination", "filter", "rename", "computed", "aggregate",
+              "deduplicate", "sql")  # fmt: skip
+
+
+def _location(loc: tuple[Any, ...], prefix: str, snake_case: bool) -> str:
+    """`('transform', 'nodes', 2, 'filter', 'data')` -> `transform.nodes[2].data`.
+
+    pydantic names fields by their camelCase alias; YAML files spell them in snake_case.
+    """
+    parts = [prefix] if prefix else []
+    previous: Any = None
+    for item in loc:
+        if snake_case and isinstance(item, str):
+            item = to_snake(item)
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        elif not (isinstance(previous, int) and item in NODE_TYPES):
+            # pydantic names the matched node type after a node's index; the path skips it.
+            parts.append(str(item))
+        previous = item
+    return ".".join(parts)

@@ -1,0 +1,245 @@
+"""The pipeline file: its pydantic model, shared by the YAML form and the visual editor's JSON.
+
+Keys are accepted in snake_case and camelCase alike, so one model parses both shapes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+# Node ids and table names become Dagster asset-key parts and op names.
+NODE_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
+TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"
+
+FILTER_OPERATORS = (
+    "eq", "neq", "gt", "gte", "lt", "lte", "contains", "not_contains", "is_null",
+    "is_not_null", "in",
+)  # fmt: skip
+AGGREGATE_FUNCTIONS = ("sum", "count", "avg", "min", "max", "count_distinct")
+RESULT_TYPES = ("DOUBLE", "BIGINT", "VARCHAR", "BOOLEAN", "TIMESTAMP", "DATE", "DECIMAL(p,s)")
+DECIMAL_TYPE = re.compile(r"^DECIMAL\(\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\)$", re.IGNORECASE)
+
+
+def _as_list(value: Any) -> Any:
+    """A key given as one string means the same as a one-item list."""
+    return [value] if isinstance(value, str) else value
+
+
+ColumnList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        frozen=True,
+    )
+
+
+class ConnectionRef(SpecModel):
+    """A named connection from connections.yaml, or a connector given inline."""
+
+    connection: str | None = None
+    connector: str | None = None
+    config: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_connect(self) -> ConnectionRef:
+        if self.connection is None and self.connector is None:
+            raise ValueError("give `connection` (a name from connections.yaml) or `connector`")
+        if self.connection is not None and (self.connector is not None or self.config):
+            raise ValueError("give either `connection` or `connector` + `config`, not both")
+        return self
+
+
+class SourceSpec(ConnectionRef):
+    tables: list[Annotated[str, Field(pattern=TABLE_PATTERN)]] = Field(min_length=1)
+    sync_mode: Literal["full", "incremental"] = "full"
+    incremental_key: str | None = None
+    primary_key: ColumnList = []
+
+
+class DestinationSpec(ConnectionRef):
+    target_table: Annotated[str, Field(pattern=TABLE_PATTERN)] | None = None
+    table_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]*$")] = ""
+    load_mode: Literal["append", "replace", "upsert"] = "replace"
+    upsert_key: ColumnList = []
+    create_table_if_missing: bool = True
+
+
+class SourceNodeData(SpecModel):
+    table: str
+
+
+class EmptyData(SpecModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class FilterData(SpecModel):
+    column: str
+    operator: Literal[FILTER_OPERATORS]  # type: ignore[valid-type]
+    value: Any = None
+
+
+class RenameMapping(SpecModel):
+    from_: str = Field(alias="from")
+    to: str
+
+
+class RenameData(SpecModel):
+    mappings: list[RenameMapping] = Field(min_length=1)
+    drop_unmapped: bool = False
+
+
+class ComputedColumn(SpecModel):
+    name: str
+    expression: str = Field(min_length=1)
+    result_type: str
+
+
+class ComputedData(SpecModel):
+    columns: list[ComputedColumn] = Field(min_length=1)
+
+
+class Measure(SpecModel):
+    column: str
+    function: Literal[AGGREGATE_FUNCTIONS]  # type: ignore[valid-type]
+    alias: str
+
+
+class AggregateData(SpecModel):
+    group_by: ColumnList = []
+    measures: list[Measure] = Field(min_length=1)
+
+
+class DeduplicateData(SpecModel):
+    columns: ColumnList = Field(min_length=1)
+    keep_strategy: Literal["first", "last"] = "first"
+    order_by: str | None = None
+
+
+class SqlData(SpecModel):
+    query: str = Field(min_length=1)
+
+
+class _Node(SpecModel):
+    id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
+    # The visual editor's canvas position: accepted and ignored.
+    position: dict[str, Any] | None = None
+
+
+class SourceNode(_Node):
+    type: Literal["source"]
+    data: SourceNodeData
+
+
+class DestinationNode(_Node):
+    type: Literal["destination"]
+    data: EmptyData = EmptyData()
+
+
+class FilterNode(_Node):
+    type: Literal["filter"]
+    data: FilterData
+
+
+class RenameNode(_Node):
+    type: Literal["rename"]
+    data: RenameData
+
+
+class ComputedNode(_Node):
+    type: Literal["computed"]
+    data: ComputedData
+
+
+class AggregateNode(_Node):
+    type: Literal["aggregate"]
+    data: AggregateData
+
+
+class DeduplicateNode(_Node):
+    type: Literal["deduplicate"]
+    data: DeduplicateData
+
+
+class SqlNode(_Node):
+    type: Literal["sql"]
+    data: SqlData
+
+
+TransformNode = FilterNode | RenameNode | ComputedNode | AggregateNode | DeduplicateNode | SqlNode
+Node = Annotated[
+    SourceNode | DestinationNode | TransformNode,
+    Field(discriminator="type"),
+]
+
+
+class Edge(SpecModel):
+    id: str | None = None  # accepted and ignored
+    source: str
+    target: str
+
+
+class TransformSpec(SpecModel):
+    nodes: list[Node] = Field(min_length=1)
+    edges: list[Edge] = []
+
+    def node(self, node_id: str) -> Any:
+        return next(n for n in self.nodes if n.id == node_id)
+
+    def input_of(self, node_id: str) -> str:
+        return next(e.source for e in self.edges if e.target == node_id)
+
+
+class Pipeline(SpecModel):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    org: Annotated[str, Field(pattern=NAME_PATTERN)] = "default"
+    description: str = ""
+    source: SourceSpec
+    transform: TransformSpec | None = None
+    destination: DestinationSpec
+    schedule: str | None = None
+    timezone: str = "UTC"
+
+    def target_tables(self) -> dict[str, str]:
+        """Destination table per loaded relation: the destination node, or each raw table."""
+        if self.transform is not None:
+            return {_destination_node_id(self.transform): self.target_table_for_transform()}
+        prefix = self.destination.table_prefix
+        return {table: prefix + table.split(".")[-1] for table in self.source.tables}
+
+    def target_table_for_transform(self) -> str:
+        # Without an explicit target_table a transformed pipeline loads into its own name.
+        return self.destination.target_table or self.destination.table_prefix + self.name
+
+
+def _destination_node_id(transform: TransformSpec) -> str:
+    return next(n.id for n in transform.nodes if n.type == "destination")
+
+
+class Connection(SpecModel):
+    """One entry of connections.yaml."""
+
+    connector: str
+    config: dict[str, Any] = {}
+
+
+# The visual editor exports the three config blocks under these names.
+EDITOR_BLOCKS = {
+    "sourceConfig": "source",
+    "transformConfig": "transform",
+    "destinationConfig": "destination",
+}
+
+
+def normalize_editor_export(document: dict[str, Any]) -> dict[str, Any]:
+    """Map the visual editor's JSON shape onto the pipeline-file shape."""
+    return {EDITOR_BLOCKS.get(key, key): value for key, value in document.items()}
