@@ -138,8 +138,7 @@ class Extraction:
         seen = set(self._start.boundary_keys)
         keys = zip(*(batch.column(k).to_pylist() for k in self._primary_key), strict=True)
         keep = [
-            not (b and key in seen)
-            for b, key in zip(at_boundary.to_pylist(), keys, strict=True)
+            not (b and key in seen) for b, key in zip(at_boundary.to_pylist(), keys, strict=True)
         ]
         return batch.filter(pa.array(keep))
 
@@ -156,9 +155,7 @@ class Extraction:
         keys: tuple[tuple[Any, ...], ...] = ()
         if self._primary_key:
             rows = batch.filter(at_max)
-            keys = tuple(
-                zip(*(rows.column(k).to_pylist() for k in self._primary_key), strict=True)
-            )
+            keys = tuple(zip(*(rows.column(k).to_pylist() for k in self._primary_key), strict=True))
         if current is not None and batch_max == current:
             keys = tuple(dict.fromkeys((*self.state.boundary_keys, *keys)))  # type: ignore[union-attr]
         self.state = CursorState(cursor=batch_max, boundary_keys=keys)

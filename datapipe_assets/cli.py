@@ -16,12 +16,13 @@ from connectors import SOURCES
 from connectors.base import ConnectorError
 from datapipe_assets.compiler import CompileError, compile_node
 from datapipe_assets.connections import ConnectionSpec, mask
+from datapipe_assets.errors import failure_message
 from datapipe_assets.project import (
     PROJECT_ROOT,
     LoadedPipeline,
     Project,
-    load_connections,
     connections_file,
+    load_connections,
     load_project,
     pipelines_dir,
 )
@@ -220,20 +221,10 @@ def _report(name: str, result: Any) -> int:
             count = f"{rows.value:>10,} rows" if rows is not None else ""
             print(f"  done   {materialization.asset_key.to_user_string():<60} {count}")
         elif event.event_type_value == "STEP_FAILURE":
-            print(f"  FAILED {event.step_key}: {_root_message(event)}", file=sys.stderr)
+            print(f"  FAILED {event.step_key}: {failure_message(event)}", file=sys.stderr)
     status = "succeeded" if result.success else "FAILED"
     print(f"{name}: run {result.run_id} {status}")
     return 0 if result.success else 1
-
-
-def _root_message(event: Any) -> str:
-    """The innermost error message of a step failure, on one line."""
-    error = event.event_specific_data.error
-    while error.cause is not None:
-        error = error.cause
-    user = getattr(event.event_specific_data, "user_failure_data", None)
-    text = user.description if user is not None and user.description else error.message
-    return " ".join(text.split())
 
 
 def _connection(name: str) -> ConnectionSpec:
@@ -270,4 +261,3 @@ def check_command(args: argparse.Namespace) -> int:
     except ConnectorError as error:
         raise CommandError(mask(str(error), spec.secrets())) from None
     return 0
-

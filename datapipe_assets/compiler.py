@@ -125,7 +125,11 @@ def compile_node(node: TransformNode, columns: Sequence[str]) -> str:
 
 
 def _condition(node: FilterNode) -> str:
-    column, operator, value = quote_identifier(node.data.column), node.data.operator, node.data.value
+    column, operator, value = (
+        quote_identifier(node.data.column),
+        node.data.operator,
+        node.data.value,
+    )
     if operator == "is_null":
         return f"{column} IS NULL"
     if operator == "is_not_null":
@@ -171,11 +175,9 @@ def _rename(node: RenameNode, columns: Sequence[str]) -> str:
 
 def _computed(node: ComputedNode, columns: Sequence[str]) -> str:
     names = [c.name for c in node.data.columns]
-    taken = [n for n in names if n in columns]
-    if taken or len(set(names)) != len(names):
-        raise CompileError(
-            f"computed column {(taken or names)[0]!r} already exists; choose a new name"
-        )
+    clash = next((n for i, n in enumerate(names) if n in columns or n in names[:i]), None)
+    if clash is not None:
+        raise CompileError(f"computed column {clash!r} already exists; choose a new name")
     added = [
         f"CAST(({c.expression}) AS {result_type(c.result_type)}) AS {quote_identifier(c.name)}"
         for c in node.data.columns
@@ -187,10 +189,13 @@ def _aggregate(node: AggregateNode) -> str:
     aliases = [m.alias for m in node.data.measures]
     duplicate = next((a for a in aliases if aliases.count(a) > 1 or a in node.data.group_by), None)
     if duplicate is not None:
-        raise CompileError(f"output column {duplicate!r} appears twice; give each measure a unique alias")
+        raise CompileError(
+            f"output column {duplicate!r} appears twice; give each measure a unique alias"
+        )
     groups = [quote_identifier(c) for c in node.data.group_by]
     measures = [
-        f"{AGGREGATES[m.function].format(quote_identifier(m.column))} AS {quote_identifier(m.alias)}"
+        AGGREGATES[m.function].format(quote_identifier(m.column))
+        + f" AS {quote_identifier(m.alias)}"
         for m in node.data.measures
     ]
     sql = f"SELECT {', '.join([*groups, *measures])} FROM input"
@@ -236,6 +241,8 @@ def column_lineage(node: TransformNode, columns: Sequence[str]) -> dict[str, lis
 
 
 def _columns_in(expression: str, columns: Sequence[str]) -> list[str]:
-    words = set(re.findall(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_]*)', expression))
-    names = {quoted.replace('""', '"') or bare for quoted, bare in words}
-    return [c for c in columns if c in names]
+    """Input columns an expression names: quoted exactly, unquoted in any case (as DuckDB)."""
+    words = re.findall(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_]*)', expression)
+    quoted = {q.replace('""', '"') for q, _ in words if q}
+    bare = {b.lower() for _, b in words if b}
+    return [c for c in columns if c in quoted or c.lower() in bare]

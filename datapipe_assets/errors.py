@@ -30,7 +30,7 @@ def step_failures(where: str, connections: Iterable[ConnectionSpec]) -> Iterator
         yield
     except dg.Failure:
         raise
-    except Exception as error:  # noqa: BLE001 - every error leaves the step the same way
+    except Exception as error:
         secrets = [s for c in connections for s in c.secrets()]
         text = first_line(error) if isinstance(error, duckdb.Error) else str(error)
         message = mask(" ".join(text.split()) or type(error).__name__, secrets)
@@ -49,3 +49,14 @@ def guarded_batches(
     """Batches consumed later (by the IO manager) fail the same way as the step itself."""
     with step_failures(where, list(connections)):
         yield from batches
+
+
+def failure_message(event: dg.DagsterEvent) -> str:
+    """The user-facing message of a STEP_FAILURE event, on one line."""
+    data = event.step_failure_data
+    error = data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    user = data.user_failure_data
+    text = user.description if user is not None and user.description else error.message
+    return " ".join(text.split())

@@ -1,4 +1,8 @@
-"""Asset keys: `[org, pipeline, "raw", table]`, `[org, pipeline, node]`, `[org, pipeline, "load", table]`."""
+"""Asset keys of a pipeline's assets.
+
+`[org, pipeline, "raw", table]` per source table, `[org, pipeline, node_id]` per transform
+node and `[org, pipeline, "load", table]` per destination table.
+"""
 
 from __future__ import annotations
 

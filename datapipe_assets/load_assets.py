@@ -16,7 +16,9 @@ def load_asset(
     pipeline, destination = loaded.pipeline, loaded.destination
     spec = pipeline.destination
     incremental = pipeline.source.sync_mode == "incremental"
-    where = f"pipeline {pipeline.name!r}, load into {target_table!r} (connection {destination.name!r})"
+    where = (
+        f"pipeline {pipeline.name!r}, load into {target_table!r} (connection {destination.name!r})"
+    )
 
     @dg.asset(
         key=load_key(pipeline, target_table),
@@ -25,7 +27,8 @@ def load_asset(
         kinds={destination.connector},
         description=(
             f"Table `{target_table}` in connection `{destination.name}`, loaded by "
-            f"{spec.load_mode}" + (f" on {', '.join(spec.upsert_key)}" if spec.upsert_key else "")
+            f"{spec.load_mode}"
+            + (f" on {', '.join(spec.upsert_key)}" if spec.upsert_key else "")
             + "."
         ),
         metadata={"connection": destination.name, "target_table": target_table},

@@ -85,9 +85,13 @@ def load_project(directory: Path | None = None, discover: bool = True) -> Projec
         name = loaded.pipeline.name
         if name in seen:
             project.errors[_display(file)] = [
-                SpecError(_display(file), "name", f"pipeline name {name!r} is already used by "
-                          f"{_display(seen[name])}", "give each pipeline a unique name")
-            ]  # fmt: skip
+                SpecError(
+                    _display(file),
+                    "name",
+                    f"pipeline name {name!r} is already used by {_display(seen[name])}",
+                    "give each pipeline a unique name",
+                )
+            ]
             continue
         seen[name] = file
         project.pipelines.append(loaded)
@@ -113,11 +117,19 @@ def _parse_error(file: Path, error: Exception) -> SpecError:
     if mark is not None:
         where = f"line {mark.line + 1}, column {mark.column + 1}"
         reason = getattr(error, "problem", None) or "malformed YAML"
-        return SpecError(_display(file), where, f"malformed YAML: {reason}",
-                         "fix the indentation or quoting there")  # fmt: skip
+        return SpecError(
+            _display(file),
+            where,
+            f"malformed YAML: {reason}",
+            "fix the indentation or quoting there",
+        )
     if isinstance(error, json.JSONDecodeError):
-        return SpecError(_display(file), f"line {error.lineno}, column {error.colno}",
-                         f"malformed JSON: {error.msg}", "fix the JSON syntax there")  # fmt: skip
+        return SpecError(
+            _display(file),
+            f"line {error.lineno}, column {error.colno}",
+            f"malformed JSON: {error.msg}",
+            "fix the JSON syntax there",
+        )
     return SpecError(_display(file), "", f"cannot be read: {error}", "check the file")
 
 
@@ -139,8 +151,14 @@ def load_connections(file: Path, project: Project) -> dict[str, ConnectionSpec]:
             continue
         connections[name] = ConnectionSpec(name, parsed.connector, parsed.config, file.parent)
     if not isinstance(document, dict):
-        errors.append(SpecError(_display(file), "", "must map connection names to "
-                                "{connector, config}", "see README: connections.yaml"))  # fmt: skip
+        errors.append(
+            SpecError(
+                _display(file),
+                "",
+                "must map connection names to {connector, config}",
+                "see README: connections.yaml",
+            )
+        )
     if errors:
         project.errors[_display(file)] = errors
     return connections
@@ -157,8 +175,12 @@ def _load_pipeline(
         return None
     if not isinstance(document, dict):
         project.errors[display] = [
-            SpecError(display, "", "is not a pipeline", "a pipeline file is a mapping with "
-                      "name, source and destination")  # fmt: skip
+            SpecError(
+                display,
+                "",
+                "is not a pipeline",
+                "a pipeline file is a mapping with name, source and destination",
+            )
         ]
         return None
     try:
@@ -201,7 +223,7 @@ def _spec_error(display: str, problem: Problem) -> SpecError:
 
 
 HINTS = {
-    "extra_forbidden": "unknown key; remove it or check its spelling",
+    "extra_forbidden": "remove it or check its spelling",
     "missing": "required; add it",
     "string_pattern_mismatch": "use lowercase letters, digits and _, starting with a letter",
     "union_tag_invalid": "use one of the node types listed",
@@ -219,8 +241,16 @@ def _pydantic_errors(file: Path, error: ValidationError, prefix: str = "") -> li
     return errors
 
 
-NODE_TYPES = ("source", "destination", "filter", "rename", "computed", "aggregate",
-              "deduplicate", "sql")  # fmt: skip
+NODE_TYPES = (
+    "source",
+    "destination",
+    "filter",
+    "rename",
+    "computed",
+    "aggregate",
+    "deduplicate",
+    "sql",
+)
 
 
 def _location(loc: tuple[Any, ...], prefix: str, snake_case: bool) -> str:
@@ -235,7 +265,9 @@ def _location(loc: tuple[Any, ...], prefix: str, snake_case: bool) -> str:
             item = to_snake(item)
         if isinstance(item, int):
             parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
-        elif not (isinstance(previous, int) and item in NODE_TYPES):
+        elif not (
+            isinstance(previous, int) and parts[-1].startswith("nodes[") and item in NODE_TYPES
+        ):
             # pydantic names the matched node type after a node's index; the path skips it.
             parts.append(str(item))
         previous = item

@@ -17,9 +17,18 @@ NODE_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"
 
 FILTER_OPERATORS = (
-    "eq", "neq", "gt", "gte", "lt", "lte", "contains", "not_contains", "is_null",
-    "is_not_null", "in",
-)  # fmt: skip
+    "eq",
+    "neq",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "contains",
+    "not_contains",
+    "is_null",
+    "is_not_null",
+    "in",
+)
 AGGREGATE_FUNCTIONS = ("sum", "count", "avg", "min", "max", "count_distinct")
 RESULT_TYPES = ("DOUBLE", "BIGINT", "VARCHAR", "BOOLEAN", "TIMESTAMP", "DATE", "DECIMAL(p,s)")
 DECIMAL_TYPE = re.compile(r"^DECIMAL\(\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\)$", re.IGNORECASE)
@@ -129,10 +138,20 @@ class SqlData(SpecModel):
     query: str = Field(min_length=1)
 
 
+def _drop_editor_keys(*keys: str) -> Any:
+    """The visual editor's canvas positions and edge ids: accepted, then ignored."""
+
+    def drop(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if k not in keys}
+        return value
+
+    return model_validator(mode="before")(drop)
+
+
 class _Node(SpecModel):
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
-    # The visual editor's canvas position: accepted and ignored.
-    position: dict[str, Any] | None = None
+    _ignore_position = _drop_editor_keys("position")
 
 
 class SourceNode(_Node):
@@ -183,7 +202,7 @@ Node = Annotated[
 
 
 class Edge(SpecModel):
-    id: str | None = None  # accepted and ignored
+    _ignore_id = _drop_editor_keys("id")
     source: str
     target: str
 

@@ -78,10 +78,14 @@ def describe_node(node: TransformNode) -> str:
             pairs = ", ".join(f"`{m.from_}` -> `{m.to}`" for m in data.mappings)
             return f"Renames {pairs}" + (" and drops other columns." if data.drop_unmapped else ".")
         case "computed":
-            added = ", ".join(f"`{c.name}` = {c.expression} ({c.result_type})" for c in data.columns)
+            added = ", ".join(
+                f"`{c.name}` = {c.expression} ({c.result_type})" for c in data.columns
+            )
             return f"Adds computed columns: {added}."
         case "aggregate":
-            measures = ", ".join(f"{m.function}(`{m.column}`) as `{m.alias}`" for m in data.measures)
+            measures = ", ".join(
+                f"{m.function}(`{m.column}`) as `{m.alias}`" for m in data.measures
+            )
             groups = ", ".join(f"`{c}`" for c in data.group_by) or "all rows"
             return f"Aggregates {measures} by {groups}."
         case "deduplicate":

@@ -154,9 +154,12 @@ def _check_graph(pipeline: Pipeline, transform: TransformSpec) -> list[Problem]:
     for index, node_id in enumerate(ids):
         if ids.index(node_id) != index:
             problems.append(
-                Problem(f"transform.nodes[{index}].id", f"duplicate node id {node_id!r}",
-                        "give every node a unique id")
-            )  # fmt: skip
+                Problem(
+                    f"transform.nodes[{index}].id",
+                    f"duplicate node id {node_id!r}",
+                    "give every node a unique id",
+                )
+            )
     known = set(ids)
     for index, edge in enumerate(transform.edges):
         for end in ("source", "target"):
@@ -171,9 +174,12 @@ def _check_graph(pipeline: Pipeline, transform: TransformSpec) -> list[Problem]:
     cycle = find_cycle(ids, [(e.source, e.target) for e in transform.edges])
     if cycle:
         problems.append(
-            Problem("transform.edges", f"the graph has a cycle: {' -> '.join(cycle)}",
-                    "remove one of these edges")
-        )  # fmt: skip
+            Problem(
+                "transform.edges",
+                f"the graph has a cycle: {' -> '.join(cycle)}",
+                "remove one of these edges",
+            )
+        )
     problems += _check_inputs(pipeline, transform)
     return problems
 
@@ -205,9 +211,10 @@ def _check_inputs(pipeline: Pipeline, transform: TransformSpec) -> list[Problem]
                 )
             if inputs:
                 problems.append(
-                    Problem(path, f"source node {node.id!r} has an input",
-                            "remove the edges into it")
-                )  # fmt: skip
+                    Problem(
+                        path, f"source node {node.id!r} has an input", "remove the edges into it"
+                    )
+                )
         elif len(inputs) != 1:
             problems.append(
                 Problem(
@@ -291,9 +298,10 @@ def _check_nodes(
             node_schemas[node_id] = None
         if message is not None:
             problems.append(
-                Problem(path, f"node {node_id!r} ({node.type}): {message}",
-                        "fix the node's settings")
-            )  # fmt: skip
+                Problem(
+                    path, f"node {node_id!r} ({node.type}): {message}", "fix the node's settings"
+                )
+            )
     return problems
 
 

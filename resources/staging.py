@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,10 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
         return filesystem, "/".join([base, run_id, *asset_key.path]) + ".parquet"
 
     def handle_output(self, context: dg.OutputContext, obj: BatchStream) -> None:
+        with self._storage_errors():
+            self._write(context, obj)
+
+    def _write(self, context: dg.OutputContext, obj: BatchStream) -> None:
         filesystem, path = self._location(context.run_id, context.asset_key)
         parent = path.rsplit("/", 1)[0]
         # Written under a temporary name and moved into place once complete, so no reader
@@ -119,6 +124,23 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> StagedTable:
+        with self._storage_errors():
+            return self._read(context)
+
+    @contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """Storage failures (unreachable S3, no permission) as one clear line."""
+        try:
+            yield
+        except OSError as error:
+            reason = " ".join(str(error).split())
+            raise dg.Failure(
+                f"staging at {self.base_url} failed: {reason}; check DATAPIPE_STAGING_URL, "
+                "AWS_ENDPOINT_URL and the credentials",
+                allow_retries=True,
+            ) from None
+
+    def _read(self, context: dg.InputContext) -> StagedTable:
         asset_key = context.asset_key
         filesystem, path = self._location(context.step_context.run_id, asset_key)
         if filesystem.get_file_info(path).type == fs.FileType.File:
@@ -138,8 +160,7 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
 def table_schema(schema: pa.Schema) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(name=f.name, type=str(f.type), constraints=_nullable(f))
-            for f in schema
+            dg.TableColumn(name=f.name, type=str(f.type), constraints=_nullable(f)) for f in schema
         ]
     )
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The superuser's password: TCP logins are checked (scram-sha-256), as on a real server.
+PG_PASSWORD = "Dp-test-Pw-4417"
 
 
 def free_port() -> int:
@@ -38,9 +40,10 @@ class PostgresServer:
     host: str
     port: int
     user: str
+    password: str
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
 
     def create_database(self, name: str | None = None) -> str:
         """A fresh, empty database; one per test keeps tests independent and fast."""
@@ -67,17 +70,33 @@ def postgres_server() -> Iterator[PostgresServer]:
             capture_output=True,
         )
 
+    password_file = root / "password"
+    password_file.write_text(PG_PASSWORD)
+    shutil.chown(password_file, "postgres", "postgres")
     as_postgres(
-        str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync",
-        "-E", "UTF8",
+        str(PG_BIN / "initdb"),
+        f"--pgdata={data}",
+        "--username=postgres",
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+        f"--pwfile={password_file}",
+        "--no-sync",
+        "--encoding=UTF8",
     )
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
     as_postgres(
-        str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o", options,
+        str(PG_BIN / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(root / "log"),
+        "-w",
+        "-o",
+        options,
         "start",
     )
     try:
-        yield PostgresServer(host="127.0.0.1", port=port, user="postgres")
+        yield PostgresServer(host="127.0.0.1", port=port, user="postgres", password=PG_PASSWORD)
     finally:
         as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)
@@ -131,10 +150,19 @@ def s3_server() -> Iterator[S3Server]:
     log = (root / "weed.log").open("wb")
     process = subprocess.Popen(
         [
-            _weed_binary(), "mini", f"-dir={root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-s3.port={s3_port}", f"-master.port={master_port}",
-            f"-volume.port={volume_port}", f"-filer.port={filer_port}",
+            _weed_binary(),
+            "mini",
+            f"-dir={root}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.port={s3_port}",
+            f"-master.port={master_port}",
+            f"-volume.port={volume_port}",
+            f"-filer.port={filer_port}",
         ],
         env=env,
         stdout=log,
