@@ -17,7 +17,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +24,7 @@ import pyarrow.csv as pacsv
 from pyarrow import fs
 
 from connectors.base import ConnectorError, Source, TableSchema
+from connectors.object_store import s3_filesystem
 
 # Bytes per parsed block: the sniffing window, and the unit of memory a read holds.
 BLOCK_SIZE = 4 << 20
@@ -223,23 +223,7 @@ class CsvSource(Source):
 
     def _s3_filesystem(self) -> fs.S3FileSystem:
         """An S3 filesystem from config keys, falling back to the standard AWS variables."""
-        endpoint = self.config.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
-        options: dict[str, Any] = {}
-        if endpoint:
-            parsed = urlparse(endpoint)
-            options["endpoint_override"] = parsed.netloc or parsed.path
-            options["scheme"] = parsed.scheme or "https"
-        return fs.S3FileSystem(
-            access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
-            secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            session_token=os.environ.get("AWS_SESSION_TOKEN"),
-            region=self.config.get("region") or os.environ.get("AWS_REGION") or "us-east-1",
-            # Fail fast on an unreachable endpoint instead of retrying for minutes.
-            connect_timeout=5,
-            request_timeout=60,
-            retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=2),
-            **options,
-        )
+        return s3_filesystem(self.config.get("endpoint_url"), self.config.get("region"))
 
     # Sniffing and streaming.
 

@@ -15,14 +15,8 @@ import duckdb
 import pyarrow as pa
 
 from connectors.base import ConnectorError
-from connectors.sql_types import (
-    DUCKDB,
-    SqlDestination,
-    SqlSession,
-    TableRef,
-    is_json,
-    quote,
-)
+from connectors.sql_destination import SqlDestination, SqlSession, TableRef, quote
+from connectors.sql_types import DUCKDB, is_json
 
 # The name the incoming batches are visible under while they are inserted.
 _INCOMING = "_datapipe_incoming"

@@ -17,14 +17,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from connectors.base import ConnectorError
-from connectors.sql_types import (
-    POSTGRES,
-    SqlDestination,
-    SqlSession,
-    TableRef,
-    is_json,
-    quote,
-)
+from connectors.sql_destination import SqlDestination, SqlSession, TableRef, quote
+from connectors.sql_types import POSTGRES, is_json
 
 CONNECT_TIMEOUT_SECONDS = 10
 _STAGE = 'pg_temp."_datapipe_stage"'

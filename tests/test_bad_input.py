@@ -78,7 +78,9 @@ def test_destination_column_type_conflict_leaves_the_table_as_it_was(tmp_path, m
         result = run(directory, "copy_orders", instance)
     assert not result.success
     [message] = failure_messages(result)
-    assert message.startswith("connection 'warehouse': column 'status' of table 'orders' is BOOLEAN")
+    assert message.startswith(
+        "connection 'warehouse': column 'status' of table 'orders' is BOOLEAN"
+    )
     assert _duckdb_rows(directory, "SELECT * FROM orders") == [(99, True)]
 
 
@@ -90,7 +92,10 @@ def test_missing_secret_names_the_connection_and_variable(tmp_path, monkeypatch,
         {
             "shop_db": {
                 "connector": "postgres",
-                "config": {**postgres_config(postgres, "postgres"), "password": "${SHOP_DB_PASSWORD}"},
+                "config": {
+                    **postgres_config(postgres, "postgres"),
+                    "password": "${SHOP_DB_PASSWORD}",
+                },
             },
             "warehouse": {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}},
         },
@@ -175,3 +180,45 @@ def test_validate_command_reports_a_malformed_file_and_keeps_the_others(tmp_path
     assert lines[0] == "ok     copy_orders (copy.yaml)"
     assert lines[1].startswith("error  pipelines/broken.yaml: line 3, column 1: malformed YAML: ")
     assert lines[-1] == "1 valid pipeline(s), 1 error(s)"
+
+
+def test_wrong_credentials_fail_clearly_and_the_password_appears_nowhere(
+    tmp_path, monkeypatch, postgres
+):
+    secret = "Wr0ng-but-Secret-Value-8812"
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    monkeypatch.setenv("SHOP_DB_PASSWORD", secret)
+    directory = write_project(
+        tmp_path / "pipelines",
+        {
+            "shop_db": {
+                "connector": "postgres",
+                "config": {
+                    **postgres_config(postgres, "postgres"),
+                    "password": "${SHOP_DB_PASSWORD}",
+                },
+            },
+            "warehouse": {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}},
+        },
+        {
+            "p.yaml": {
+                "name": "shop_copy",
+                "source": {"connection": "shop_db", "tables": ["orders"]},
+                "destination": {"connection": "warehouse"},
+            }
+        },
+    )
+    with dg.instance_for_test() as instance:
+        result = run(directory, "shop_copy", instance)
+        assert failure_messages(result) == [
+            "connection 'shop_db': authentication failed for user 'postgres'; "
+            "check username and password"
+        ]
+        # Every event of the run, as the UI and the event log store it.
+        logged = "\n".join(
+            dg.serialize_value(record.dagster_event) + (record.user_message or "")
+            for record in instance.all_logs(result.run_id)
+            if record.dagster_event is not None
+        )
+    assert "authentication failed" in logged
+    assert secret not in logged

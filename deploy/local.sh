@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The embedded default, end to end: install, run every example pipeline from the shipped
+# sample CSVs through its transforms into .datapipe/warehouse.duckdb, then open the Dagster
+# UI on http://127.0.0.1:3000 with those runs and materializations in it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash deploy/install.sh
+export DAGSTER_HOME="$PWD/.dagster"
+mkdir -p "$DAGSTER_HOME"
+cp -n dagster.yaml "$DAGSTER_HOME/dagster.yaml" 2>/dev/null || true
+
+.venv/bin/datapipe validate
+.venv/bin/datapipe run --all
+exec .venv/bin/dagster dev -h 127.0.0.1 -p 3000
