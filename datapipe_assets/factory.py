@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import dagster as dg
 
@@ -74,7 +75,7 @@ def pipeline_schedule(
 
 def invalid_pipeline_spec(file: str, errors: list[SpecError]) -> dg.AssetSpec:
     """A placeholder asset that shows a broken file's problems in the UI."""
-    slug = re.sub(r"[^A-Za-z0-9_]", "_", file)
+    slug = re.sub(r"[^A-Za-z0-9_]", "_", Path(file).name)
     listing = "\n".join(f"- `{e.path or file}`: {e.message}; {e.hint}" for e in errors)
     return dg.AssetSpec(
         key=["datapipe", INVALID_GROUP, slug],
