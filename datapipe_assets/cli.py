@@ -6,9 +6,11 @@ import argparse
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import dagster as dg
 import duckdb
 import pyarrow as pa
 
@@ -16,7 +18,9 @@ from connectors import SOURCES
 from connectors.base import ConnectorError
 from datapipe_assets.compiler import CompileError, compile_node
 from datapipe_assets.connections import ConnectionSpec, mask
-from datapipe_assets.errors import failure_message
+from datapipe_assets.cursors import FULL_REFRESH_TAG
+from datapipe_assets.factory import build_definitions
+from datapipe_assets.progress import printed_progress
 from datapipe_assets.project import (
     PROJECT_ROOT,
     LoadedPipeline,
@@ -180,11 +184,6 @@ def dagster_home() -> str:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    import dagster as dg
-
-    from datapipe_assets.cursors import FULL_REFRESH_TAG
-    from datapipe_assets.factory import build_definitions
-
     dagster_home()
     project = load_project()
     names = [p.pipeline.name for p in project.pipelines] if args.all else [args.pipeline]
@@ -201,30 +200,20 @@ def run_command(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         for name in names:
             print(f"running {name} ...", flush=True)
-            result = definitions.resolve_job_def(name).execute_in_process(
-                instance=instance,
-                tags=tags,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            )
-            failed += _report(name, result)
+            run_id = str(uuid.uuid4())
+            with printed_progress(instance, run_id):
+                result = definitions.resolve_job_def(name).execute_in_process(
+                    instance=instance,
+                    run_id=run_id,
+                    tags=tags,
+                    raise_on_error=False,
+                    # Progress and failures are printed from the event log, so Dagster's own
+                    # console log stays quiet.
+                    run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+                )
+            print(f"{name}: run {run_id} {'succeeded' if result.success else 'FAILED'}")
+            failed += not result.success
     return 1 if failed else 0
-
-
-def _report(name: str, result: Any) -> int:
-    """Print each asset's outcome; return 1 if the run failed."""
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_MATERIALIZATION":
-            materialization = event.event_specific_data.materialization
-            metadata = materialization.metadata
-            rows = metadata.get("dagster/row_count") or metadata.get("rows_loaded")
-            count = f"{rows.value:>10,} rows" if rows is not None else ""
-            print(f"  done   {materialization.asset_key.to_user_string():<60} {count}")
-        elif event.event_type_value == "STEP_FAILURE":
-            print(f"  FAILED {event.step_key}: {failure_message(event)}", file=sys.stderr)
-    status = "succeeded" if result.success else "FAILED"
-    print(f"{name}: run {result.run_id} {status}")
-    return 0 if result.success else 1
 
 
 def _connection(name: str) -> ConnectionSpec:

@@ -51,12 +51,18 @@ def check_pipeline(
         *_check_modes(pipeline),
         *_check_schedule(pipeline),
     ]
+    loaded_schemas = dict(schemas or {})
     if pipeline.transform is not None:
         graph_problems = _check_graph(pipeline, pipeline.transform)
         problems += graph_problems
+        loaded_schemas = {}
         if not graph_problems:
-            problems += _check_nodes(pipeline, pipeline.transform, schemas or {})
+            node_problems, loaded_schemas = _check_nodes(
+                pipeline, pipeline.transform, schemas or {}
+            )
+            problems += node_problems
     problems += _check_keys(pipeline, schemas or {})
+    problems += _check_upsert_key(pipeline, loaded_schemas)
     return problems
 
 
@@ -276,8 +282,10 @@ def topological_order(transform: TransformSpec) -> list[str]:
 
 def _check_nodes(
     pipeline: Pipeline, transform: TransformSpec, schemas: Mapping[str, pa.Schema]
-) -> list[Problem]:
+) -> tuple[list[Problem], dict[str, pa.Schema | None]]:
+    """Problems of each node, and the known schema of what reaches the destination."""
     problems = []
+    loaded: dict[str, pa.Schema | None] = {}
     index_of = {n.id: i for i, n in enumerate(transform.nodes)}
     node_schemas: dict[str, pa.Schema | None] = {}
     for node_id in topological_order(transform):
@@ -289,6 +297,7 @@ def _check_nodes(
         input_schema = node_schemas[transform.input_of(node_id)]
         if node.type == "destination":
             node_schemas[node_id] = input_schema
+            loaded = {node_id: input_schema}
             continue
         message = static_problem(node)
         if message is None and input_schema is not None:
@@ -302,7 +311,7 @@ def _check_nodes(
                     path, f"node {node_id!r} ({node.type}): {message}", "fix the node's settings"
                 )
             )
-    return problems
+    return problems, loaded
 
 
 def _bind(node: TransformNode, input_schema: pa.Schema) -> tuple[pa.Schema | None, str | None]:
@@ -357,6 +366,24 @@ def _check_keys(pipeline: Pipeline, schemas: Mapping[str, pa.Schema]) -> list[Pr
                     Problem(
                         path,
                         f"table {table!r} has no column {column!r}",
+                        f"use one of: {', '.join(schema.names)}",
+                    )
+                )
+    return problems
+
+
+def _check_upsert_key(pipeline: Pipeline, loaded: Mapping[str, pa.Schema | None]) -> list[Problem]:
+    """The upsert key must be columns of every table the pipeline loads, where known."""
+    problems = []
+    for schema in loaded.values():
+        if schema is None:
+            continue
+        for column in pipeline.destination.upsert_key:
+            if column not in schema.names:
+                problems.append(
+                    Problem(
+                        "destination.upsert_key",
+                        f"the loaded data has no column {column!r}",
                         f"use one of: {', '.join(schema.names)}",
                     )
                 )

@@ -364,6 +364,23 @@ def test_unknown_column_in_filter_is_caught_at_load(folder):
     ]
 
 
+def test_upsert_key_missing_from_the_loaded_data_is_caught_at_load(folder):
+    text = pipeline_with(
+        """\
+        - {id: s, type: source, data: {table: orders}}
+        - {id: a, type: aggregate, data: {groupBy: status, measures: [{column: amount, function: sum, alias: t}]}}
+        - {id: o, type: destination}
+        """,  # noqa: E501
+        "- {source: s, target: a}\n- {source: a, target: o}\n",
+    ).replace(
+        "destination: {connection: warehouse}",
+        "destination: {connection: warehouse, load_mode: upsert, upsert_key: [id]}",
+    )
+    assert only_errors(folder, "u.yaml", text) == [
+        "u.yaml: destination.upsert_key: the loaded data has no column 'id'; use one of: status, t"
+    ]
+
+
 def test_unknown_column_after_a_rename_is_caught_at_load(folder):
     text = pipeline_with(
         """\
