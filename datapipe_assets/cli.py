@@ -31,7 +31,7 @@ from datapipe_assets.project import (
     pipelines_dir,
 )
 from datapipe_assets.validation import topological_order
-from resources.duckdb_sandbox import connect, first_line
+from resources.duckdb_sandbox import first_line, sandboxed_connection
 
 MAX_CELL = 40
 
@@ -122,7 +122,7 @@ def preview_rows(loaded: LoadedPipeline, node_id: str | None, limit: int) -> pa.
         raise CommandError(
             f"pipeline {pipeline.name!r} has no node {target!r}; nodes: {', '.join(order)}"
         )
-    with connect() as con:
+    with sandboxed_connection() as con:
         for current in order:
             node = transform.node(current)
             if node.type == "source":

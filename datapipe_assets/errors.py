@@ -8,7 +8,6 @@ from contextlib import contextmanager
 
 import dagster as dg
 import duckdb
-import pyarrow as pa
 
 from connectors.base import ConnectorError
 from datapipe_assets.compiler import CompileError
@@ -41,14 +40,6 @@ def step_failures(where: str, connections: Iterable[ConnectionSpec]) -> Iterator
             metadata={"traceback": dg.MetadataValue.text(mask(traceback.format_exc(), secrets))},
             allow_retries=not isinstance(error, PERMANENT),
         ) from None
-
-
-def guarded_batches(
-    batches: Iterable[pa.RecordBatch], where: str, connections: Iterable[ConnectionSpec]
-) -> Iterator[pa.RecordBatch]:
-    """Batches consumed later (by the IO manager) fail the same way as the step itself."""
-    with step_failures(where, list(connections)):
-        yield from batches
 
 
 def failure_message(event: dg.DagsterEvent) -> str:

@@ -15,7 +15,7 @@ from datapipe_assets.project import PROJECT_ROOT, LoadedPipeline, Project, SpecE
 from datapipe_assets.raw_assets import raw_asset
 from datapipe_assets.transform_assets import transform_asset
 from datapipe_assets.validation import cron_expression
-from resources.duckdb_sandbox import transform_engine
+from resources.duckdb_sandbox import TransformEngine
 from resources.staging import ParquetStagingIOManager
 
 INVALID_GROUP = "invalid_pipelines"
@@ -105,7 +105,7 @@ def build_definitions(project: Project) -> dg.Definitions:
         schedules=schedules,
         resources={
             "staging": ParquetStagingIOManager(base_url=staging_url()),
-            "duckdb": transform_engine(),
+            "engine": TransformEngine(),
         },
         # Steps of a run share one process: DuckDB already uses every core for a transform,
         # and scaling out happens per run, through Dagster's run launchers.

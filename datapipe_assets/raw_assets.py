@@ -1,22 +1,19 @@
 """Raw assets: one per source table, extracted as Arrow batches into staging."""
 
-from collections.abc import Iterator
-
 import dagster as dg
 
 from connectors.base import CursorState
 from datapipe_assets import cursors
-from datapipe_assets.errors import guarded_batches, step_failures
+from datapipe_assets.errors import step_failures
 from datapipe_assets.keys import raw_key
 from datapipe_assets.project import LoadedPipeline
-from resources.staging import BatchStream
+from resources.staging import StagedFile, scratch_file, write_parquet
 
 
 def raw_asset(loaded: LoadedPipeline, table: str) -> dg.AssetsDefinition:
     pipeline, source = loaded.pipeline, loaded.source
     incremental = pipeline.source.sync_mode == "incremental"
     where = f"pipeline {pipeline.name!r}, table {table!r} (connection {source.name!r})"
-    connections = [loaded.source, loaded.destination]
 
     @dg.asset(
         key=raw_key(pipeline, table),
@@ -32,33 +29,29 @@ def raw_asset(loaded: LoadedPipeline, table: str) -> dg.AssetsDefinition:
         metadata={"connection": source.name, "source_table": table},
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     )
-    def _extract(context: dg.AssetExecutionContext) -> Iterator[dg.Output[BatchStream]]:
-        with step_failures(where, connections):
+    def _extract(context: dg.AssetExecutionContext) -> dg.Output[StagedFile]:
+        with step_failures(where, [loaded.source, loaded.destination]), scratch_file() as path:
             start = _committed_state(loaded, table, context) if incremental else None
+            context.log.info(f"extracting {table} from cursor {cursors.describe(start)}")
             extraction = source.open_source().extract(
                 table,
                 pipeline.source.incremental_key if incremental else None,
                 start,
                 pipeline.source.primary_key,
             )
-        context.log.info(f"extracting {table} from cursor {cursors.describe(start)}")
-
-        def cursor_metadata() -> dict[str, object]:
-            if not incremental:
-                return {}
-            return {
+            write_parquet(
+                path,
+                extraction.schema,
+                extraction,
+                lambda: cursors.encode_states({table: extraction.state}),
+            )
+        metadata = {}
+        if incremental:
+            metadata = {
                 "cursor/start": cursors.describe(start),
                 "cursor/extracted_to": cursors.describe(extraction.state),
             }
-
-        yield dg.Output(
-            BatchStream(
-                schema=extraction.schema,
-                batches=guarded_batches(extraction, where, connections),
-                file_metadata=lambda: cursors.encode_states({table: extraction.state}),
-                metadata=cursor_metadata,
-            )
-        )
+        return dg.Output(StagedFile(path, metadata))
 
     return _extract
 

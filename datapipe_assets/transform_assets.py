@@ -1,18 +1,15 @@
 """Transform assets: one per transform node, compiled to SQL and run in sandboxed DuckDB."""
 
-from collections.abc import Iterator
-
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from connectors.base import BATCH_ROWS
 from datapipe_assets import cursors
-from datapipe_assets.compiler import column_lineage, compile_node
-from datapipe_assets.errors import guarded_batches, step_failures
+from datapipe_assets.compiler import column_lineage, compile_node, quote_literal
+from datapipe_assets.errors import step_failures
 from datapipe_assets.keys import node_key, upstream_key
 from datapipe_assets.project import LoadedPipeline
 from datapipe_assets.spec import TransformNode
-from resources.staging import BatchStream, StagedTable
+from resources.duckdb_sandbox import TransformEngine
+from resources.staging import ROW_GROUP_ROWS, ZSTD_LEVEL, StagedFile, StagedTable, scratch_file
 
 
 def transform_asset(loaded: LoadedPipeline, node: TransformNode) -> dg.AssetsDefinition:
@@ -31,26 +28,37 @@ def transform_asset(loaded: LoadedPipeline, node: TransformNode) -> dg.AssetsDef
         metadata={"node_type": node.type},
     )
     def _transform(
-        context: dg.AssetExecutionContext, duckdb: DuckDBResource, upstream: StagedTable
-    ) -> Iterator[dg.Output[BatchStream]]:
+        context: dg.AssetExecutionContext, engine: TransformEngine, upstream: StagedTable
+    ) -> dg.Output[StagedFile]:
         columns = upstream.schema.names
-        with step_failures(where, []):
+        with (
+            step_failures(where, []),
+            scratch_file() as output,
+            upstream.local_path() as input_path,
+            engine.connect([input_path], str(output.parent)) as con,
+        ):
             sql = compile_node(node, columns)
-        # The connection stays open while the IO manager streams the result into staging.
-        with duckdb.get_connection() as con, step_failures(where, []):
-            con.register("input", upstream.dataset())
-            reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
-            yield dg.Output(
-                BatchStream(
-                    schema=reader.schema,
-                    batches=guarded_batches(reader, where, []),
-                    file_metadata=lambda: cursors.passthrough(upstream),
-                    metadata=lambda: _node_metadata(sql, node, columns, input_key),
-                )
+            # DuckDB reads and writes the parquet itself: its native, parallel reader and
+            # writer are several times faster than streaming the rows through Python.
+            con.execute(
+                f"CREATE VIEW input AS SELECT * FROM read_parquet({quote_literal(input_path)})"
             )
+            options = (
+                f"FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, "
+                f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
+                f"KV_METADATA {_struct(cursors.passthrough(upstream))}"
+            )
+            con.execute(f"COPY ({sql}) TO {quote_literal(str(output))} ({options})")
         context.log.info(f"{node.id}: ran {sql}")
+        return dg.Output(StagedFile(output, _node_metadata(sql, node, columns, input_key)))
 
     return _transform
+
+
+def _struct(metadata: dict[str, str]) -> str:
+    """A DuckDB struct literal, for parquet key-value metadata."""
+    fields = (f"{quote_literal(k)}: {quote_literal(v)}" for k, v in metadata.items())
+    return "{" + ", ".join(fields) + "}"
 
 
 def _node_metadata(

@@ -21,7 +21,7 @@ from datapipe_assets.spec import (
     TransformNode,
     TransformSpec,
 )
-from resources.duckdb_sandbox import connect, first_line, output_schema
+from resources.duckdb_sandbox import first_line, output_schema, sandboxed_connection
 
 SCHEDULE_ALIASES = {"hourly": "0 * * * *", "daily": "0 0 * * *"}
 
@@ -344,7 +344,7 @@ def static_problem(node: TransformNode) -> str | None:
 
 def _require_one_select(sql: str, what: str) -> None:
     try:
-        with connect() as con:
+        with sandboxed_connection() as con:
             statements = con.extract_statements(sql)
     except duckdb.Error as error:
         raise CompileError(f"{what} is not valid SQL: {first_line(error)}") from error

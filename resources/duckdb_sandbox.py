@@ -1,47 +1,76 @@
-"""The DuckDB connection transforms run in: in memory, with no access outside the process.
+"""The DuckDB connection transforms run in: in memory, shut off from the outside.
 
-User SQL (computed expressions, sql nodes) runs here, so the connection can read only the
-Arrow data registered with it: no files, no network, no extension downloads, and settings
-locked so a query cannot switch any of that back on.
+User SQL (computed expressions, sql nodes) runs here, so a connection can touch only the
+files it is given: the staged input to read and a scratch folder for its output. No other
+file, no network, no extension download, and settings locked so a query cannot switch any
+of that back on.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+import dagster as dg
 import duckdb
 import pyarrow as pa
-from dagster_duckdb import DuckDBResource
+
+SPILL_DIRECTORY = os.path.join(tempfile.gettempdir(), "datapipe-duckdb-spill")
 
 
-def sandbox_config(memory_limit: str | None = None, threads: int | None = None) -> dict[str, Any]:
-    return {
-        "enable_external_access": False,
-        "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False,
-        "threads": threads or int(os.environ.get("DATAPIPE_DUCKDB_THREADS", os.cpu_count() or 2)),
-        # Bounded so large sorts and aggregates spill to disk instead of growing the process.
-        "memory_limit": memory_limit or os.environ.get("DATAPIPE_DUCKDB_MEMORY", "1GB"),
-        "temp_directory": os.path.join(tempfile.gettempdir(), "datapipe-duckdb-spill"),
-        "lock_configuration": True,
-    }
+@contextmanager
+def sandboxed_connection(
+    readable: Sequence[str] = (),
+    writable_directory: str | None = None,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(
+        ":memory:",
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "threads": threads or os.cpu_count() or 2,
+            # Bounded, so large sorts and aggregates spill to disk rather than grow the
+            # process: peak memory stays flat whatever the table size.
+            "memory_limit": memory_limit or os.environ.get("DATAPIPE_DUCKDB_MEMORY", "384MB"),
+            "temp_directory": SPILL_DIRECTORY,
+        },
+    )
+    try:
+        # Exceptions to the lockdown must be granted before external access is switched off.
+        con.execute("SET allowed_paths = ?", [list(readable)])
+        con.execute(
+            "SET allowed_directories = ?", [[writable_directory] if writable_directory else []]
+        )
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        yield con
+    finally:
+        con.close()
 
 
-def transform_engine() -> DuckDBResource:
-    """The Dagster resource every transform asset gets its connection from."""
-    return DuckDBResource(database=":memory:", connection_config=sandbox_config())
+class TransformEngine(dg.ConfigurableResource):
+    """Sandboxed DuckDB connections for transform assets."""
 
+    memory_limit: str = os.environ.get("DATAPIPE_DUCKDB_MEMORY", "384MB")
+    threads: int = 0  # 0: one per core
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """A sandboxed connection for use outside a Dagster run (validation, preview)."""
-    return duckdb.connect(":memory:", config=sandbox_config())
+    @contextmanager
+    def connect(
+        self, readable: Sequence[str], writable_directory: str
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        with sandboxed_connection(
+            readable, writable_directory, self.memory_limit, self.threads or None
+        ) as con:
+            yield con
 
 
 def output_schema(sql: str, input_schema: pa.Schema) -> pa.Schema:
     """Bind a query against an empty `input` with the given schema; raise on any error."""
-    with connect() as con:
+    with sandboxed_connection() as con:
         con.register("input", input_schema.empty_table())
         return con.sql(f"SELECT * FROM ({sql}) LIMIT 0").to_arrow_table().schema
 

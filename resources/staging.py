@@ -3,15 +3,22 @@
 Layout: `{DATAPIPE_STAGING_URL}/{run_id}/{asset key parts}.parquet`. Keeping each run's
 files is the audit trail, and it is what lets a downstream asset read exactly the upstream
 version its own run produced.
+
+An asset writes its parquet file into a local scratch folder (`scratch_file`) and returns
+it as a `StagedFile`; the IO manager publishes it to staging, atomically, and records its
+metadata. Downstream assets receive a `StagedTable`.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -25,51 +32,99 @@ from connectors.object_store import filesystem_for, url_for
 
 PREVIEW_ROWS = 10
 STAGED_PATH = "staged_path"
+# Rows per parquet row group: large groups write and scan much faster than one per batch.
+ROW_GROUP_ROWS = 1_000_000
+# ...but never buffer more than this many bytes of a group in memory.
+ROW_GROUP_BYTES = 64 << 20
+PARQUET_FILE = "data.parquet"
+# zstd's fastest level: staging is written once and read once, so speed beats ratio.
+ZSTD_LEVEL = 1
 
 
-@dataclass
-class BatchStream:
-    """What an asset hands to the IO manager: batches to stage, consumed exactly once.
+@dataclass(frozen=True)
+class StagedFile:
+    """What an asset returns: a complete local parquet file for the IO manager to publish."""
 
-    Some facts (an extract's new cursor, say) are known only once every batch has passed,
-    so file metadata and Dagster metadata are asked for after the last batch.
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def scratch_file() -> Iterator[Path]:
+    """A path for an asset's output file, in a private folder removed if the step fails.
+
+    On success the folder is left for the IO manager, which removes it once published.
     """
+    folder = Path(tempfile.mkdtemp(prefix="datapipe-step-"))
+    try:
+        yield folder / PARQUET_FILE
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
-    schema: pa.Schema
-    batches: Iterable[pa.RecordBatch]
-    file_metadata: Callable[[], dict[str, str]] = dict
-    metadata: Callable[[], dict[str, Any]] = dict
 
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        return iter(self.batches)
+def write_parquet(
+    path: Path,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    file_metadata: Callable[[], dict[str, str]] = dict,
+) -> None:
+    """Stream batches into a zstd parquet file; file metadata is asked for after the last."""
+    pending: list[pa.RecordBatch] = []
+    rows = size = 0
+    with pq.ParquetWriter(path, schema, compression="zstd", compression_level=ZSTD_LEVEL) as writer:
+        for batch in batches:
+            pending.append(batch)
+            rows, size = rows + batch.num_rows, size + batch.nbytes
+            if rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
+                writer.write_table(pa.Table.from_batches(pending, schema))
+                pending, rows, size = [], 0, 0
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending, schema))
+        writer.add_key_value_metadata(file_metadata())
 
 
 @dataclass(frozen=True)
 class StagedTable:
-    """What a downstream asset receives: a staged parquet file, read lazily in batches."""
+    """What a downstream asset receives: a staged parquet file, read lazily."""
 
     filesystem: fs.FileSystem
     path: str
     url: str
     _file_metadata: dict[str, str] = field(default_factory=dict)
+    schema: pa.Schema = field(default_factory=lambda: pa.schema([]))
 
     @classmethod
     def open(cls, url: str) -> StagedTable:
         filesystem, path = filesystem_for(url)
         with filesystem.open_input_file(path) as handle:
-            raw = pq.ParquetFile(handle).metadata.metadata or {}
+            parquet = pq.ParquetFile(handle)
+            raw = parquet.metadata.metadata or {}
+            schema = parquet.schema_arrow
         decoded = {k.decode(): v.decode() for k, v in raw.items() if k != b"ARROW:schema"}
-        return cls(filesystem, path, url, decoded)
-
-    def dataset(self) -> ds.Dataset:
-        return ds.dataset(self.path, filesystem=self.filesystem, format="parquet")
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self.dataset().schema
+        return cls(filesystem, path, url, decoded, schema.remove_metadata())
 
     def reader(self) -> pa.RecordBatchReader:
-        return self.dataset().scanner(batch_size=BATCH_ROWS).to_reader()
+        dataset = ds.dataset(self.path, filesystem=self.filesystem, format="parquet")
+        return dataset.scanner(batch_size=BATCH_ROWS).to_reader()
+
+    @contextmanager
+    def local_path(self) -> Iterator[str]:
+        """The file on local disk (downloaded for the duration when staging is remote)."""
+        if isinstance(self.filesystem, fs.LocalFileSystem):
+            yield self.path
+            return
+        folder = Path(tempfile.mkdtemp(prefix="datapipe-input-"))
+        try:
+            fs.copy_files(
+                self.path,
+                str(folder / PARQUET_FILE),
+                source_filesystem=self.filesystem,
+                destination_filesystem=fs.LocalFileSystem(),
+            )
+            yield str(folder / PARQUET_FILE)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def file_metadata(self, key: str) -> Any:
         value = self._file_metadata.get(key)
@@ -77,7 +132,7 @@ class StagedTable:
 
 
 class ParquetStagingIOManager(dg.ConfigurableIOManager):
-    """Stages asset data as zstd parquet, written atomically, under the run's id."""
+    """Publishes asset data as zstd parquet, atomically, under the run's id."""
 
     base_url: str
 
@@ -85,43 +140,33 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
         filesystem, base = filesystem_for(self.base_url)
         return filesystem, "/".join([base, run_id, *asset_key.path]) + ".parquet"
 
-    def handle_output(self, context: dg.OutputContext, obj: BatchStream) -> None:
-        with self._storage_errors():
-            self._write(context, obj)
+    def handle_output(self, context: dg.OutputContext, obj: StagedFile) -> None:
+        try:
+            with self._storage_errors():
+                filesystem, path = self._location(context.run_id, context.asset_key)
+                self._publish(obj.path, filesystem, path)
+                context.add_output_metadata(
+                    {**staged_metadata(obj.path, url_for(filesystem, path)), **obj.metadata}
+                )
+        finally:
+            shutil.rmtree(obj.path.parent, ignore_errors=True)
 
-    def _write(self, context: dg.OutputContext, obj: BatchStream) -> None:
-        filesystem, path = self._location(context.run_id, context.asset_key)
+    def _publish(self, local: Path, filesystem: fs.FileSystem, path: str) -> None:
+        """Copy under a temporary name, then move into place: no reader sees a partial file."""
         parent = path.rsplit("/", 1)[0]
-        # Written under a temporary name and moved into place once complete, so no reader
-        # ever sees a half-written file (an S3 object appears only when its upload ends).
         incomplete = f"{parent}/_incomplete-{uuid.uuid4().hex}.parquet"
         filesystem.create_dir(parent, recursive=True)
-        rows, preview = 0, []
         try:
-            with (
-                filesystem.open_output_stream(incomplete) as sink,
-                pq.ParquetWriter(sink, obj.schema, compression="zstd") as writer,
-            ):
-                for batch in obj:
-                    writer.write_batch(batch)
-                    if rows < PREVIEW_ROWS:
-                        preview.append(batch.slice(0, PREVIEW_ROWS - rows))
-                    rows += batch.num_rows
-                writer.add_key_value_metadata(obj.file_metadata())
+            fs.copy_files(
+                str(local),
+                incomplete,
+                source_filesystem=fs.LocalFileSystem(),
+                destination_filesystem=filesystem,
+            )
             filesystem.move(incomplete, path)
         finally:
             if filesystem.get_file_info(incomplete).type != fs.FileType.NotFound:
                 filesystem.delete_file(incomplete)
-        context.add_output_metadata(
-            {
-                "dagster/row_count": dg.MetadataValue.int(rows),
-                "dagster/column_schema": dg.MetadataValue.table_schema(table_schema(obj.schema)),
-                "staged_bytes": dg.MetadataValue.int(filesystem.get_file_info(path).size),
-                STAGED_PATH: dg.MetadataValue.path(url_for(filesystem, path)),
-                "preview": dg.MetadataValue.md(markdown_preview(obj.schema, preview)),
-                **obj.metadata(),
-            }
-        )
 
     def load_input(self, context: dg.InputContext) -> StagedTable:
         with self._storage_errors():
@@ -157,26 +202,44 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
         return StagedTable.open(str(staged.value))
 
 
+def staged_metadata(local: Path, url: str) -> dict[str, Any]:
+    """Row count, schema, size, location and a preview, from the parquet file itself."""
+    parquet = pq.ParquetFile(local)
+    schema = parquet.schema_arrow
+    first = next(parquet.iter_batches(batch_size=PREVIEW_ROWS), None)
+    return {
+        "dagster/row_count": dg.MetadataValue.int(parquet.metadata.num_rows),
+        "dagster/column_schema": dg.MetadataValue.table_schema(table_schema(schema)),
+        "staged_bytes": dg.MetadataValue.int(local.stat().st_size),
+        STAGED_PATH: dg.MetadataValue.path(url),
+        "preview": dg.MetadataValue.md(markdown_preview(schema, first)),
+    }
+
+
 def table_schema(schema: pa.Schema) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(name=f.name, type=str(f.type), constraints=_nullable(f)) for f in schema
+            dg.TableColumn(
+                name=f.name,
+                type=str(f.type),
+                constraints=dg.TableColumnConstraints(nullable=f.nullable),
+            )
+            for f in schema
         ]
     )
 
 
-def _nullable(arrow_field: pa.Field) -> dg.TableColumnConstraints:
-    return dg.TableColumnConstraints(nullable=arrow_field.nullable)
-
-
-def markdown_preview(schema: pa.Schema, batches: list[pa.RecordBatch]) -> str:
+def markdown_preview(schema: pa.Schema, batch: pa.RecordBatch | None) -> str:
     """The first rows as a markdown table."""
-    rows = pa.Table.from_batches(batches, schema=schema).to_pylist() if batches else []
-    header = "| " + " | ".join(_cell(name) for name in schema.names) + " |"
-    rule = "|" + "---|" * len(schema.names)
-    lines = [header, rule]
+    if not schema.names:
+        return "(no columns)"
+    rows = batch.to_pylist() if batch is not None else []
+    lines = [
+        "| " + " | ".join(_cell(name) for name in schema.names) + " |",
+        "|" + "---|" * len(schema.names),
+    ]
     lines += ["| " + " | ".join(_cell(row[n]) for n in schema.names) + " |" for row in rows]
-    return "\n".join(lines) if schema.names else "(no columns)"
+    return "\n".join(lines)
 
 
 def _cell(value: Any) -> str:

@@ -84,9 +84,9 @@ def test_destination_column_type_conflict_leaves_the_table_as_it_was(tmp_path, m
     assert _duckdb_rows(directory, "SELECT * FROM orders") == [(99, True)]
 
 
-def test_missing_secret_names_the_connection_and_variable(tmp_path, monkeypatch, postgres):
+def _run_shop_copy(tmp_path: Path, monkeypatch, postgres, instance) -> dg.ExecuteInProcessResult:
+    """Run shop_copy: PostgreSQL, its password from ${SHOP_DB_PASSWORD}, into DuckDB."""
     monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
-    monkeypatch.delenv("SHOP_DB_PASSWORD", raising=False)
     directory = write_project(
         tmp_path / "pipelines",
         {
@@ -107,8 +107,13 @@ def test_missing_secret_names_the_connection_and_variable(tmp_path, monkeypatch,
             }
         },
     )
+    return run(directory, "shop_copy", instance)
+
+
+def test_missing_secret_names_the_connection_and_variable(tmp_path, monkeypatch, postgres):
+    monkeypatch.delenv("SHOP_DB_PASSWORD", raising=False)
     with dg.instance_for_test() as instance:
-        result = run(directory, "shop_copy", instance)
+        result = _run_shop_copy(tmp_path, monkeypatch, postgres, instance)
     assert failure_messages(result) == [
         "connection 'shop_db': environment variable SHOP_DB_PASSWORD (for 'password') is not set; "
         "export it before running"
@@ -186,30 +191,9 @@ def test_wrong_credentials_fail_clearly_and_the_password_appears_nowhere(
     tmp_path, monkeypatch, postgres
 ):
     secret = "Wr0ng-but-Secret-Value-8812"
-    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
     monkeypatch.setenv("SHOP_DB_PASSWORD", secret)
-    directory = write_project(
-        tmp_path / "pipelines",
-        {
-            "shop_db": {
-                "connector": "postgres",
-                "config": {
-                    **postgres_config(postgres, "postgres"),
-                    "password": "${SHOP_DB_PASSWORD}",
-                },
-            },
-            "warehouse": {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}},
-        },
-        {
-            "p.yaml": {
-                "name": "shop_copy",
-                "source": {"connection": "shop_db", "tables": ["orders"]},
-                "destination": {"connection": "warehouse"},
-            }
-        },
-    )
     with dg.instance_for_test() as instance:
-        result = run(directory, "shop_copy", instance)
+        result = _run_shop_copy(tmp_path, monkeypatch, postgres, instance)
         assert failure_messages(result) == [
             "connection 'shop_db': authentication failed for user 'postgres'; "
             "check username and password"

@@ -35,7 +35,7 @@ def project(tmp_path, monkeypatch):
                     "username": "u",
                     "password": "${DOWN_DB_PASSWORD}",
                 },
-            },  # fmt: skip
+            },
         },
         {
             "revenue.yaml": {

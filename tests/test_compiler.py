@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from datapipe_assets.compiler import CompileError, column_lineage, compile_node, result_type
 from datapipe_assets.spec import Node
-from resources.duckdb_sandbox import connect
+from resources.duckdb_sandbox import sandboxed_connection
 
 NODE = TypeAdapter(Node)
 
@@ -41,7 +41,7 @@ def node(node_type: str, **data):
 
 def run(n, table: pa.Table = PEOPLE) -> tuple[list[str], list[tuple]]:
     sql = compile_node(n, table.column_names)
-    with connect() as con:
+    with sandboxed_connection() as con:
         con.register("input", table)
         result = con.sql(sql)
         return result.columns, result.fetchall()
@@ -283,7 +283,7 @@ def test_computed_every_result_type(expression, type_name, expected, arrow_type)
         "computed", columns=[{"name": "out", "expression": expression, "resultType": type_name}]
     )
     sql = compile_node(n, PRICES.column_names)
-    with connect() as con:
+    with sandboxed_connection() as con:
         con.register("input", PRICES)
         table = con.sql(sql).to_arrow_table()
     assert table.column_names == ["id", "cents", "stamp", "out"]
@@ -309,38 +309,23 @@ def test_computed_several_columns_are_added_after_existing_ones_in_order():
     )
 
 
-def test_computed_name_that_exists_in_the_input():
-    n = node("computed", columns=[{"name": "cents", "expression": "1", "resultType": "BIGINT"}])
-    with pytest.raises(CompileError) as error:
-        compile_node(n, PRICES.column_names)
-    assert str(error.value) == "computed column 'cents' already exists; choose a new name"
-
-
-def test_computed_name_given_twice_in_one_node():
+@pytest.mark.parametrize(
+    ("columns", "duplicate"),
+    [
+        pytest.param([("cents", "1")], "cents", id="name_that_exists_in_the_input"),
+        pytest.param([("c", "1"), ("c", "2")], "c", id="name_given_twice_in_one_node"),
+        # The message names the duplicate, not the first column.
+        pytest.param([("b", "1"), ("c", "1"), ("c", "2")], "c", id="duplicate_after_another"),
+    ],
+)
+def test_computed_name_already_taken(columns, duplicate):
     n = node(
         "computed",
-        columns=[
-            {"name": "c", "expression": "1", "resultType": "BIGINT"},
-            {"name": "c", "expression": "2", "resultType": "BIGINT"},
-        ],
+        columns=[{"name": c, "expression": e, "resultType": "BIGINT"} for c, e in columns],
     )
     with pytest.raises(CompileError) as error:
         compile_node(n, PRICES.column_names)
-    assert str(error.value) == "computed column 'c' already exists; choose a new name"
-
-
-def test_computed_duplicate_name_message_names_the_duplicate_not_the_first_column():
-    n = node(
-        "computed",
-        columns=[
-            {"name": "b", "expression": "1", "resultType": "BIGINT"},
-            {"name": "c", "expression": "1", "resultType": "BIGINT"},
-            {"name": "c", "expression": "2", "resultType": "BIGINT"},
-        ],
-    )
-    with pytest.raises(CompileError) as error:
-        compile_node(n, PRICES.column_names)
-    assert str(error.value) == "computed column 'c' already exists; choose a new name"
+    assert str(error.value) == f"computed column '{duplicate}' already exists; choose a new name"
 
 
 BAD_TYPE_HINT = (
@@ -615,7 +600,7 @@ def test_user_sql_cannot_read_files(n):
 
 def test_user_sql_cannot_write_files():
     n = node("sql", query="SELECT * FROM input")
-    with connect() as con:
+    with sandboxed_connection() as con:
         con.register("input", PEOPLE)
         with pytest.raises(duckdb.PermissionException, match="Permission Error"):
             con.execute(
@@ -624,7 +609,7 @@ def test_user_sql_cannot_write_files():
 
 
 def test_user_sql_cannot_turn_external_access_back_on():
-    with connect() as con, pytest.raises(duckdb.Error, match="lock"):
+    with sandboxed_connection() as con, pytest.raises(duckdb.Error, match="lock"):
         con.execute("SET enable_external_access = true")
 
 

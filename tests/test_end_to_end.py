@@ -46,6 +46,14 @@ def _orders_project(directory: Path, destination: dict, **destination_spec: obje
     )  # fmt: skip
 
 
+def _local_duckdb_orders_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The orders project into DuckDB, staging under tmp_path."""
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    return _orders_project(
+        tmp_path / "pipelines", {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}}
+    )
+
+
 def _materialization(instance: dg.DagsterInstance, *key: str) -> dg.AssetMaterialization:
     event = instance.get_latest_materialization_event(dg.AssetKey(list(key)))
     assert event is not None and event.asset_materialization is not None
@@ -53,10 +61,7 @@ def _materialization(instance: dg.DagsterInstance, *key: str) -> dg.AssetMateria
 
 
 def test_six_node_pipeline_into_duckdb_with_metadata(tmp_path, monkeypatch):
-    project = _orders_project(
-        tmp_path / "pipelines", {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}}
-    )
-    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    project = _local_duckdb_orders_project(tmp_path, monkeypatch)
     with dg.instance_for_test() as instance:
         result = run(project, "orders_revenue", instance)
         assert result.success
@@ -134,10 +139,7 @@ def test_s3_staging_and_postgres_destination(tmp_path, monkeypatch, s3, postgres
 
 
 def test_downstream_rerun_reads_the_latest_upstream_version(tmp_path, monkeypatch):
-    project = _orders_project(
-        tmp_path / "pipelines", {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}}
-    )
-    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    project = _local_duckdb_orders_project(tmp_path, monkeypatch)
     from datapipe_assets.factory import build_definitions
     from datapipe_assets.project import load_project
 

@@ -12,6 +12,7 @@ from datapipe_assets.cursors import FULL_REFRESH_TAG
 from tests.project_files import failure_messages, postgres_config, run, write_project
 
 T1, T2, T3, T4 = (dt.datetime(2026, 3, day, 12, 0) for day in (1, 2, 3, 4))
+INSERT = "INSERT INTO orders VALUES (%s, %s, %s)"
 
 
 @pytest.fixture
@@ -69,17 +70,16 @@ def test_upsert_runs_with_updates_boundary_rows_and_a_failed_load(
 ):
     shop, warehouse = databases
     project = _project(tmp_path, monkeypatch, postgres, databases, "upsert")
-    insert = "INSERT INTO orders VALUES (%s, %s, %s)"
     with dg.instance_for_test() as instance:
         # Run 1: two rows share the cursor's boundary value T2.
-        _execute(postgres, shop, (insert, 1, 100, T1), (insert, 2, 200, T2), (insert, 3, 300, T2))
+        _execute(postgres, shop, (INSERT, 1, 100, T1), (INSERT, 2, 200, T2), (INSERT, 3, 300, T2))
         assert run(project, "shop_orders", instance).success
         assert _rows(postgres, warehouse) == [(1, 100, T1), (2, 200, T2), (3, 300, T2)]
         assert _committed_cursor(instance) == str(T2)
 
         # Run 2: a late row at the boundary value, a new row and an update.
         _execute(
-            postgres, shop, (insert, 4, 400, T2), (insert, 5, 500, T3),
+            postgres, shop, (INSERT, 4, 400, T2), (INSERT, 5, 500, T3),
             ("UPDATE orders SET amount = 150, updated_at = %s WHERE id = 1", T3),
         )  # fmt: skip
         assert run(project, "shop_orders", instance).success
@@ -96,7 +96,7 @@ def test_upsert_runs_with_updates_boundary_rows_and_a_failed_load(
             postgres, warehouse, ("ALTER TABLE orders ADD CONSTRAINT small CHECK (amount < 1000)",)
         )
         _execute(
-            postgres, shop, (insert, 6, 5000, T4),
+            postgres, shop, (INSERT, 6, 5000, T4),
             ("UPDATE orders SET amount = 250, updated_at = %s WHERE id = 2", T4),
         )  # fmt: skip
         before = _rows(postgres, warehouse)
@@ -124,11 +124,10 @@ def test_append_never_doubles_rows_at_the_cursor_boundary(
 ):
     shop, warehouse = databases
     project = _project(tmp_path, monkeypatch, postgres, databases, "append")
-    insert = "INSERT INTO orders VALUES (%s, %s, %s)"
     with dg.instance_for_test() as instance:
-        _execute(postgres, shop, (insert, 1, 100, T1), (insert, 2, 200, T2))
+        _execute(postgres, shop, (INSERT, 1, 100, T1), (INSERT, 2, 200, T2))
         assert run(project, "shop_orders", instance).success
         assert run(project, "shop_orders", instance).success  # nothing new
-        _execute(postgres, shop, (insert, 3, 300, T2), (insert, 4, 400, T3))
+        _execute(postgres, shop, (INSERT, 3, 300, T2), (INSERT, 4, 400, T3))
         assert run(project, "shop_orders", instance).success
         assert _rows(postgres, warehouse) == _rows(postgres, shop)

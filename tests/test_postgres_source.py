@@ -12,6 +12,7 @@ import pytest
 
 from connectors.base import BATCH_ROWS, ConnectorError, TableSchema
 from connectors.postgres_source import PostgresSource
+from tests.project_files import postgres_config
 from tests.services import PG_PASSWORD, PostgresServer, free_port
 
 # The test server checks passwords; the real one must still never leak into a message.
@@ -20,14 +21,7 @@ UTC = dt.UTC
 
 
 def config(server: PostgresServer, database: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "host": server.host,
-        "port": server.port,
-        "database": database,
-        "username": server.user,
-        "password": PASSWORD,
-        **overrides,
-    }
+    return {**postgres_config(server, database), **overrides}
 
 
 def run(server: PostgresServer, database: str, *statements: str) -> None:
@@ -229,23 +223,20 @@ def test_large_table_streams_in_batches(postgres: PostgresServer, pg_database: s
     assert sorted(ids) == list(range(1, total + 1))
 
 
-def test_unknown_user_is_an_authentication_failure(
-    postgres: PostgresServer, pg_database: str
+@pytest.mark.parametrize(
+    ("override", "user"),
+    [
+        pytest.param({"username": "etl"}, "etl", id="unknown_user"),
+        pytest.param({"password": "not-the-password"}, "postgres", id="wrong_password"),
+    ],
+)
+def test_bad_credentials_are_an_authentication_failure(
+    postgres: PostgresServer, pg_database: str, override: dict[str, str], user: str
 ) -> None:
-    source = PostgresSource("shop_db", config(postgres, pg_database, username="etl"))
+    source = PostgresSource("shop_db", config(postgres, pg_database, **override))
 
     assert error_of(source.check) == (
-        "connection 'shop_db': authentication failed for user 'etl'; check username and password"
-    )
-
-
-def test_wrong_password_is_an_authentication_failure(
-    postgres: PostgresServer, pg_database: str
-) -> None:
-    source = PostgresSource("shop_db", config(postgres, pg_database, password="not-the-password"))
-
-    assert error_of(source.check) == (
-        "connection 'shop_db': authentication failed for user 'postgres'; "
+        f"connection 'shop_db': authentication failed for user '{user}'; "
         "check username and password"
     )
 

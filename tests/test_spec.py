@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from datapipe_assets.connections import ConnectionSpec
 from datapipe_assets.project import PROJECT_ROOT, load_project
 from datapipe_assets.spec import Node, Pipeline, normalize_editor_export
+from tests.project_files import SIX_NODE_TRANSFORM
 
 NODE = TypeAdapter(Node)
 
@@ -53,70 +54,14 @@ ORDERS_REVENUE_JSON = {
     "org": "acme",
     "description": "Paid revenue per customer, from the shop's order export.",
     "sourceConfig": {"connection": "orders_csv", "tables": ["orders"]},
+    # The six-node transform with the editor's canvas positions and edge ids.
     "transformConfig": {
         "nodes": [
-            {
-                "id": "orders",
-                "type": "source",
-                "position": {"x": 0, "y": 0},
-                "data": {"table": "orders"},
-            },
-            {
-                "id": "paid",
-                "type": "filter",
-                "position": {"x": 200, "y": 0},
-                "data": {"column": "status", "operator": "eq", "value": "paid"},
-            },
-            {
-                "id": "renamed",
-                "type": "rename",
-                "position": {"x": 400, "y": 0},
-                "data": {
-                    "mappings": [{"from": "amount_cents", "to": "amount"}],
-                    "dropUnmapped": False,
-                },
-            },
-            {
-                "id": "usd",
-                "type": "computed",
-                "position": {"x": 600, "y": 0},
-                "data": {
-                    "columns": [
-                        {
-                            "name": "amount_usd",
-                            "expression": "amount / 100.0",
-                            "resultType": "DOUBLE",
-                        }
-                    ]
-                },
-            },
-            {
-                "id": "latest",
-                "type": "deduplicate",
-                "position": {"x": 800, "y": 0},
-                "data": {"columns": ["id"], "keepStrategy": "last", "orderBy": "updated_at"},
-            },
-            {
-                "id": "by_customer",
-                "type": "aggregate",
-                "position": {"x": 1000, "y": 0},
-                "data": {
-                    "groupBy": ["customer_id"],
-                    "measures": [
-                        {"column": "amount_usd", "function": "sum", "alias": "revenue"},
-                        {"column": "id", "function": "count", "alias": "orders"},
-                    ],
-                },
-            },
-            {"id": "out", "type": "destination", "position": {"x": 1200, "y": 0}, "data": {}},
+            {**node, "position": {"x": 200 * i, "y": 0}, "data": node.get("data", {})}
+            for i, node in enumerate(SIX_NODE_TRANSFORM["nodes"])
         ],
         "edges": [
-            {"id": "e1", "source": "orders", "target": "paid"},
-            {"id": "e2", "source": "paid", "target": "renamed"},
-            {"id": "e3", "source": "renamed", "target": "usd"},
-            {"id": "e4", "source": "usd", "target": "latest"},
-            {"id": "e5", "source": "latest", "target": "by_customer"},
-            {"id": "e6", "source": "by_customer", "target": "out"},
+            {"id": f"e{i}", **edge} for i, edge in enumerate(SIX_NODE_TRANSFORM["edges"], start=1)
         ],
     },
     "destinationConfig": {
@@ -279,20 +224,24 @@ def _required_only(data: dict) -> dict:
 
 
 def test_snake_case_and_camel_case_pipeline_blocks_are_equal():
-    snake = """\
+    blocks = """\
     name: p
-    source: {connection: c, tables: [t], sync_mode: incremental, incremental_key: updated_at,
-             primary_key: [id]}
-    destination: {connection: w, target_table: out, table_prefix: raw_, load_mode: append,
-                  create_table_if_missing: false}
+    source: {{connection: c, tables: [t], {sync_mode}: incremental, {incremental_key}: updated_at,
+             {primary_key}: [id]}}
+    destination: {{connection: w, {target_table}: out, {table_prefix}: raw_, {load_mode}: append,
+                  {create_table_if_missing}: false}}
     """
-    camel = """\
-    name: p
-    source: {connection: c, tables: [t], syncMode: incremental, incrementalKey: updated_at,
-             primaryKey: [id]}
-    destination: {connection: w, targetTable: out, tablePrefix: raw_, loadMode: append,
-                  createTableIfMissing: false}
-    """
+    camel_keys = {
+        "sync_mode": "syncMode",
+        "incremental_key": "incrementalKey",
+        "primary_key": "primaryKey",
+        "target_table": "targetTable",
+        "table_prefix": "tablePrefix",
+        "load_mode": "loadMode",
+        "create_table_if_missing": "createTableIfMissing",
+    }
+    snake = blocks.format(**{key: key for key in camel_keys})
+    camel = blocks.format(**camel_keys)
     parsed = from_yaml(textwrap.dedent(snake))
     assert parsed == from_yaml(textwrap.dedent(camel))
     assert (parsed.source.sync_mode, parsed.source.incremental_key) == ("incremental", "updated_at")
