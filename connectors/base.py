@@ -163,7 +163,8 @@ class Extraction:
 
 @dataclass(frozen=True)
 class LoadResult:
-    rows_loaded: int
+    rows_loaded: int  # rows written by this load (after upsert-key de-duplication)
+    table_rows: int  # rows in the table once the load committed
     columns_added: tuple[str, ...] = ()
     table_created: bool = False
 

@@ -247,13 +247,20 @@ class CsvSource(Source):
         return None if self.header else [f"column_{i}" for i in range(1, count + 1)]
 
     def _open(
-        self, file: CsvFile, schema: pa.Schema | None, guard: _RowGuard
+        self,
+        file: CsvFile,
+        schema: pa.Schema | None,
+        guard: _RowGuard,
+        numbered: bool = False,
     ) -> pacsv.CSVStreamingReader:
-        """A streaming reader; with a schema, every column is parsed as its fixed type."""
+        """A streaming reader; with a schema, every column is parsed as its fixed type.
+
+        Parsing uses every core; only `numbered` (single-threaded) parsing makes pyarrow
+        number the rows, so that is kept for finding a malformed row once one is known.
+        """
         read_options = pacsv.ReadOptions(
             block_size=BLOCK_SIZE,
-            # Single-threaded parsing is what makes pyarrow report row numbers.
-            use_threads=False,
+            use_threads=not numbered,
             column_names=None if self.header or schema is None else schema.names,
             autogenerate_column_names=not self.header and schema is None,
         )
@@ -288,7 +295,7 @@ class CsvSource(Source):
         file: CsvFile,
         reader: pacsv.CSVStreamingReader,
         guard: _RowGuard,
-        schema: pa.Schema,
+        schema: pa.Schema | None,
     ) -> Iterator[pa.RecordBatch]:
         while True:
             try:
@@ -335,6 +342,8 @@ class CsvSource(Source):
         schema: pa.Schema | None,
     ) -> ConnectorError:
         """A malformed row or a value that does not fit its column, with its line number."""
+        if guard.row is not None and (guard.row.number is None or guard.row.number < 0):
+            return self._numbered_parse_error(file, schema)
         if guard.row is not None:
             row = guard.row
             where = _where(file, row.number)
@@ -347,6 +356,17 @@ class CsvSource(Source):
         if schema is not None and match:
             return self._conversion_error(file, schema, int(match[1]))
         return self._error(f"cannot parse {file.display}: {str(exc).splitlines()[0]}")
+
+    def _numbered_parse_error(self, file: CsvFile, schema: pa.Schema | None) -> ConnectorError:
+        """Parse the file again, single-threaded, so the malformed row gets its number."""
+        guard = _RowGuard()
+        try:
+            with self._open(file, schema, guard, numbered=True) as reader:
+                for _ in self._file_batches(file, reader, guard, schema):
+                    pass
+        except ConnectorError as error:
+            return error
+        return self._error(f"cannot parse {file.display}; check the delimiter and quoting")
 
     def _conversion_error(self, file: CsvFile, schema: pa.Schema, index: int) -> ConnectorError:
         name, expected = schema.names[index], schema.types[index]

@@ -250,7 +250,12 @@ class _TableLoad:
         else:
             rows = session.insert(data, self.table.sql)
         self._save_states(session)
-        return LoadResult(rows_loaded=rows, columns_added=added, table_created=existing is None)
+        return LoadResult(
+            rows_loaded=rows,
+            table_rows=session.query(f"SELECT count(*) FROM {self.table.sql}")[0][0],
+            columns_added=added,
+            table_created=existing is None,
+        )
 
     def _create(self, session: SqlSession, schema: pa.Schema) -> dict[str, str]:
         """Create the table from the data's schema; return the declared column types."""

@@ -214,8 +214,7 @@ def _deduplicate(node: DeduplicateNode) -> str:
     return (
         f"SELECT * EXCLUDE ({ROW_ORDER}) FROM "
         f"(SELECT *, ROW_NUMBER() OVER () AS {ROW_ORDER} FROM input) "
-        f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {', '.join(order)}) = 1 "
-        f"ORDER BY {ROW_ORDER}"
+        f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {', '.join(order)}) = 1"
     )
 
 

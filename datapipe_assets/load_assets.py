@@ -7,7 +7,7 @@ from datapipe_assets import cursors
 from datapipe_assets.errors import step_failures
 from datapipe_assets.keys import load_key
 from datapipe_assets.project import LoadedPipeline
-from resources.staging import StagedTable
+from resources.staging import StagedTable, table_schema
 
 
 def load_asset(
@@ -51,8 +51,11 @@ def load_asset(
         context.log.info(f"loaded {result.rows_loaded} rows into {target_table} ({mode})")
         return dg.MaterializeResult(
             metadata={
+                "dagster/row_count": dg.MetadataValue.int(result.table_rows),
+                "dagster/column_schema": dg.MetadataValue.table_schema(table_schema(data.schema)),
                 "rows_loaded": dg.MetadataValue.int(result.rows_loaded),
                 "load_mode": str(mode),
+                "loaded_from": dg.MetadataValue.path(data.url),
                 "table_created": result.table_created,
                 "columns_added": ", ".join(result.columns_added) or "none",
                 **{f"cursor/{t}": str(s.cursor) for t, s in states.items()},

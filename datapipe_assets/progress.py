@@ -48,6 +48,6 @@ def progress_line(event: dg.DagsterEvent) -> str:
         return f"  FAILED {event.step_key}: {failure_message(event)}"
     materialization = event.step_materialization_data.materialization
     metadata = materialization.metadata
-    rows = metadata.get("dagster/row_count") or metadata.get("rows_loaded")
+    rows = metadata.get("rows_loaded") or metadata.get("dagster/row_count")
     count = f"{rows.value:>12,} rows" if rows is not None else ""
     return f"  done   {materialization.asset_key.to_user_string():<58} {count}"

@@ -35,7 +35,7 @@ def sandboxed_connection(
             "threads": threads or os.cpu_count() or 2,
             # Bounded, so large sorts and aggregates spill to disk rather than grow the
             # process: peak memory stays flat whatever the table size.
-            "memory_limit": memory_limit or os.environ.get("DATAPIPE_DUCKDB_MEMORY", "384MB"),
+            "memory_limit": memory_limit or os.environ.get("DATAPIPE_DUCKDB_MEMORY", "128MB"),
             "temp_directory": SPILL_DIRECTORY,
         },
     )
@@ -55,7 +55,7 @@ def sandboxed_connection(
 class TransformEngine(dg.ConfigurableResource):
     """Sandboxed DuckDB connections for transform assets."""
 
-    memory_limit: str = os.environ.get("DATAPIPE_DUCKDB_MEMORY", "384MB")
+    memory_limit: str = os.environ.get("DATAPIPE_DUCKDB_MEMORY", "128MB")
     threads: int = 0  # 0: one per core
 
     @contextmanager

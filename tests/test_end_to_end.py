@@ -96,6 +96,14 @@ def test_six_node_pipeline_into_duckdb_with_metadata(tmp_path, monkeypatch):
         load = _materialization(instance, "acme", "orders_revenue", "load", "revenue_by_customer")
         assert load.metadata["rows_loaded"].value == 3
         assert load.metadata["load_mode"].value == "upsert"
+        assert load.metadata["dagster/row_count"].value == 3
+        assert [c.name for c in load.metadata["dagster/column_schema"].value.columns] == [
+            "customer_id",
+            "revenue",
+            "orders",
+        ]
+        by_customer = _materialization(instance, "acme", "orders_revenue", "by_customer")
+        assert load.metadata["loaded_from"].value == by_customer.metadata["staged_path"].value
         # Only the run's own files exist: no half-written leftovers.
         leftovers = [p.name for p in (tmp_path / "staging").rglob("_incomplete*")]
         assert leftovers == []

@@ -73,7 +73,7 @@ MAPPED_TYPES = [
 )
 def test_first_load_creates_table_with_mapped_types(target, extra_columns, json_and_extra_values):
     result = load(target.dest, all_types_table(**extra_columns))
-    assert result == LoadResult(rows_loaded=1, columns_added=(), table_created=True)
+    assert result == LoadResult(rows_loaded=1, table_rows=1, columns_added=(), table_created=True)
     index = {"duckdb": 1, "postgres": 2}[target.name]
     assert target.column_types() == [(row[0], row[index]) for row in MAPPED_TYPES if row[index]]
     assert target.query("SELECT * FROM revenue") == [ALL_TYPES_SCALARS + json_and_extra_values]
@@ -82,14 +82,16 @@ def test_first_load_creates_table_with_mapped_types(target, extra_columns, json_
 def test_append_twice_keeps_all_rows(target):
     load(target.dest, pa.table({"id": [1, 2], "name": ["a", "b"]}))
     result = load(target.dest, pa.table({"id": [3], "name": ["c"]}))
-    assert result == LoadResult(rows_loaded=1, columns_added=(), table_created=False)
+    assert result == LoadResult(rows_loaded=1, table_rows=3, columns_added=(), table_created=False)
     assert target.query("SELECT * FROM revenue ORDER BY id") == [(1, "a"), (2, "b"), (3, "c")]
 
 
 def test_replace_leaves_exactly_the_new_rows(target):
     load(target.dest, pa.table({"id": [1, 2], "name": ["a", "b"]}))
     result = load(target.dest, pa.table({"id": [7], "extra": [True]}), LoadMode.REPLACE)
-    assert result == LoadResult(rows_loaded=1, columns_added=("extra",), table_created=False)
+    assert result == LoadResult(
+        rows_loaded=1, table_rows=1, columns_added=("extra",), table_created=False
+    )
     assert target.query("SELECT * FROM revenue") == [(7, None, True)]
 
 
