@@ -35,7 +35,7 @@ DECIMAL_TYPE = re.compile(r"^DECIMAL\(\s*(\d{1,2})\s*,\s*(\d{1,2})\s*\)$", re.IG
 
 
 def _as_list(value: Any) -> Any:
-    """A key given as one string means the same as a one-item list."""
+    """A key (or table) given as one string means the same as a one-item list."""
     return [value] if isinstance(value, str) else value
 
 
@@ -69,7 +69,9 @@ class ConnectionRef(SpecModel):
 
 
 class SourceSpec(ConnectionRef):
-    tables: list[Annotated[str, Field(pattern=TABLE_PATTERN)]] = Field(min_length=1)
+    tables: Annotated[
+        list[Annotated[str, Field(pattern=TABLE_PATTERN)]], BeforeValidator(_as_list)
+    ] = Field(min_length=1)
     sync_mode: Literal["full", "incremental"] = "full"
     incremental_key: str | None = None
     primary_key: ColumnList = []

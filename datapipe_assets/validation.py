@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import duckdb
@@ -31,10 +31,6 @@ class Problem:
     path: str
     message: str
     hint: str
-
-
-# Known column schemas of a pipeline's source tables (None where unknown without a run).
-SchemaLookup = Callable[[Pipeline], Mapping[str, pa.Schema] | None]
 
 
 def cron_expression(schedule: str) -> str:

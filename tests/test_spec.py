@@ -256,6 +256,7 @@ def test_snake_case_and_camel_case_pipeline_blocks_are_equal():
         ("destination", "upsert_key", ["id"]),
         ("destination", "upsertKey", ["id"]),
         ("source", "primary_key", ["id"]),
+        ("source", "tables", ["id"]),
     ],
 )
 def test_key_given_as_string_equals_one_item_list(block, key, as_list):
