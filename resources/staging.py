@@ -225,16 +225,9 @@ def staged_metadata(local: Path, url: str) -> dict[str, Any]:
 
 
 def table_schema(schema: pa.Schema) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(
-                name=f.name,
-                type=str(f.type),
-                constraints=dg.TableColumnConstraints(nullable=f.nullable),
-            )
-            for f in schema
-        ]
-    )
+    # No nullability: DuckDB marks a column required whenever one file has no NULL in it,
+    # which says nothing about the asset's next materialization.
+    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema])
 
 
 def markdown_preview(schema: pa.Schema, batch: pa.RecordBatch | None) -> str:
