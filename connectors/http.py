@@ -1,0 +1,189 @@
+"""HTTP plumbing every API connector shares: rate limits, retries and clear errors.
+
+Retries and the rate limit live in an httpx transport, so every request a connector makes
+through `api_client` is limited and retried the same way: 429 (honouring Retry-After) and
+5xx with exponential backoff and jitter, never any other 4xx.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from connectors.base import ConnectorError
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class RateLimiter:
+    """A token bucket: at most `per_second` requests a second, across threads."""
+
+    def __init__(self, per_second: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self._sleep = sleep
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            wait = max(0.0, self._next - now)
+            self._next = max(now, self._next) + self.interval
+        if wait:
+            self._sleep(wait)
+
+
+_LIMITERS: dict[tuple[str, float], RateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def shared_limiter(connection: str, per_second: float) -> RateLimiter:
+    """One limiter per connection, shared by every extract of it in this process."""
+    with _LIMITERS_LOCK:
+        return _LIMITERS.setdefault((connection, per_second), RateLimiter(per_second))
+
+
+@dataclass(frozen=True)
+class Backoff:
+    attempts: int = 5
+    base_seconds: float = 1.0
+    max_seconds: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        """Exponential with full jitter: spreads retries of concurrent extracts apart."""
+        return random.uniform(0, min(self.max_seconds, self.base_seconds * 2**attempt))
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds the server asked us to wait, from Retry-After (seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+@dataclass
+class ResilientTransport(httpx.BaseTransport):
+    """Rate-limits every request and retries 429, 5xx and network errors."""
+
+    limiter: RateLimiter
+    backoff: Backoff = field(default_factory=Backoff)
+    inner: httpx.BaseTransport = field(default_factory=httpx.HTTPTransport)
+    sleep: Callable[[float], None] = time.sleep
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(self.backoff.attempts):
+            last = attempt == self.backoff.attempts - 1
+            self.limiter.acquire()
+            try:
+                response = self.inner.handle_request(request)
+            except httpx.TransportError:
+                if last:
+                    raise
+                self.sleep(self.backoff.delay(attempt))
+                continue
+            if response.status_code not in RETRIED_STATUSES or last:
+                return response
+            wait = retry_after(response) if response.status_code == 429 else None
+            response.close()
+            self.sleep(wait if wait is not None else self.backoff.delay(attempt))
+        raise AssertionError("unreachable: the last attempt always returns or raises")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def api_client(
+    connection: str,
+    base_url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    auth: httpx.Auth | None = None,
+    requests_per_second: float = 10.0,
+    backoff: Backoff | None = None,
+    credential_fields: str = "the credentials",
+) -> httpx.Client:
+    """An httpx client for one connection: limited, retried, and failing with clear errors."""
+    transport = ResilientTransport(
+        shared_limiter(connection, requests_per_second), backoff or Backoff()
+    )
+
+    def raise_clearly(response: httpx.Response) -> None:
+        if response.is_success or response.is_redirect:
+            return
+        response.read()
+        raise http_error(connection, response, credential_fields)
+
+    return httpx.Client(
+        base_url=base_url,
+        headers=dict(headers or {}),
+        auth=auth,
+        transport=transport,
+        timeout=DEFAULT_TIMEOUT,
+        event_hooks={"response": [raise_clearly]},
+    )
+
+
+def http_error(connection: str, response: httpx.Response, credential_fields: str) -> ConnectorError:
+    """A one-line error for a failed response; never echoes request headers or params."""
+    request = response.request
+    where = f"{request.method} {request.url.path}"
+    if response.status_code in (401, 403):
+        return ConnectorError(
+            f"credentials rejected for connection {connection!r} (HTTP {response.status_code} "
+            f"on {where}); check {credential_fields}"
+        )
+    detail = _error_detail(response)
+    if response.status_code in RETRIED_STATUSES:
+        return ConnectorError(
+            f"connection {connection!r}: {where} still failed with HTTP {response.status_code} "
+            f"after retries{detail}; try again later or lower requests_per_second"
+        )
+    return ConnectorError(
+        f"connection {connection!r}: {where} failed with HTTP {response.status_code}{detail}; "
+        "check the connection's settings"
+    )
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The API's own short error message, if its body has one."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return ""
+    message = _find_message(body)
+    return f" ({' '.join(str(message).split())[:200]})" if message else ""
+
+
+def _find_message(body: Any) -> Any:
+    if isinstance(body, dict):
+        for key in ("message", "error_description", "detail", "error"):
+            value = body.get(key)
+            if isinstance(value, str):
+                return value
+            if isinstance(value, dict):
+                return _find_message(value)
+    if isinstance(body, list) and body:
+        return _find_message(body[0])
+    return None
+
+
+def transport_error(connection: str, error: httpx.TransportError) -> ConnectorError:
+    """A network failure (after retries) as one line naming the host."""
+    host = error.request.url.host if error.request else "the server"
+    kind = type(error).__name__
+    return ConnectorError(
+        f"connection {connection!r}: cannot reach {host} ({kind}); check base_url and the network"
+    )
