@@ -18,7 +18,9 @@ from connectors.base import ConnectorError, Destination, Source
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Config keys whose values are secrets whether typed inline or read from the environment.
-SECRET_KEY = re.compile(r"password|secret|token|api_key|apikey|credential|private_key", re.I)
+SECRET_KEY = re.compile(
+    r"password|secret|token|api_key|apikey|credential|private_key|service_account", re.I
+)
 MASK = "***"
 
 

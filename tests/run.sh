@@ -4,9 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+# Real database servers the tests start themselves: PostgreSQL and MariaDB (Debian's).
+missing=()
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql)
+command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
+if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 bash deploy/install.sh test
 
