@@ -317,6 +317,7 @@ class _TableLoad:
         """
         stage, position = session.create_stage(column_types)
         session.insert(data, stage)
+        self._refuse_null_keys(session, stage)
         keys = _column_list(self.request.upsert_key)
         matches = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in self.request.upsert_key)
         session.execute(f"DELETE FROM {self.table.sql} AS t USING {stage} AS s WHERE {matches}")
@@ -326,6 +327,17 @@ class _TableLoad:
             f"(SELECT DISTINCT ON ({keys}) * FROM {stage} ORDER BY {keys}, {position} DESC) "
             "AS latest"
         )
+
+    def _refuse_null_keys(self, session: SqlSession, stage: str) -> None:
+        """A NULL key matches no row, so upserting it would duplicate it on every load."""
+        for key in self.request.upsert_key:
+            nulls = session.query(f"SELECT count(*) FROM {stage} WHERE {quote(key)} IS NULL")[0][0]
+            if nulls:
+                raise ConnectorError(
+                    f"connection {self.connection!r}: upsert key {key!r} is NULL in {nulls} "
+                    f"row(s) for table {self.request.table!r}; filter them out (is_not_null) "
+                    "or choose another upsert_key"
+                )
 
     def _save_states(self, session: SqlSession) -> None:
         if not self.request.state_updates:

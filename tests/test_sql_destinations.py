@@ -130,6 +130,18 @@ def test_upsert_works_without_unique_constraint_and_composite_key(target):
     ]
 
 
+def test_upsert_refuses_null_keys_and_writes_nothing(target):
+    upsert = {"mode": LoadMode.UPSERT, "upsert_key": ["id"]}
+    load(target.dest, pa.table({"id": [1], "name": ["a"]}), **upsert)
+    with pytest.raises(ConnectorError) as error:
+        load(target.dest, pa.table({"id": [2, None], "name": ["b", "c"]}), **upsert)
+    assert str(error.value) == (
+        "connection 'warehouse': upsert key 'id' is NULL in 1 row(s) for table 'revenue'; "
+        "filter them out (is_not_null) or choose another upsert_key"
+    )
+    assert target.query("SELECT * FROM revenue") == [(1, "a")]
+
+
 @pytest.mark.parametrize(
     ("target", "types"),
     [
