@@ -14,11 +14,21 @@ from connectors.base import ConnectorError, Destination, Source
 
 SOURCES: dict[str, str] = {
     "csv": "connectors.csv_source:CsvSource",
+    "ga4": "connectors.ga4_source:Ga4Source",
+    "google_ads": "connectors.google_ads_source:GoogleAdsSource",
+    "google_sheets": "connectors.google_sheets:GoogleSheetsSource",
+    "hubspot": "connectors.hubspot_source:HubSpotSource",
+    "mysql": "connectors.mysql_source:MySQLSource",
     "postgres": "connectors.postgres_source:PostgresSource",
+    "rest_api": "connectors.rest_api_source:RestApiSource",
+    "shopify": "connectors.shopify_source:ShopifySource",
+    "stripe": "connectors.stripe_source:StripeSource",
 }
 
 DESTINATIONS: dict[str, str] = {
+    "bigquery": "connectors.bigquery_destination:BigQueryDestination",
     "duckdb": "connectors.duckdb_destination:DuckDBDestination",
+    "google_sheets": "connectors.google_sheets:GoogleSheetsDestination",
     "postgres": "connectors.postgres_destination:PostgresDestination",
 }
 

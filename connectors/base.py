@@ -93,6 +93,25 @@ def decode_value(value: Any) -> Any:
     return value
 
 
+def rows_since(
+    reader: pa.RecordBatchReader, key: str, cursor: Any, connection: str
+) -> pa.RecordBatchReader:
+    """Only the rows whose key is >= cursor, for sources that cannot filter server-side.
+
+    Rows with a NULL key are dropped: they can never be placed after a cursor.
+    """
+    key_type = reader.schema.field(key).type
+    try:
+        bound = pa.scalar(cursor).cast(key_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
+        raise ConnectorError(
+            f"connection {connection!r}: cursor {cursor!r} cannot be compared with column "
+            f"{key!r} ({key_type}); run the pipeline's __full_refresh job or fix the column type"
+        ) from None
+    batches = (batch.filter(pc.greater_equal(batch.column(key), bound)) for batch in reader)
+    return pa.RecordBatchReader.from_batches(reader.schema, (b for b in batches if b.num_rows))
+
+
 class Extraction:
     """The batches of one extract, tracking the cursor state they advance to.
 

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from pyarrow import fs
 
-from connectors.base import ConnectorError, Source, TableSchema
+from connectors.base import ConnectorError, Source, TableSchema, rows_since
 from connectors.object_store import s3_filesystem
 
 # Bytes per parsed block: the sniffing window, and the unit of memory a read holds.
@@ -172,10 +172,10 @@ class CsvSource(Source):
                 f"table {table!r} has no column {incremental_key!r} to use as "
                 f"incremental_key; pick one of {', '.join(schema.names)}"
             )
-        batches = self._stream(files, schema)
+        reader = pa.RecordBatchReader.from_batches(schema, self._stream(files, schema))
         if incremental_key is not None and cursor is not None:
-            batches = self._since(batches, schema, incremental_key, cursor)
-        return pa.RecordBatchReader.from_batches(schema, batches)
+            return rows_since(reader, incremental_key, cursor, self.connection)
+        return reader
 
     # Finding files.
 
@@ -307,27 +307,6 @@ class CsvSource(Source):
             except OSError as exc:
                 raise self._io_error(file.display, exc) from None
             yield batch
-
-    def _since(
-        self,
-        batches: Iterator[pa.RecordBatch],
-        schema: pa.Schema,
-        key: str,
-        cursor: Any,
-    ) -> Iterator[pa.RecordBatch]:
-        """Only the rows whose key is >= cursor (rows with a null key are dropped)."""
-        key_type = schema.field(key).type
-        try:
-            bound = pa.scalar(cursor).cast(key_type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
-            raise self._error(
-                f"cursor {cursor!r} cannot be compared with column {key!r} ({key_type}); "
-                "reset the pipeline state or fix the column type"
-            ) from None
-        for batch in batches:
-            kept = batch.filter(pc.greater_equal(batch.column(key), bound))
-            if kept.num_rows:
-                yield kept
 
     # Errors.
 

@@ -8,6 +8,7 @@ through `api_client` is limited and retried the same way: 429 (honouring Retry-A
 from __future__ import annotations
 
 import email.utils
+import logging
 import random
 import threading
 import time
@@ -20,6 +21,9 @@ import httpx
 from connectors.base import ConnectorError
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+
+# httpx logs every request URL at INFO, and a URL can carry an API key as a query parameter.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -76,8 +80,13 @@ def retry_after(response: httpx.Response) -> float | None:
 
 @dataclass
 class ResilientTransport(httpx.BaseTransport):
-    """Rate-limits every request and retries 429, 5xx and network errors."""
+    """Rate-limits every request and retries 429, 5xx and network errors.
 
+    A network error that outlasts the retries becomes the connection's ConnectorError here,
+    so connectors never handle httpx's transport exceptions themselves.
+    """
+
+    connection: str
     limiter: RateLimiter
     backoff: Backoff = field(default_factory=Backoff)
     inner: httpx.BaseTransport = field(default_factory=httpx.HTTPTransport)
@@ -89,9 +98,10 @@ class ResilientTransport(httpx.BaseTransport):
             self.limiter.acquire()
             try:
                 response = self.inner.handle_request(request)
-            except httpx.TransportError:
+            except httpx.TransportError as error:
                 if last:
-                    raise
+                    error.request = request
+                    raise transport_error(self.connection, error) from None
                 self.sleep(self.backoff.delay(attempt))
                 continue
             if response.status_code not in RETRIED_STATUSES or last:
@@ -117,7 +127,7 @@ def api_client(
 ) -> httpx.Client:
     """An httpx client for one connection: limited, retried, and failing with clear errors."""
     transport = ResilientTransport(
-        shared_limiter(connection, requests_per_second), backoff or Backoff()
+        connection, shared_limiter(connection, requests_per_second), backoff or Backoff()
     )
 
     def raise_clearly(response: httpx.Response) -> None:
@@ -182,7 +192,10 @@ def _find_message(body: Any) -> Any:
 
 def transport_error(connection: str, error: httpx.TransportError) -> ConnectorError:
     """A network failure (after retries) as one line naming the host."""
-    host = error.request.url.host if error.request else "the server"
+    try:
+        host = error.request.url.host
+    except RuntimeError:  # raised by httpx when the error carries no request
+        host = "the server"
     kind = type(error).__name__
     return ConnectorError(
         f"connection {connection!r}: cannot reach {host} ({kind}); check base_url and the network"

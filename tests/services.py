@@ -35,6 +35,16 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"nothing answered on 127.0.0.1:{port} after {timeout}s")
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Ask a server to stop; kill it when it has not stopped after `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass(frozen=True)
 class PostgresServer:
     host: str
@@ -174,12 +184,7 @@ def s3_server() -> Iterator[S3Server]:
         _wait_until_writable(server)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
         shutil.rmtree(root, ignore_errors=True)
 

@@ -9,6 +9,7 @@ import pytest
 from connectors.base import ConnectorError
 from connectors.http import Backoff, RateLimiter, api_client
 from tests.fake_http import FakeServer, Response, serve
+from tests.services import free_port
 
 
 @pytest.fixture
@@ -75,6 +76,16 @@ def test_rejected_credentials_name_the_connection_and_never_the_key(fake, status
         "check access_token"
     )
     assert fake.requests[0].headers["authorization"] == "Bearer sk_live_hidden"
+
+
+def test_unreachable_server_is_retried_then_named():
+    port = free_port()  # nothing listens here
+    http = api_client("gone", f"http://127.0.0.1:{port}", backoff=Backoff(3, 0.01))
+    with http, pytest.raises(ConnectorError) as error:
+        http.get("/items")
+    assert str(error.value) == (
+        "connection 'gone': cannot reach 127.0.0.1 (ConnectError); check base_url and the network"
+    )
 
 
 def test_rate_limiter_spaces_requests_across_threads():

@@ -1,0 +1,533 @@
+"""BigQuery as a destination: parquet load jobs, MERGE upserts, cursor state in the dataset.
+
+The incoming batches are streamed into a temporary local parquet file, which one load job
+uploads (multipart below 5 MB, resumable above). Each mode maps onto BigQuery directly:
+
+- append: a load job with WRITE_APPEND; replace: WRITE_TRUNCATE. A load job commits all of
+  its rows or none, and with ALLOW_FIELD_ADDITION it adds new source columns in the same
+  commit.
+- upsert: a load job into a staging table `{table}__datapipe_staging_{id}` (created with a
+  one-day expiry, so even a killed process leaves nothing behind for long), then a
+  multi-statement query job `BEGIN TRANSACTION; MERGE target; MERGE _datapipe_state;
+  COMMIT TRANSACTION`, then the staging table is dropped, also after a failure.
+
+Atomicity, as far as BigQuery allows it: an upsert commits its rows and its cursor states
+in one transaction. DDL cannot run inside a BigQuery transaction, so creating the table or
+adding its new (nullable) columns happens just before and survives a failed MERGE. For
+append and replace the cursor states are merged by a second query job after the load job
+commits: a crash between the two leaves the state one load behind, so the next run
+re-reads those rows (at-least-once); use upsert for exactly-once incremental loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.auth import exceptions as auth_exceptions
+from google.cloud import bigquery
+from google.oauth2 import service_account
+
+from connectors.base import (
+    ConnectorError,
+    CursorState,
+    Destination,
+    LoadMode,
+    LoadRequest,
+    LoadResult,
+    TableSchema,
+)
+from connectors.sql_types import Family, SqlType, from_arrow, is_compatible
+
+STATE_TABLE = "_datapipe_state"
+STATE_SCHEMA = (
+    bigquery.SchemaField("pipeline", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("source_table", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("state", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("committed_at", "TIMESTAMP", mode="REQUIRED"),
+)
+# The staged row's position in the load, so the MERGE keeps the last row of each key.
+POSITION = "_datapipe_position"
+STAGING_LIFETIME = dt.timedelta(days=1)
+SCOPES = ("https://www.googleapis.com/auth/bigquery",)
+CREDENTIALS = "service_account_json and its BigQuery roles"
+
+# BigQuery column type -> (what it holds, the Arrow type parquet carries it as).
+_BQ_TYPES: dict[str, tuple[SqlType, pa.DataType]] = {
+    "INT64": (SqlType(Family.INTEGER, 64), pa.int64()),
+    "FLOAT64": (SqlType(Family.FLOAT, 64), pa.float64()),
+    "NUMERIC": (SqlType(Family.DECIMAL, precision=38, scale=9), pa.decimal128(38, 9)),
+    "BIGNUMERIC": (SqlType(Family.DECIMAL, precision=76, scale=38), pa.decimal256(76, 38)),
+    "BOOL": (SqlType(Family.BOOLEAN), pa.bool_()),
+    "STRING": (SqlType(Family.TEXT), pa.string()),
+    "BYTES": (SqlType(Family.BINARY), pa.binary()),
+    "DATE": (SqlType(Family.DATE), pa.date32()),
+    "TIME": (SqlType(Family.TIME), pa.time64("us")),
+    "DATETIME": (SqlType(Family.TIMESTAMP), pa.timestamp("us")),
+    "TIMESTAMP": (SqlType(Family.TIMESTAMPTZ), pa.timestamp("us", tz="UTC")),
+    "JSON": (SqlType(Family.JSON), pa.string()),
+}
+# The legacy names the API still reports for some columns.
+_ALIASES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+_FAMILY_TYPES = {
+    Family.INTEGER: "INT64",
+    Family.FLOAT: "FLOAT64",
+    Family.BOOLEAN: "BOOL",
+    Family.TEXT: "STRING",
+    Family.NULL: "STRING",
+    Family.BINARY: "BYTES",
+    Family.DATE: "DATE",
+    Family.TIME: "TIME",
+    Family.TIMESTAMP: "DATETIME",
+    Family.TIMESTAMPTZ: "TIMESTAMP",
+}
+
+
+def quote(identifier: str) -> str:
+    """A BigQuery identifier in backticks, so any name (keywords, dashes) is safe."""
+    return "`" + identifier.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def bq_type(arrow_type: pa.DataType) -> str:
+    """The BigQuery column type that holds values of an Arrow type."""
+    sql_type = from_arrow(arrow_type)
+    if sql_type.family is Family.DECIMAL:
+        precision, scale = sql_type.precision, sql_type.scale
+        fits = precision is not None and scale <= 9 and precision - scale <= 29
+        return "NUMERIC" if fits else "BIGNUMERIC"
+    return _FAMILY_TYPES.get(sql_type.family, "JSON")
+
+
+def _known(field_type: str) -> tuple[SqlType, pa.DataType]:
+    name = _ALIASES.get(field_type, field_type)
+    # GEOGRAPHY, INTERVAL, RECORD...: BigQuery parses them from text, like SQL's OTHER.
+    return _BQ_TYPES.get(name, (SqlType(Family.OTHER), pa.string()))
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """The target table's columns once loaded, and how the data's columns are written."""
+
+    schema: tuple[bigquery.SchemaField, ...]
+    added: tuple[str, ...]
+    parquet: pa.Schema  # the incoming columns, typed as their BigQuery columns
+
+    def fields(self, names: Sequence[str]) -> list[bigquery.SchemaField]:
+        by_name = {f.name: f for f in self.schema}
+        return [by_name[name] for name in names]
+
+
+class BigQueryDestination(Destination):
+    """Loads into tables of one BigQuery dataset."""
+
+    def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
+        super().__init__(connection, config)
+        missing = [k for k in ("project", "dataset", "service_account_json") if not config.get(k)]
+        if missing:
+            raise ConnectorError(
+                f"connection {connection!r}: bigquery needs {', '.join(missing)}; "
+                "add them to the connection's config"
+            )
+        self.project = str(config["project"])
+        self.dataset = str(config["dataset"])
+        self.location = str(config.get("location") or "US")
+
+    # --- the Destination contract -------------------------------------------------------
+
+    def check(self) -> str:
+        where = f"BigQuery dataset {self.project}.{self.dataset}"
+        with self._client("checking the dataset") as client:
+            try:
+                dataset = client.get_dataset(self._dataset_ref())
+            except api_exceptions.NotFound:
+                return f"connection {self.connection!r}: {where} is created on the first load"
+        return f"connection {self.connection!r}: {where} ({dataset.location})"
+
+    def discover(self) -> list[TableSchema]:
+        with self._client("listing tables") as client:
+            try:
+                items = list(client.list_tables(self._dataset_ref()))
+            except api_exceptions.NotFound:
+                return []
+            tables = [client.get_table(item.reference) for item in items]
+        return [
+            TableSchema(
+                t.table_id, pa.schema([(f.name, _known(f.field_type)[1]) for f in t.schema])
+            )
+            for t in tables
+            if t.table_id != STATE_TABLE
+        ]
+
+    def read_state(self, pipeline: str, source_table: str) -> CursorState | None:
+        sql = (
+            f"SELECT state FROM {self._sql_name(STATE_TABLE)} "
+            "WHERE pipeline = @pipeline AND source_table = @source_table"
+        )
+        params = [_param("pipeline", pipeline), _param("source_table", source_table)]
+        with self._client("reading the cursor state") as client:
+            if _table_or_none(client, self._table_ref(STATE_TABLE)) is None:
+                return None
+            rows = list(_run_query(client, sql, params, self.location))
+        return CursorState.from_json(json.loads(rows[0][0])) if rows else None
+
+    def load(self, data: pa.RecordBatchReader, request: LoadRequest) -> LoadResult:
+        _check_upsert_key(self.connection, data.schema, request)
+        target = self._table_ref(request.table)
+        with (
+            self._client(f"loading table {request.table!r}") as client,
+            tempfile.TemporaryDirectory(prefix="datapipe-bq-") as tmp,
+        ):
+            existing = _table_or_none(client, target)
+            plan = self._plan(existing, data.schema, request)
+            if existing is None:
+                self._create_table(client, target, plan.schema)
+            if request.state_updates:
+                self._create_table(client, self._table_ref(STATE_TABLE), STATE_SCHEMA)
+            if request.mode is LoadMode.UPSERT:
+                rows = self._upsert(client, data, plan, request, Path(tmp))
+            else:
+                rows = self._load_file(client, data, plan, request, Path(tmp))
+                self._merge_states(client, request)
+            table_rows = client.get_table(target).num_rows or 0
+        return LoadResult(rows, table_rows, plan.added, table_created=existing is None)
+
+    # --- planning ------------------------------------------------------------------------
+
+    def _plan(
+        self, existing: bigquery.Table | None, schema: pa.Schema, request: LoadRequest
+    ) -> TablePlan:
+        """Check the data against the table (all before anything is changed)."""
+        if existing is None and not request.create_table_if_missing:
+            raise ConnectorError(
+                f"connection {self.connection!r}: table {request.table!r} does not exist in "
+                f"dataset {self.dataset} and create_table_if_missing is false; create it or "
+                "set create_table_if_missing: true"
+            )
+        current = {f.name.lower(): f for f in (existing.schema if existing else ())}
+        fields = list(existing.schema if existing else ())
+        added, parquet = [], []
+        for column in schema:
+            field = current.get(column.name.lower())
+            if field is None:
+                field = bigquery.SchemaField(column.name, bq_type(column.type))
+                fields.append(field)
+                added.append(column.name)
+            else:
+                self._check_compatible(request.table, column, field)
+            parquet.append(pa.field(column.name, _known(field.field_type)[1]))
+        added_columns = tuple(added) if existing is not None else ()
+        return TablePlan(tuple(fields), added_columns, pa.schema(parquet))
+
+    def _check_compatible(self, table: str, column: pa.Field, field: bigquery.SchemaField) -> None:
+        if not is_compatible(from_arrow(column.type), _known(field.field_type)[0]):
+            raise ConnectorError(
+                f"connection {self.connection!r}: column {column.name!r} of table {table!r} is "
+                f"{field.field_type} but the data is {bq_type(column.type)}; change the column "
+                "type or cast it in a computed step"
+            )
+
+    # --- the steps of a load -------------------------------------------------------------
+
+    def _create_table(
+        self,
+        client: bigquery.Client,
+        ref: bigquery.TableReference,
+        schema: Sequence[bigquery.SchemaField],
+        expires: dt.datetime | None = None,
+    ) -> None:
+        # The dataset is created with the first table; exists_ok makes a re-run harmless.
+        dataset = bigquery.Dataset(self._dataset_ref())
+        dataset.location = self.location
+        client.create_dataset(dataset, exists_ok=True)
+        table = bigquery.Table(ref, schema=list(schema))
+        table.expires = expires
+        client.create_table(table, exists_ok=True)
+
+    def _load_file(
+        self,
+        client: bigquery.Client,
+        data: pa.RecordBatchReader,
+        plan: TablePlan,
+        request: LoadRequest,
+        tmp: Path,
+    ) -> int:
+        """Append or replace with one load job; returns the rows it wrote."""
+        path = _write_parquet(data, plan.parquet, tmp / "data.parquet")
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE
+            if request.mode is LoadMode.REPLACE
+            else bigquery.WriteDisposition.WRITE_APPEND,
+            schema=list(plan.schema),
+        )
+        if plan.added:
+            config.schema_update_options = [bigquery.SchemaUpdateOption.ALLOW_FIELD_ADDITION]
+        return self._run_load(client, path, self._table_ref(request.table), config)
+
+    def _upsert(
+        self,
+        client: bigquery.Client,
+        data: pa.RecordBatchReader,
+        plan: TablePlan,
+        request: LoadRequest,
+        tmp: Path,
+    ) -> int:
+        """Stage the rows, then MERGE them and the cursor states in one transaction."""
+        target = self._table_ref(request.table)
+        if plan.added:
+            table = client.get_table(target)
+            table.schema = list(plan.schema)
+            client.update_table(table, ["schema"])
+        staged = plan.parquet.append(pa.field(POSITION, pa.int64()))
+        staging_schema = [*plan.fields(plan.parquet.names), bigquery.SchemaField(POSITION, "INT64")]
+        staging = self._table_ref(f"{target.table_id}__datapipe_staging_{uuid.uuid4().hex[:12]}")
+        expires = dt.datetime.now(dt.UTC) + STAGING_LIFETIME
+        self._create_table(client, staging, staging_schema, expires)
+        try:
+            path = _write_parquet(data, staged, tmp / "stage.parquet")
+            config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.PARQUET,
+                write_disposition=bigquery.WriteDisposition.WRITE_EMPTY,
+                schema=staging_schema,
+            )
+            self._run_load(client, path, staging, config)
+            script, params = self._upsert_script(target, staging, plan.parquet.names, request)
+            return next(iter(_run_query(client, script, params, self.location)))[0]
+        finally:
+            client.delete_table(staging, not_found_ok=True)
+
+    def _upsert_script(
+        self,
+        target: bigquery.TableReference,
+        staging: bigquery.TableReference,
+        columns: Sequence[str],
+        request: LoadRequest,
+    ) -> tuple[str, list[bigquery.ScalarQueryParameter]]:
+        """The MERGE of the rows and the states in one transaction; its last statement
+        counts the distinct keys staged, the rows the MERGE wrote."""
+        keys = ", ".join(quote(k) for k in request.upsert_key)
+        merge = merge_sql(_sql_name(target), _sql_name(staging), columns, request.upsert_key)
+        statements = ["BEGIN TRANSACTION", merge]
+        state_merge, params = self._state_merge(request)
+        statements += [state_merge] if state_merge else []
+        statements += [
+            "COMMIT TRANSACTION",
+            f"SELECT COUNT(*) FROM (SELECT DISTINCT {keys} FROM {_sql_name(staging)})",
+        ]
+        return ";\n".join(statements), params
+
+    def _merge_states(self, client: bigquery.Client, request: LoadRequest) -> None:
+        """Commit the cursor states after an append or replace: a job of their own."""
+        sql, params = self._state_merge(request)
+        if sql:
+            _run_query(client, sql, params, self.location)
+
+    def _state_merge(self, request: LoadRequest) -> tuple[str, list[bigquery.ScalarQueryParameter]]:
+        """The MERGE of the request's cursor states, with its query parameters."""
+        if not request.state_updates:
+            return "", []
+        params = [
+            bigquery.ScalarQueryParameter("committed_at", "TIMESTAMP", dt.datetime.now(dt.UTC))
+        ]
+        rows = []
+        for i, update in enumerate(request.state_updates):
+            params += [
+                _param(f"pipeline_{i}", update.pipeline),
+                _param(f"source_table_{i}", update.source_table),
+                _param(f"state_{i}", json.dumps(update.state.to_json())),
+            ]
+            rows.append(
+                f"SELECT @pipeline_{i} AS pipeline, @source_table_{i} AS source_table, "
+                f"@state_{i} AS state"
+            )
+        return state_merge_sql(self._sql_name(STATE_TABLE), " UNION ALL ".join(rows)), params
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _run_load(
+        self,
+        client: bigquery.Client,
+        path: Path,
+        ref: bigquery.TableReference,
+        config: bigquery.LoadJobConfig,
+    ) -> int:
+        with path.open("rb") as file:
+            job = client.load_table_from_file(
+                file, ref, size=path.stat().st_size, job_config=config, location=self.location
+            )
+        job.result()
+        return job.output_rows or 0
+
+    def _dataset_ref(self) -> bigquery.DatasetReference:
+        return bigquery.DatasetReference(self.project, self.dataset)
+
+    def _table_ref(self, table: str) -> bigquery.TableReference:
+        return self._dataset_ref().table(table)
+
+    def _sql_name(self, table: str) -> str:
+        return _sql_name(self._table_ref(table))
+
+    def _credentials(self) -> service_account.Credentials:
+        value = self.config["service_account_json"]
+        try:
+            if isinstance(value, str) and not value.lstrip().startswith("{"):
+                path = Path(self.config.get("base_dir") or ".") / value
+                value = path.read_text()
+            info = json.loads(value) if isinstance(value, str) else dict(value)
+            return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
+        except (OSError, ValueError, KeyError) as error:
+            kind = type(error).__name__
+            raise ConnectorError(
+                f"connection {self.connection!r}: service_account_json is not a readable "
+                f"service-account key ({kind}); give the key's JSON text, object or file path"
+            ) from None
+
+    @contextlib.contextmanager
+    def _client(self, action: str) -> Iterator[bigquery.Client]:
+        """A client whose errors become one-line ConnectorErrors naming `action`."""
+        base_url = self.config.get("base_url")
+        client = bigquery.Client(
+            project=self.project,
+            credentials=self._credentials(),
+            location=self.location,
+            client_options={"api_endpoint": base_url} if base_url else None,
+        )
+        try:
+            yield client
+        except auth_exceptions.RefreshError as error:
+            raise ConnectorError(
+                f"credentials rejected for connection {self.connection!r} (token request "
+                f"refused{_refresh_reason(error)}); check {CREDENTIALS}"
+            ) from None
+        except (api_exceptions.Unauthorized, api_exceptions.Forbidden) as error:
+            raise ConnectorError(
+                f"credentials rejected for connection {self.connection!r} (HTTP {error.code}: "
+                f"{_api_message(error)}); check {CREDENTIALS}"
+            ) from None
+        except api_exceptions.GoogleAPICallError as error:
+            raise ConnectorError(
+                f"connection {self.connection!r}: {action} failed: {_api_message(error)}"
+            ) from None
+        except requests.ConnectionError:
+            raise ConnectorError(
+                f"connection {self.connection!r}: cannot reach BigQuery; check base_url and "
+                "the network"
+            ) from None
+        finally:
+            client.close()
+
+
+def merge_sql(target: str, staging: str, columns: Sequence[str], keys: Sequence[str]) -> str:
+    """MERGE the last staged row of each key into the target."""
+    column_list = ", ".join(quote(c) for c in columns)
+    matches = " AND ".join(f"T.{quote(k)} = S.{quote(k)}" for k in keys)
+    partition = ", ".join(quote(k) for k in keys)
+    # BigQuery refuses a MERGE where two source rows match one target row: keep the last.
+    source = (
+        f"SELECT {column_list} FROM {staging} WHERE TRUE QUALIFY ROW_NUMBER() OVER "
+        f"(PARTITION BY {partition} ORDER BY {quote(POSITION)} DESC) = 1"
+    )
+    updates = ", ".join(f"{quote(c)} = S.{quote(c)}" for c in columns if c not in keys)
+    matched = f"\nWHEN MATCHED THEN UPDATE SET {updates}" if updates else ""
+    values = ", ".join(f"S.{quote(c)}" for c in columns)
+    return (
+        f"MERGE INTO {target} AS T\nUSING ({source}) AS S\nON {matches}{matched}\n"
+        f"WHEN NOT MATCHED THEN INSERT ({column_list}) VALUES ({values})"
+    )
+
+
+def state_merge_sql(state_table: str, rows: str) -> str:
+    """MERGE cursor states (a SELECT of pipeline, source_table, state rows) into the table."""
+    return (
+        f"MERGE INTO {state_table} AS T\nUSING ({rows}) AS S\n"
+        "ON T.pipeline = S.pipeline AND T.source_table = S.source_table\n"
+        "WHEN MATCHED THEN UPDATE SET state = S.state, committed_at = @committed_at\n"
+        "WHEN NOT MATCHED THEN INSERT (pipeline, source_table, state, committed_at) "
+        "VALUES (S.pipeline, S.source_table, S.state, @committed_at)"
+    )
+
+
+def _sql_name(ref: bigquery.TableReference) -> str:
+    return ".".join(quote(part) for part in (ref.project, ref.dataset_id, ref.table_id))
+
+
+def _param(name: str, value: str) -> bigquery.ScalarQueryParameter:
+    return bigquery.ScalarQueryParameter(name, "STRING", value)
+
+
+def _run_query(
+    client: bigquery.Client,
+    sql: str,
+    params: Sequence[bigquery.ScalarQueryParameter],
+    location: str,
+) -> bigquery.table.RowIterator:
+    config = bigquery.QueryJobConfig(query_parameters=list(params))
+    return client.query(sql, job_config=config, location=location).result()
+
+
+def _table_or_none(client: bigquery.Client, ref: bigquery.TableReference) -> bigquery.Table | None:
+    try:
+        return client.get_table(ref)
+    except api_exceptions.NotFound:
+        return None
+
+
+def _write_parquet(data: pa.RecordBatchReader, schema: pa.Schema, path: Path) -> Path:
+    """Stream the batches into a parquet file typed like the BigQuery columns."""
+    position = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        for batch in data:
+            columns = [_as_type(batch.column(f.name), f.type) for f in schema if f.name != POSITION]
+            if POSITION in schema.names:
+                columns.append(pa.array(range(position, position + batch.num_rows), pa.int64()))
+            writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+            position += batch.num_rows
+    return path
+
+
+def _as_type(column: pa.Array, target: pa.DataType) -> pa.Array:
+    if column.type == target:
+        return column
+    if pa.types.is_string(target) and from_arrow(column.type).family is Family.JSON:
+        # Nested values (lists, structs) have no cast to text; BigQuery reads them as JSON.
+        return pa.array(
+            [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()],
+            pa.string(),
+        )
+    return column.cast(target)
+
+
+def _check_upsert_key(connection: str, schema: pa.Schema, request: LoadRequest) -> None:
+    if request.mode is not LoadMode.UPSERT:
+        return
+    missing = [key for key in request.upsert_key if key not in schema.names]
+    if not request.upsert_key or missing:
+        raise ConnectorError(
+            f"connection {connection!r}: upsert into table {request.table!r} needs upsert_key "
+            f"columns present in the data (missing: {', '.join(missing) or 'upsert_key'}); "
+            f"use some of {', '.join(schema.names)}"
+        )
+
+
+def _refresh_reason(error: auth_exceptions.RefreshError) -> str:
+    details = error.args[1] if len(error.args) > 1 else None
+    code = details.get("error") if isinstance(details, dict) else None
+    return f": {code}" if isinstance(code, str) else ""
+
+
+def _api_message(error: api_exceptions.GoogleAPICallError) -> str:
+    """BigQuery's own first error message, without the job id and location the client adds."""
+    first = error.errors[0] if error.errors else None
+    text = first.get("message") if isinstance(first, dict) else None
+    return " ".join(str(text or error.message or "unknown error").split())[:300]

@@ -1,0 +1,234 @@
+"""What every SQL database source shares, whatever its driver.
+
+A subclass says how to connect, how to list columns, how to map a column's type, how to
+quote a name and how to word a driver's error; this module turns that into the Source
+contract: discovery, the checks that give a clear message before any row is read, a
+server-side cursor read BATCH_ROWS rows per fetch, and rows to Arrow, column by column.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from connectors.base import BATCH_ROWS, ConnectorError, Source, TableSchema
+
+# How many names an error message lists before it shortens the list with "...".
+LISTED_NAMES = 5
+
+# Driver error texts (lower-cased) that mean the server could not be reached, and how a
+# message says so. libpq and Python's socket errors word them alike.
+UNREACHABLE_MARKERS = (
+    ("connection refused", "connection refused"),
+    ("timeout expired", "timed out"),
+    ("timed out", "timed out"),
+    ("could not translate host name", "unknown host"),
+    ("name or service not known", "unknown host"),
+    ("no route to host", "no route to host"),
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its Arrow field and the SQL expression that selects it.
+
+    With `arrives_as`, the driver's values are first built as that Arrow type and then
+    cast to the field's type (text parsed as decimals or timestamps, say), which Arrow
+    does much faster than the driver building Python objects.
+    """
+
+    field: pa.Field
+    select: str
+    arrives_as: pa.DataType | None = None
+
+
+def listing(names: Sequence[str]) -> str:
+    """The first few names, comma-separated, with "..." when there are more."""
+    more = ", ..." if len(names) > LISTED_NAMES else ""
+    return ", ".join(names[:LISTED_NAMES]) + more
+
+
+def quoted(identifier: str, mark: str) -> str:
+    """An identifier between quote marks, with its own marks doubled, and its % doubled
+    too: both drivers %-format a query that has parameters."""
+    return mark + identifier.replace(mark, mark * 2).replace("%", "%%") + mark
+
+
+def unreachable_reason(driver_message: str) -> str | None:
+    """Why the server could not be reached, if the driver's message says so."""
+    text = driver_message.lower()
+    return next((reason for marker, reason in UNREACHABLE_MARKERS if marker in text), None)
+
+
+class SqlSource(Source):
+    """Tables and views of one namespace (schema or database) of a SQL server.
+
+    Tables are named `table` (in the configured namespace) or `namespace.table`.
+    """
+
+    # What the server calls the level tables live in, for messages: "schema", "database".
+    namespace_kind = "schema"
+
+    @property
+    @abstractmethod
+    def namespace(self) -> str:
+        """The configured namespace: where unqualified table names are looked up."""
+
+    # The base class of the driver's errors: the ones _query_error words.
+    driver_error: type[Exception]
+
+    @abstractmethod
+    def _connect(self) -> AbstractContextManager[Any]:
+        """A new connection that closes on leaving its `with` block."""
+
+    @abstractmethod
+    def _server_cursor(self, conn: Any) -> AbstractContextManager[Any]:
+        """A cursor on the connection that streams rows from the server as fetched."""
+
+    @abstractmethod
+    def _catalog(self, conn: Any, namespace: str, table: str | None) -> Iterable[tuple]:
+        """Rows of (table, *column_for arguments) for every table and view of the
+        namespace, or just one, in column order."""
+
+    @staticmethod
+    @abstractmethod
+    def _column_for(*catalog_row: Any) -> Column:
+        """A catalog row (less its table) as an Arrow field and the SQL that selects it."""
+
+    @staticmethod
+    @abstractmethod
+    def _quote(identifier: str) -> str:
+        """The identifier quoted for use in a query."""
+
+    @abstractmethod
+    def _query_error(self, action: str, exc: Exception) -> ConnectorError:
+        """A driver error from a query, worded with nothing that could hold a secret."""
+
+    def _location(self, namespace: str) -> str:
+        """Where a namespace is, for messages: "schema 'public' of database 'shop'"."""
+        return f"{self.namespace_kind} {namespace!r}"
+
+    # The Source contract.
+
+    def discover(self) -> list[TableSchema]:
+        with self._connect() as conn:
+            tables = self._columns(conn, self.namespace, None)
+        return [
+            TableSchema(name, pa.schema(column.field for column in columns))
+            for name, columns in tables.items()
+        ]
+
+    def read(
+        self, table: str, incremental_key: str | None = None, cursor: Any = None
+    ) -> pa.RecordBatchReader:
+        namespace, table_name = self._split(table)
+        # Problems with the table or key surface here, before the first batch is asked for.
+        with self._connect() as conn:
+            columns = self._table_columns(conn, namespace, table_name, table)
+        self._check_key(table_name, columns, incremental_key)
+        filtered_on = incremental_key if cursor is not None else None
+        query = self._query(namespace, table_name, columns, filtered_on)
+        params = (cursor,) if filtered_on is not None else ()
+        schema = pa.schema(column.field for column in columns)
+        batches = (
+            self._to_batch(rows, columns, schema, table)
+            for rows in self._fetch(query, params, table)
+        )
+        return pa.RecordBatchReader.from_batches(schema, batches)
+
+    # Reading.
+
+    def _split(self, table: str) -> tuple[str, str]:
+        namespace, _, table_name = table.rpartition(".")
+        return namespace or self.namespace, table_name
+
+    def _columns(self, conn: Any, namespace: str, table: str | None) -> dict[str, list[Column]]:
+        """Columns by table: every table and view of the namespace, or just one."""
+        tables: dict[str, list[Column]] = {}
+        try:
+            for table_name, *column in self._catalog(conn, namespace, table):
+                tables.setdefault(table_name, []).append(self._column_for(*column))
+        except self.driver_error as exc:
+            action = f"listing the tables of {self.namespace_kind} {namespace!r}"
+            raise self._query_error(action, exc) from None
+        return tables
+
+    def _table_columns(
+        self, conn: Any, namespace: str, table_name: str, table: str
+    ) -> list[Column]:
+        columns = self._columns(conn, namespace, table_name).get(table_name)
+        if columns:
+            return columns
+        available = sorted(self._columns(conn, namespace, None))
+        raise self._error(
+            f"no table {table!r} in {self._location(namespace)}; "
+            + (
+                f"available: {listing(available)}"
+                if available
+                else f"that {self.namespace_kind} has no tables"
+            )
+        )
+
+    def _check_key(self, table_name: str, columns: list[Column], key: str | None) -> None:
+        names = [column.field.name for column in columns]
+        if key is not None and key not in names:
+            raise self._error(
+                f"table {table_name!r} has no column {key!r} to use as incremental_key; "
+                f"pick one of {', '.join(names)}"
+            )
+
+    def _query(
+        self, namespace: str, table: str, columns: list[Column], incremental_key: str | None
+    ) -> str:
+        """The select of the columns; with a key, of rows >= one parameter, in key order."""
+        select = ", ".join(column.select for column in columns)
+        query = f"select {select} from {self._quote(namespace)}.{self._quote(table)}"
+        if incremental_key is None:
+            return query
+        key = self._quote(incremental_key)
+        return f"{query} where {key} >= %s order by {key}"
+
+    def _fetch(self, query: str, params: tuple[Any, ...], table: str) -> Iterator[list[tuple]]:
+        """Stream the query's rows in lists of at most BATCH_ROWS.
+
+        The connection opens on the first batch asked for, so a reader that is never
+        iterated holds no connection.
+        """
+        with self._connect() as conn, self._server_cursor(conn) as cursor:
+            try:
+                cursor.execute(query, params)
+                while rows := cursor.fetchmany(BATCH_ROWS):
+                    yield rows
+            except self.driver_error as exc:
+                raise self._query_error(f"reading {table!r}", exc) from None
+
+    def _to_batch(
+        self, rows: list[tuple], columns: list[Column], schema: pa.Schema, table: str
+    ) -> pa.RecordBatch:
+        """Rows to a record batch: transposed, so each column converts in a single call."""
+        values_by_column = zip(*rows, strict=True)
+        arrays = [
+            self._to_array(column, values, table)
+            for column, values in zip(columns, values_by_column, strict=True)
+        ]
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    def _to_array(self, column: Column, values: tuple[Any, ...], table: str) -> pa.Array:
+        field = column.field
+        try:
+            if column.arrives_as is not None:
+                return pa.array(values, type=column.arrives_as).cast(field.type)
+            return pa.array(values, type=field.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise self._error(
+                f"table {table!r} column {field.name!r} has a value that does not fit "
+                f"{field.type} ({str(exc).splitlines()[0]})"
+            ) from None
+
+    def _error(self, message: str) -> ConnectorError:
+        return ConnectorError(f"connection {self.connection!r}: {message}")
