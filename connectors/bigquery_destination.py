@@ -48,6 +48,7 @@ from connectors.base import (
     LoadResult,
     TableSchema,
 )
+from connectors.google_auth import service_account_info
 from connectors.sql_types import Family, SqlType, from_arrow, is_compatible
 
 STATE_TABLE = "_datapipe_state"
@@ -379,18 +380,14 @@ class BigQueryDestination(Destination):
         return _sql_name(self._table_ref(table))
 
     def _credentials(self) -> service_account.Credentials:
-        value = self.config["service_account_json"]
+        info = service_account_info(self.connection, self.config)
         try:
-            if isinstance(value, str) and not value.lstrip().startswith("{"):
-                path = Path(self.config.get("base_dir") or ".") / value
-                value = path.read_text()
-            info = json.loads(value) if isinstance(value, str) else dict(value)
             return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
-        except (OSError, ValueError, KeyError) as error:
-            kind = type(error).__name__
+        except (ValueError, KeyError):
+            # The parser's message may quote part of the key; say only what is wrong.
             raise ConnectorError(
-                f"connection {self.connection!r}: service_account_json is not a readable "
-                f"service-account key ({kind}); give the key's JSON text, object or file path"
+                f"connection {self.connection!r}: service_account_json is not a usable "
+                "service-account key; use the key file exactly as downloaded"
             ) from None
 
     @contextlib.contextmanager

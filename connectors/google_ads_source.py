@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
-import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +25,7 @@ import httpx
 import pyarrow as pa
 
 from connectors.base import ConnectorError, Source, TableSchema
-from connectors.http import api_client, transport_error
+from connectors.http import RefreshingTokenAuth, api_client
 from connectors.records import to_batches
 
 DEFAULT_BASE_URL = "https://googleads.googleapis.com"
@@ -36,13 +34,10 @@ DEFAULT_API_VERSION = "v18"
 DEFAULT_LOOKBACK_DAYS = 3
 # A full sync of daily metrics needs a start: GAQL refuses segments.date without a range.
 DEFAULT_HISTORY_DAYS = 365
-# Refresh a little before the stated expiry so a token never lapses in flight.
-EXPIRY_MARGIN_SECONDS = 60
 REQUIRED_FIELDS = ("customer_id", "developer_token", "client_id", "client_secret", "refresh_token")
 API_CREDENTIALS = "developer_token and the OAuth client"
 TOKEN_CREDENTIALS = "client_id, client_secret and refresh_token"
 # Marks the one resend of a request whose access token the API rejected.
-RETRY_EXTENSION = "datapipe_token_retry"
 
 
 @dataclass(frozen=True)
@@ -168,42 +163,20 @@ def _convert(value: Any, arrow_type: pa.DataType) -> Any:
     return value
 
 
-class _TokenRejected(Exception):
-    """The API answered 401 to a request sent with a token we believed valid."""
-
-
-class RefreshTokenAuth(httpx.Auth):
-    """Bearer access tokens minted from an OAuth refresh token, renewed as they expire.
+class RefreshTokenAuth(RefreshingTokenAuth):
+    """Bearer access tokens minted from an OAuth refresh token.
 
     Token requests go through their own `api_client`, so they are rate-limited and retried
     like the API calls and fail with the same one-line errors.
     """
 
     def __init__(self, token_client: httpx.Client, token_uri: str, form: Mapping[str, str]) -> None:
+        super().__init__()
         self._client = token_client
         self._token_uri = token_uri
         self._form = dict(form)
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._lock = threading.Lock()
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._current_token()}"
-        yield request
-
-    def invalidate(self) -> None:
-        """Forget the token, so the next request mints a new one."""
-        with self._lock:
-            self._token = None
-
-    def _current_token(self) -> str:
-        with self._lock:
-            if self._token is None or time.monotonic() >= self._expires_at:
-                self._token, lifetime = self._refresh()
-                self._expires_at = time.monotonic() + lifetime - EXPIRY_MARGIN_SECONDS
-            return self._token
-
-    def _refresh(self) -> tuple[str, float]:
+    def fetch_token(self) -> tuple[str, float]:
         body = self._client.post(
             self._token_uri, data={**self._form, "grant_type": "refresh_token"}
         ).json()
@@ -320,10 +293,6 @@ class _AdsSession:
             requests_per_second=source.requests_per_second,
             credential_fields=API_CREDENTIALS,
         )
-        # api_client's error hook sees a response before any httpx.Auth flow does, so a 401
-        # cannot be retried inside auth_flow: this hook, placed first, hands the first 401 of
-        # a request back to `send`, which mints a new token and sends it once more.
-        self._client.event_hooks["response"].insert(0, _reject_stale_token)
         self._path = f"/{source.api_version}/customers/{source.customer_id}/googleAds:search"
 
     def __enter__(self) -> _AdsSession:
@@ -336,22 +305,7 @@ class _AdsSession:
     def send(self, query: str, page_token: str | None) -> dict[str, Any]:
         """One page of results (pageSize is fixed by the API, so it is never sent)."""
         body = {"query": query, **({"pageToken": page_token} if page_token else {})}
-        try:
-            try:
-                response = self._client.post(self._path, json=body)
-            except _TokenRejected:
-                self.auth.invalidate()
-                response = self._client.post(
-                    self._path, json=body, extensions={RETRY_EXTENSION: True}
-                )
-        except httpx.TransportError as error:
-            raise transport_error(self._source.connection, error) from None
-        return response.json()
-
-
-def _reject_stale_token(response: httpx.Response) -> None:
-    if response.status_code == 401 and not response.request.extensions.get(RETRY_EXTENSION):
-        raise _TokenRejected
+        return self._client.post(self._path, json=body).json()
 
 
 def _as_date(value: Any) -> dt.date:

@@ -9,27 +9,20 @@ The private key never leaves this module: errors describe the key file, never qu
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 from google.auth import crypt, jwt
 
 from connectors.base import ConnectorError
-from connectors.http import api_client
+from connectors.http import RefreshingTokenAuth, api_client
 
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # Google caps a service-account assertion at one hour.
 ASSERTION_SECONDS = 3600
-# Refresh this long before a token expires, so a token never runs out mid-request.
-EXPIRY_MARGIN_SECONDS = 60
-# Marks a request's first attempt: its 401 goes to the auth flow (refresh and retry once)
-# instead of straight to `api_client`'s error.
-_FIRST_ATTEMPT = "datapipe.google_auth.first_attempt"
 
 
 def service_account_info(connection: str, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,11 +83,8 @@ def _parse_key_file(connection: str, text: str) -> dict[str, Any]:
     return info
 
 
-class ServiceAccountAuth(httpx.Auth):
-    """Adds `Authorization: Bearer <token>`; fetches a new token when it expires or on a 401.
-
-    Thread-safe: extracts running in parallel share one token and refresh it once.
-    """
+class ServiceAccountAuth(RefreshingTokenAuth):
+    """Access tokens for a service account, from signed JWT assertions (RFC 7523)."""
 
     def __init__(
         self,
@@ -103,35 +93,14 @@ class ServiceAccountAuth(httpx.Auth):
         scopes: Sequence[str],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(clock)
         self.connection = connection
         self.client_email = str(info["client_email"])
         self.token_uri = str(info.get("token_uri") or DEFAULT_TOKEN_URI)
         self.scopes = tuple(scopes)
-        self._clock = clock
         self._signer = _signer(connection, info)
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._lock = threading.Lock()
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self.token()}"
-        request.extensions = {**request.extensions, _FIRST_ATTEMPT: True}
-        response = yield request
-        if response.status_code == 401:
-            # A token can be revoked before it expires: get a fresh one and try once more.
-            request.headers["Authorization"] = f"Bearer {self.token(refresh=True)}"
-            request.extensions = {**request.extensions, _FIRST_ATTEMPT: False}
-            yield request
-
-    def token(self, refresh: bool = False) -> str:
-        """A valid access token, exchanging a new assertion when needed."""
-        with self._lock:
-            if refresh or self._token is None or self._clock() >= self._expires_at:
-                self._token, lifetime = self._exchange()
-                self._expires_at = self._clock() + lifetime - EXPIRY_MARGIN_SECONDS
-            return self._token
-
-    def _exchange(self) -> tuple[str, float]:
+    def fetch_token(self) -> tuple[str, float]:
         """POST a signed assertion to the token URI; the access token and its lifetime."""
         form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._assertion()}
         with api_client(
@@ -170,39 +139,6 @@ def _signer(connection: str, info: Mapping[str, Any]) -> crypt.RSASigner:
         ) from None
 
 
-def google_client(
-    connection: str,
-    base_url: str,
-    auth: ServiceAccountAuth,
-    *,
-    requests_per_second: float,
-    credential_fields: str,
-) -> httpx.Client:
-    """An `api_client` authorised by a service account, retrying a 401 once with a new token.
-
-    `api_client` turns every 4xx into an error in a response hook, and httpx runs response
-    hooks before the auth flow sees the response; so a first attempt's 401 is let through to
-    `ServiceAccountAuth`, and only the retry's 401 becomes the usual clear error.
-    """
-    client = api_client(
-        connection,
-        base_url,
-        auth=auth,
-        requests_per_second=requests_per_second,
-        credential_fields=credential_fields,
-    )
-    hooks = list(client.event_hooks["response"])
-
-    def raise_unless_auth_retries(response: httpx.Response) -> None:
-        if response.status_code == 401 and response.request.extensions.get(_FIRST_ATTEMPT):
-            return
-        for hook in hooks:
-            hook(response)
-
-    client.event_hooks = {**client.event_hooks, "response": [raise_unless_auth_retries]}
-    return client
-
-
 class GoogleApi:
     """One connection's authorised JSON API: config in, parsed responses or one-line errors out.
 
@@ -223,10 +159,10 @@ class GoogleApi:
     ) -> None:
         self.connection = connection
         auth = ServiceAccountAuth(connection, service_account_info(connection, config), scopes)
-        self.http = google_client(
+        self.http = api_client(
             connection,
             str(config.get("base_url") or default_base_url).rstrip("/"),
-            auth,
+            auth=auth,
             requests_per_second=float(config.get("requests_per_second") or requests_per_second),
             # Naming the account says exactly whom to share the sheet or property with.
             credential_fields=credential_hint.format(client_email=auth.client_email),

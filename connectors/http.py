@@ -12,7 +12,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,10 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 # httpx logs every request URL at INFO, and a URL can carry an API key as a query parameter.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Marks a request whose 401 the auth flow will retry once with a fresh token.
+AUTH_WILL_RETRY = "datapipe.auth_will_retry"
+# A token is renewed this long before it expires, so it never lapses mid-request.
+TOKEN_EXPIRY_MARGIN_SECONDS = 60
 
 
 class RateLimiter:
@@ -133,6 +138,8 @@ def api_client(
     def raise_clearly(response: httpx.Response) -> None:
         if response.is_success or response.is_redirect:
             return
+        if response.status_code == 401 and response.request.extensions.get(AUTH_WILL_RETRY):
+            return  # a RefreshingTokenAuth sends it again with a new token
         response.read()
         raise http_error(connection, response, credential_fields)
 
@@ -144,6 +151,41 @@ def api_client(
         timeout=DEFAULT_TIMEOUT,
         event_hooks={"response": [raise_clearly]},
     )
+
+
+class RefreshingTokenAuth(httpx.Auth, ABC):
+    """Bearer tokens that renew themselves before they expire and once after a 401.
+
+    A token can be revoked before it expires, so a 401 is retried once with a fresh one;
+    only a second 401 reaches `api_client`'s error. Thread-safe: concurrent extracts share
+    one token and renew it once.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def fetch_token(self) -> tuple[str, float]:
+        """A new access token and its lifetime in seconds."""
+
+    def token(self, refresh: bool = False) -> str:
+        with self._lock:
+            if refresh or self._token is None or self._clock() >= self._expires_at:
+                self._token, lifetime = self.fetch_token()
+                self._expires_at = self._clock() + lifetime - TOKEN_EXPIRY_MARGIN_SECONDS
+            return self._token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        request.extensions = {**request.extensions, AUTH_WILL_RETRY: True}
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {self.token(refresh=True)}"
+            request.extensions = {**request.extensions, AUTH_WILL_RETRY: False}
+            yield request
 
 
 def http_error(connection: str, response: httpx.Response, credential_fields: str) -> ConnectorError:

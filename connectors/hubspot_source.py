@@ -28,7 +28,7 @@ import httpx
 import pyarrow as pa
 
 from connectors.base import ConnectorError, Source, TableSchema
-from connectors.http import api_client, transport_error
+from connectors.http import api_client
 from connectors.records import to_batches
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
@@ -210,10 +210,7 @@ class HubSpotSource(Source):
             body["after"] = after
 
     def _send(self, http: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return http.request(method, path, **kwargs)
-        except httpx.TransportError as error:
-            raise transport_error(self.connection, error) from None
+        return http.request(method, path, **kwargs)
 
     def _client(self) -> httpx.Client:
         return api_client(

@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from connectors.base import ConnectorError, Source, TableSchema, rows_since
 from connectors.csv_source import parse_type
-from connectors.http import Backoff, api_client, transport_error
+from connectors.http import Backoff, api_client
 from connectors.records import flatten, infer_schema, to_batches
 
 log = logging.getLogger(__name__)
@@ -421,12 +421,9 @@ class RestApiSource(Source):
 
     def _fetch(self, client: httpx.Client, endpoint: Endpoint, request: PageRequest) -> Page:
         self._check_origin(endpoint, request)
-        try:
-            # httpx replaces a URL's query with any params given, even none: a next link
-            # (which carries its own query) must be sent without them.
-            response = client.get(request.url, params=dict(request.params) or None)
-        except httpx.TransportError as error:
-            raise transport_error(self.connection, error) from None
+        # httpx replaces a URL's query with any params given, even none: a next link
+        # (which carries its own query) must be sent without them.
+        response = client.get(request.url, params=dict(request.params) or None)
         where = f"GET {response.request.url.path}"
         try:
             body = response.json()

@@ -31,7 +31,7 @@ import httpx
 import pyarrow as pa
 
 from connectors.base import ConnectorError, Source, TableSchema
-from connectors.http import api_client, transport_error
+from connectors.http import api_client
 from connectors.records import to_batches
 
 DEFAULT_API_VERSION = "2024-10"
@@ -204,10 +204,7 @@ class ShopifySource(Source):
             yield from self._get(http, path, {}).json()["transactions"]
 
     def _get(self, http: httpx.Client, resource: str, params: Mapping[str, Any]) -> httpx.Response:
-        try:
-            return http.get(f"/admin/api/{self.api_version}/{resource}.json", params=params)
-        except httpx.TransportError as error:
-            raise transport_error(self.connection, error) from None
+        return http.get(f"/admin/api/{self.api_version}/{resource}.json", params=params)
 
     def _client(self) -> httpx.Client:
         return api_client(

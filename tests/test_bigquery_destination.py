@@ -179,7 +179,7 @@ def test_service_account_key_may_be_a_file_next_to_the_pipeline(bq, tmp_path):
     assert dest.check() == (
         "connection 'bq': BigQuery dataset acme-analytics.raw is created on the first load"
     )
-    with pytest.raises(ConnectorError, match="service_account_json is not a readable"):
+    with pytest.raises(ConnectorError, match="service_account_json is neither JSON nor the path"):
         destination(bq, service_account_json="missing.json", base_dir=str(tmp_path)).check()
 
 

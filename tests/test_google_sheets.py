@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from connectors.base import ConnectorError, CursorState, LoadMode, LoadRequest, StateUpdate
-from connectors.google_auth import ServiceAccountAuth, google_client, service_account_info
+from connectors.google_auth import ServiceAccountAuth, service_account_info
 from connectors.google_sheets import GoogleSheetsDestination, GoogleSheetsSource
+from connectors.http import api_client
 from datapipe_assets.spec import Pipeline
 from tests.fake_google import (
     CLIENT_EMAIL,
@@ -82,9 +83,7 @@ def test_token_is_refreshed_once_it_expires(google):
     google.clock = lambda: now[0]
     auth = ServiceAccountAuth("expiry", google.service_account(), ["s"], clock=google.clock)
     google.add_sheet("Sheet1")
-    with google_client(
-        "expiry", google.url, auth, requests_per_second=1000, credential_fields="x"
-    ) as http:
+    with api_client("expiry", google.url, auth=auth, requests_per_second=1000) as http:
         path = f"/v4/spreadsheets/{SPREADSHEET_ID}"
         for step in (0, 3000, 540):  # the last lands within a minute of expiry
             now[0] += step
