@@ -16,7 +16,7 @@ SOURCES: dict[str, str] = {
     "csv": "connectors.csv_source:CsvSource",
     "ga4": "connectors.ga4_source:Ga4Source",
     "google_ads": "connectors.google_ads_source:GoogleAdsSource",
-    "google_sheets": "connectors.google_sheets:GoogleSheetsSource",
+    "google_sheets": "connectors.google_sheets_source:GoogleSheetsSource",
     "hubspot": "connectors.hubspot_source:HubSpotSource",
     "mysql": "connectors.mysql_source:MySQLSource",
     "postgres": "connectors.postgres_source:PostgresSource",
@@ -28,7 +28,7 @@ SOURCES: dict[str, str] = {
 DESTINATIONS: dict[str, str] = {
     "bigquery": "connectors.bigquery_destination:BigQueryDestination",
     "duckdb": "connectors.duckdb_destination:DuckDBDestination",
-    "google_sheets": "connectors.google_sheets:GoogleSheetsDestination",
+    "google_sheets": "connectors.google_sheets_destination:GoogleSheetsDestination",
     "postgres": "connectors.postgres_destination:PostgresDestination",
 }
 
@@ -38,13 +38,17 @@ def _load_class(path: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def open_source(connector: str, connection: str, config: Mapping[str, Any]) -> Source:
+def source_class(connector: str, connection: str) -> type[Source]:
     if connector not in SOURCES:
         raise ConnectorError(
             f"connection {connection!r}: unknown source connector {connector!r}; "
             f"use one of {', '.join(sorted(SOURCES))}"
         )
-    return _load_class(SOURCES[connector])(connection, config)
+    return _load_class(SOURCES[connector])
+
+
+def open_source(connector: str, connection: str, config: Mapping[str, Any]) -> Source:
+    return source_class(connector, connection)(connection, config)
 
 
 def open_destination(connector: str, connection: str, config: Mapping[str, Any]) -> Destination:

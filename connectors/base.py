@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -208,6 +208,11 @@ class LoadRequest:
 
 class Source(ABC):
     """A connection that tables are read from."""
+
+    # True when discover() answers from the connector's own table definitions, needing
+    # neither the network nor any secret: pipelines can then be checked column by column
+    # while definitions load.
+    offline_discovery: ClassVar[bool] = False
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         self.connection = connection

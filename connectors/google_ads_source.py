@@ -186,6 +186,8 @@ class RefreshTokenAuth(RefreshingTokenAuth):
 class GoogleAdsSource(Source):
     """Reads GAQL reports of one Google Ads customer account."""
 
+    offline_discovery = True
+
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
         missing = [name for name in REQUIRED_FIELDS if not self.config.get(name)]

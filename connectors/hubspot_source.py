@@ -89,6 +89,8 @@ class SearchWindow:
 class HubSpotSource(Source):
     """HubSpot CRM objects (contacts, companies, deals, tickets) and owners."""
 
+    offline_discovery = True
+
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
         token = self.config.get("access_token")

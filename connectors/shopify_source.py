@@ -115,6 +115,8 @@ TABLES: dict[str, ShopifyTable] = {
 class ShopifySource(Source):
     """A Shopify store's orders, customers, products, inventory items and transactions."""
 
+    offline_discovery = True
+
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
         self.access_token = str(self._required("access_token"))

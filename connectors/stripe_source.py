@@ -165,6 +165,8 @@ class StripeSource(Source):
     page_size (100, at most 100). Tables sync in full or incrementally on `created`.
     """
 
+    offline_discovery = True
+
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
         self.base_url: str = str(self.config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")

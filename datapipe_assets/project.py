@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic.alias_generators import to_snake
 
+from connectors import source_class
 from connectors.base import ConnectorError
 from datapipe_assets.connections import ConnectionSpec
 from datapipe_assets.spec import Connection, Pipeline, normalize_editor_export
@@ -209,13 +210,19 @@ def _connection(
 
 def known_schemas(pipeline: Pipeline, source: ConnectionSpec) -> dict[str, pa.Schema] | None:
     """Source table schemas, where reading them is cheap and needs no secret."""
-    if source.connector not in CHEAP_DISCOVERY or source.missing_variables():
-        return None
     try:
-        tables = source.open_source().discover()
+        connector_class = source_class(source.connector, source.name)
+        if connector_class.offline_discovery:
+            # Placeholders stay unresolved: such a discover() never uses the config's values.
+            connector = connector_class(source.name, source.config)
+        elif source.connector in CHEAP_DISCOVERY and not source.missing_variables():
+            connector = source.open_source()
+        else:
+            return None
+        discovered = connector.discover()
     except ConnectorError:
         return None  # the run reports an unreadable source, with the connection's name
-    return {t.name: t.schema for t in tables if t.name in pipeline.source.tables}
+    return {t.name: t.schema for t in discovered if t.name in pipeline.source.tables}
 
 
 def _spec_error(display: str, problem: Problem) -> SpecError:

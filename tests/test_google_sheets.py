@@ -14,7 +14,8 @@ import yaml
 
 from connectors.base import ConnectorError, CursorState, LoadMode, LoadRequest, StateUpdate
 from connectors.google_auth import ServiceAccountAuth, service_account_info
-from connectors.google_sheets import GoogleSheetsDestination, GoogleSheetsSource
+from connectors.google_sheets_destination import GoogleSheetsDestination
+from connectors.google_sheets_source import GoogleSheetsSource
 from connectors.http import api_client
 from datapipe_assets.spec import Pipeline
 from tests.fake_google import (
@@ -357,7 +358,7 @@ def test_replace_clears_the_sheet_fits_the_grid_and_writes_header_and_rows(googl
 
 
 def test_replace_writes_in_chunks_into_a_new_sheet(google, monkeypatch):
-    monkeypatch.setattr("connectors.google_sheets.WRITE_ROWS", 2)
+    monkeypatch.setattr("connectors.google_sheets_destination.WRITE_ROWS", 2)
     table = pa.table({"n": list(range(5))})
     result = load(google, table, LoadMode.REPLACE, name="numbers")
     assert (result.table_rows, result.table_created) == (5, True)

@@ -228,3 +228,23 @@ def test_bad_connections_file_is_reported(folder):
 )
 def test_find_cycle(nodes, edges, expected):
     assert find_cycle(nodes, edges) == expected
+
+
+def test_unknown_column_over_an_api_source_is_caught_without_its_secret(folder, monkeypatch):
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    text = (
+        "name: s\n"
+        "source: {connector: stripe, config: {api_key: '${STRIPE_API_KEY}'}, tables: [charges]}\n"
+        "transform:\n"
+        "  nodes:\n"
+        "    - {id: c, type: source, data: {table: charges}}\n"
+        "    - {id: f, type: filter, data: {column: amount_cents, operator: gt, value: 0}}\n"
+        "    - {id: o, type: destination}\n"
+        "  edges: [{source: c, target: f}, {source: f, target: o}]\n"
+        "destination: {connection: warehouse}\n"
+    )
+    [error] = only_errors(folder, "s.yaml", text)
+    assert error.startswith(
+        "s.yaml: transform.nodes[1].data: node 'f' (filter): unknown column 'amount_cents'; "
+        "the input has id, "
+    )
