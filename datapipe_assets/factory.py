@@ -19,6 +19,7 @@ from resources.duckdb_sandbox import TransformEngine
 from resources.staging import ParquetStagingIOManager
 
 INVALID_GROUP = "invalid_pipelines"
+PIPELINE_TAG = "datapipe/pipeline"
 
 
 def staging_url() -> str:
@@ -46,13 +47,17 @@ def pipeline_assets(loaded: LoadedPipeline) -> list[dg.AssetsDefinition]:
 def pipeline_jobs(loaded: LoadedPipeline) -> list[dg.UnresolvedAssetJobDefinition]:
     name = loaded.pipeline.name
     selection = dg.AssetSelection.groups(name)
+    # Every run carries its pipeline's name, so the run queue can allow one run per pipeline.
+    tags = {PIPELINE_TAG: name}
     return [
-        dg.define_asset_job(name, selection=selection, description=loaded.pipeline.description),
+        dg.define_asset_job(
+            name, selection=selection, description=loaded.pipeline.description, tags=tags
+        ),
         dg.define_asset_job(
             f"{name}__full_refresh",
             selection=selection,
             description=f"{name}: ignore incremental cursors, re-extract and replace the tables.",
-            tags={cursors.FULL_REFRESH_TAG: "true"},
+            tags={**tags, cursors.FULL_REFRESH_TAG: "true"},
         ),
     ]
 
