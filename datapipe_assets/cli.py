@@ -30,6 +30,7 @@ from datapipe_assets.project import (
     load_project,
     pipelines_dir,
 )
+from datapipe_assets.status import format_runs, recent_runs
 from datapipe_assets.validation import topological_order
 from resources.duckdb_sandbox import first_line, sandboxed_connection
 
@@ -68,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--all", action="store_true", help="run every valid pipeline")
     run.add_argument("--full-refresh", action="store_true", help="ignore incremental cursors")
     run.set_defaults(handler=run_command)
+
+    status = commands.add_parser("status", help="last runs: status, rows per stage, checks")
+    status.add_argument("pipeline", nargs="?", help="pipeline name (default: every pipeline)")
+    status.add_argument("--limit", type=int, default=5, help="runs per pipeline")
+    status.set_defaults(handler=status_command)
 
     for name, handler, text in (
         ("discover", discover_command, "list a connection's tables and columns"),
@@ -214,6 +220,17 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"{name}: run {run_id} {'succeeded' if result.success else 'FAILED'}")
             failed += not result.success
     return 1 if failed else 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    dagster_home()
+    names = (
+        [args.pipeline] if args.pipeline else [p.pipeline.name for p in load_project().pipelines]
+    )
+    with dg.DagsterInstance.get() as instance:
+        for name in names:
+            print(format_runs(name, recent_runs(instance, name, args.limit)))
+    return 0
 
 
 def _connection(name: str) -> ConnectionSpec:

@@ -1,5 +1,7 @@
 """Load assets: one per destination table, loaded all-or-nothing with its cursors."""
 
+import time
+
 import dagster as dg
 
 from connectors.base import LoadMode, LoadRequest, StateUpdate
@@ -7,6 +9,7 @@ from datapipe_assets import cursors
 from datapipe_assets.errors import step_failures
 from datapipe_assets.keys import load_key
 from datapipe_assets.project import LoadedPipeline
+from datapipe_assets.stage_metadata import seconds_since
 from resources.staging import StagedTable, table_schema
 
 
@@ -46,6 +49,7 @@ def load_asset(
             create_table_if_missing=spec.create_table_if_missing,
             state_updates=[StateUpdate(pipeline.name, t, s) for t, s in states.items()],
         )
+        started = time.perf_counter()
         with step_failures(where, [loaded.source, destination]):
             result = destination.open_destination().load(data.reader(), request)
         context.log.info(f"loaded {result.rows_loaded} rows into {target_table} ({mode})")
@@ -54,6 +58,7 @@ def load_asset(
                 "dagster/row_count": dg.MetadataValue.int(result.table_rows),
                 "dagster/column_schema": dg.MetadataValue.table_schema(table_schema(data.schema)),
                 "rows_loaded": dg.MetadataValue.int(result.rows_loaded),
+                "duration_seconds": seconds_since(started),
                 "load_mode": str(mode),
                 "loaded_from": dg.MetadataValue.path(data.url),
                 "table_created": result.table_created,

@@ -1,5 +1,7 @@
 """Raw assets: one per source table, extracted as Arrow batches into staging."""
 
+import time
+
 import dagster as dg
 
 from connectors.base import CursorState
@@ -7,6 +9,7 @@ from datapipe_assets import cursors
 from datapipe_assets.errors import step_failures
 from datapipe_assets.keys import raw_key
 from datapipe_assets.project import LoadedPipeline
+from datapipe_assets.stage_metadata import seconds_since
 from resources.staging import StagedFile, scratch_file, write_parquet
 
 
@@ -30,6 +33,7 @@ def raw_asset(loaded: LoadedPipeline, table: str) -> dg.AssetsDefinition:
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     )
     def _extract(context: dg.AssetExecutionContext) -> dg.Output[StagedFile]:
+        started = time.perf_counter()
         with step_failures(where, [loaded.source, loaded.destination]), scratch_file() as path:
             start = _committed_state(loaded, table, context) if incremental else None
             context.log.info(f"extracting {table} from cursor {cursors.describe(start)}")
@@ -45,12 +49,10 @@ def raw_asset(loaded: LoadedPipeline, table: str) -> dg.AssetsDefinition:
                 extraction,
                 lambda: cursors.encode_states({table: extraction.state}),
             )
-        metadata = {}
+        metadata: dict[str, object] = {"duration_seconds": seconds_since(started)}
         if incremental:
-            metadata = {
-                "cursor/start": cursors.describe(start),
-                "cursor/extracted_to": cursors.describe(extraction.state),
-            }
+            metadata["cursor/start"] = cursors.describe(start)
+            metadata["cursor/extracted_to"] = cursors.describe(extraction.state)
         return dg.Output(StagedFile(path, metadata))
 
     return _extract

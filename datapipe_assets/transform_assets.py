@@ -1,5 +1,7 @@
 """Transform assets: one per transform node, compiled to SQL and run in sandboxed DuckDB."""
 
+import time
+
 import dagster as dg
 
 from datapipe_assets import cursors
@@ -8,6 +10,7 @@ from datapipe_assets.errors import step_failures
 from datapipe_assets.keys import node_key, upstream_key
 from datapipe_assets.project import LoadedPipeline
 from datapipe_assets.spec import TransformNode
+from datapipe_assets.stage_metadata import seconds_since
 from resources.duckdb_sandbox import TransformEngine
 from resources.staging import ROW_GROUP_ROWS, ZSTD_LEVEL, StagedFile, StagedTable, scratch_file
 
@@ -31,6 +34,7 @@ def transform_asset(loaded: LoadedPipeline, node: TransformNode) -> dg.AssetsDef
         context: dg.AssetExecutionContext, engine: TransformEngine, upstream: StagedTable
     ) -> dg.Output[StagedFile]:
         columns = upstream.schema.names
+        started = time.perf_counter()
         with (
             step_failures(where, []),
             scratch_file() as output,
@@ -50,7 +54,9 @@ def transform_asset(loaded: LoadedPipeline, node: TransformNode) -> dg.AssetsDef
             )
             con.execute(f"COPY ({sql}) TO {quote_literal(str(output))} ({options})")
         context.log.info(f"{node.id}: ran {sql}")
-        return dg.Output(StagedFile(output, _node_metadata(sql, node, columns, input_key)))
+        metadata = _node_metadata(sql, node, columns, input_key)
+        metadata["duration_seconds"] = seconds_since(started)
+        return dg.Output(StagedFile(output, metadata))
 
     return _transform
 

@@ -93,6 +93,25 @@ def test_run_materializes_with_progress_and_loads(project, capsys):
         ]
 
 
+def test_status_lists_runs_with_rows_per_stage(project, capsys):
+    assert main(["status", "revenue"]) == 0
+    assert capsys.readouterr().out == "revenue: no runs yet\n"
+    assert main(["run", "revenue"]) == 0
+    (project / "data" / "orders.csv").write_text(ORDERS_CSV + "4,10,paid\n")
+    assert main(["run", "revenue"]) == 1
+    capsys.readouterr()
+    assert main(["status", "revenue"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [
+        "revenue",
+        "  run        status      seconds  extracted  transformed     loaded  failing checks",
+    ]
+    failed, succeeded = (line.split() for line in lines[2:])
+    assert failed[1:2] + failed[3:] == ["FAILURE", "0", "0", "0", "-"]
+    assert succeeded[1:2] + succeeded[3:] == ["SUCCESS", "3", "1", "1", "-"]
+    assert float(succeeded[2]) > 0
+
+
 def test_run_of_a_failing_pipeline_exits_1_with_the_reason(project, capsys):
     (project / "data" / "orders.csv").write_text(ORDERS_CSV + "4,10,paid\n")
     assert main(["run", "revenue"]) == 1

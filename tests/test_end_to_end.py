@@ -97,6 +97,8 @@ def test_six_node_pipeline_into_duckdb_with_metadata(tmp_path, monkeypatch):
         assert load.metadata["rows_loaded"].value == 3
         assert load.metadata["load_mode"].value == "upsert"
         assert load.metadata["dagster/row_count"].value == 3
+        for stage in (raw, paid, load):
+            assert stage.metadata["duration_seconds"].value > 0
         assert [c.name for c in load.metadata["dagster/column_schema"].value.columns] == [
             "customer_id",
             "revenue",
