@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from datapipe_assets import cursors
+from datapipe_assets.checks import pipeline_checks
 from datapipe_assets.keys import raw_key, upstream_key
 from datapipe_assets.load_assets import load_asset
 from datapipe_assets.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
@@ -92,10 +93,12 @@ def invalid_pipeline_spec(file: str, errors: list[SpecError]) -> dg.AssetSpec:
 
 def build_definitions(project: Project) -> dg.Definitions:
     assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
+    checks: list[dg.AssetChecksDefinition] = []
     jobs: list[dg.UnresolvedAssetJobDefinition] = []
     schedules: list[dg.ScheduleDefinition] = []
     for loaded in project.pipelines:
         assets += pipeline_assets(loaded)
+        checks += pipeline_checks(loaded)
         pipeline_job, refresh_job = pipeline_jobs(loaded)
         jobs += [pipeline_job, refresh_job]
         schedule = pipeline_schedule(loaded, pipeline_job)
@@ -106,6 +109,7 @@ def build_definitions(project: Project) -> dg.Definitions:
         assets.append(invalid_pipeline_spec(file, errors))
     return dg.Definitions(
         assets=assets,
+        asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
         resources={

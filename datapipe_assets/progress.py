@@ -11,7 +11,11 @@ import dagster as dg
 
 from datapipe_assets.errors import failure_message
 
-FOLLOWED = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.STEP_FAILURE}
+FOLLOWED = {
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+    dg.DagsterEventType.STEP_FAILURE,
+}
 POLL_SECONDS = 0.3
 
 
@@ -46,6 +50,12 @@ def _follow(instance: dg.DagsterInstance, run_id: str, stop: threading.Event) ->
 def progress_line(event: dg.DagsterEvent) -> str:
     if event.is_step_failure:
         return f"  FAILED {event.step_key}: {failure_message(event)}"
+    if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+        evaluation = event.event_specific_data
+        outcome = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
+        return (
+            f"  check  {evaluation.asset_key.to_user_string()}: {evaluation.check_name} {outcome}"
+        )
     materialization = event.step_materialization_data.materialization
     metadata = materialization.metadata
     rows = metadata.get("rows_loaded") or metadata.get("dagster/row_count")

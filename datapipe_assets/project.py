@@ -20,8 +20,9 @@ from pydantic.alias_generators import to_snake
 from connectors import source_class
 from connectors.base import ConnectorError
 from datapipe_assets.connections import ConnectionSpec
+from datapipe_assets.problems import Problem
 from datapipe_assets.spec import Connection, Pipeline, normalize_editor_export
-from datapipe_assets.validation import Problem, check_pipeline
+from datapipe_assets.validation import check_pipeline
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_SUFFIXES = (".yaml", ".yml", ".json")

@@ -220,6 +220,59 @@ class TransformSpec(SpecModel):
         return next(e.source for e in self.edges if e.target == node_id)
 
 
+CHECK_TYPES = (
+    "not_null", "unique", "accepted_values", "range", "expression", "row_count", "freshness",
+    "schema", "reconcile",
+)  # fmt: skip
+ALERT_EVENTS = ("failure", "check_failed", "zero_rows", "slow_run", "schema_change")
+DURATION_PATTERN = r"^\d+(\.\d+)?\s*(s|m|h|d)$"
+
+
+class CheckSpec(SpecModel):
+    """A data-quality check on a node, a source table or the destination (`out`)."""
+
+    asset: str
+    type: Literal[CHECK_TYPES]  # type: ignore[valid-type]
+    column: str | None = None
+    columns: ColumnList = []
+    values: list[Any] = []
+    # `min` / `max` in the file; named so they do not shadow the builtins.
+    minimum: float | None = Field(default=None, alias="min")
+    maximum: float | None = Field(default=None, alias="max")
+    expression: str | None = None
+    pass_threshold: float = Field(default=100.0, ge=0, le=100)  # percent of rows
+    max_age: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = None
+    on_change: Literal["warn", "fail"] = "warn"
+    severity: Literal["warn", "error"] = "error"
+    blocking: bool = False
+
+
+def _yaml_on_key(value: Any) -> Any:
+    """YAML 1.1 reads a bare `on:` key as the boolean True; mean the word."""
+    if isinstance(value, dict) and True in value:
+        value = {("on" if key is True else key): item for key, item in value.items()}
+    return value
+
+
+class AlertSpec(SpecModel):
+    """Who hears about which events of a pipeline, and how."""
+
+    _on_key = model_validator(mode="before")(_yaml_on_key)
+    on: Annotated[list[Literal[ALERT_EVENTS]], BeforeValidator(_as_list)]  # type: ignore[valid-type]
+    channel: Literal["email", "slack", "webhook"]
+    to: ColumnList = []
+    url: str | None = None
+    slow_run_after: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = None
+    after_consecutive_failures: int = Field(default=1, ge=1)
+
+
+class TriggerSpec(SpecModel):
+    """Event triggers: a new file in a CSV source's folder, or other pipelines' loads."""
+
+    on_new_file: bool = False
+    after: ColumnList = []
+
+
 class Pipeline(SpecModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     org: Annotated[str, Field(pattern=NAME_PATTERN)] = "default"
@@ -229,6 +282,9 @@ class Pipeline(SpecModel):
     destination: DestinationSpec
     schedule: str | None = None
     timezone: str = "UTC"
+    trigger: TriggerSpec | None = None
+    checks: list[CheckSpec] = []
+    alerts: list[AlertSpec] = []
 
     def target_tables(self) -> dict[str, str]:
         """Destination table per loaded relation: the destination node, or each raw table."""

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
 from croniter import croniter
 
 from connectors import DESTINATIONS, SOURCES
+from datapipe_assets.check_validation import check_problems
 from datapipe_assets.compiler import CompileError, compile_node, result_type
 from datapipe_assets.connections import ConnectionSpec
+from datapipe_assets.problems import Problem
 from datapipe_assets.spec import (
     ComputedNode,
     FilterNode,
@@ -24,13 +25,6 @@ from datapipe_assets.spec import (
 from resources.duckdb_sandbox import first_line, output_schema, sandboxed_connection
 
 SCHEDULE_ALIASES = {"hourly": "0 * * * *", "daily": "0 0 * * *"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    message: str
-    hint: str
 
 
 def cron_expression(schedule: str) -> str:
@@ -47,18 +41,24 @@ def check_pipeline(
         *_check_modes(pipeline),
         *_check_schedule(pipeline),
     ]
-    loaded_schemas = dict(schemas or {})
+    # Known output schema per node id (per source table without a transform).
+    node_schemas: dict[str, pa.Schema | None] = dict(schemas or {})
+    loaded_schemas = dict(node_schemas)
     if pipeline.transform is not None:
         graph_problems = _check_graph(pipeline, pipeline.transform)
         problems += graph_problems
-        loaded_schemas = {}
+        node_schemas, loaded_schemas = {}, {}
         if not graph_problems:
-            node_problems, loaded_schemas = _check_nodes(
-                pipeline, pipeline.transform, schemas or {}
-            )
+            node_problems, node_schemas = _check_nodes(pipeline, pipeline.transform, schemas or {})
             problems += node_problems
+            loaded_schemas = {
+                n.id: node_schemas.get(n.id)
+                for n in pipeline.transform.nodes
+                if n.type == "destination"
+            }
     problems += _check_keys(pipeline, schemas or {})
     problems += _check_upsert_key(pipeline, loaded_schemas)
+    problems += check_problems(pipeline, node_schemas)
     return problems
 
 
@@ -279,9 +279,8 @@ def topological_order(transform: TransformSpec) -> list[str]:
 def _check_nodes(
     pipeline: Pipeline, transform: TransformSpec, schemas: Mapping[str, pa.Schema]
 ) -> tuple[list[Problem], dict[str, pa.Schema | None]]:
-    """Problems of each node, and the known schema of what reaches the destination."""
+    """Problems of each node, and each node's known output schema."""
     problems = []
-    loaded: dict[str, pa.Schema | None] = {}
     index_of = {n.id: i for i, n in enumerate(transform.nodes)}
     node_schemas: dict[str, pa.Schema | None] = {}
     for node_id in topological_order(transform):
@@ -293,7 +292,6 @@ def _check_nodes(
         input_schema = node_schemas[transform.input_of(node_id)]
         if node.type == "destination":
             node_schemas[node_id] = input_schema
-            loaded = {node_id: input_schema}
             continue
         message = static_problem(node)
         if message is None and input_schema is not None:
@@ -307,7 +305,7 @@ def _check_nodes(
                     path, f"node {node_id!r} ({node.type}): {message}", "fix the node's settings"
                 )
             )
-    return problems, loaded
+    return problems, node_schemas
 
 
 def _bind(node: TransformNode, input_schema: pa.Schema) -> tuple[pa.Schema | None, str | None]:
