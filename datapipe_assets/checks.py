@@ -30,7 +30,7 @@ from datapipe_assets.compiler import ROW_ORDER, quote_identifier, quote_literal
 from datapipe_assets.connections import mask
 from datapipe_assets.errors import step_failures
 from datapipe_assets.keys import load_key, raw_key, upstream_key
-from datapipe_assets.spec import CheckSpec, Pipeline
+from datapipe_assets.spec import CheckSpec, Pipeline, duration_seconds
 from resources.duckdb_sandbox import sandboxed_connection
 from resources.staging import StagedTable, markdown_preview
 
@@ -43,7 +43,6 @@ ROW_CHECKS = ("not_null", "unique", "accepted_values", "range", "expression")
 HISTORY_CHECKS = ("schema", "reconcile")
 FAILING_ROWS = 5
 FAILED = "__datapipe_failed"
-SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Metadata = dict[str, Any]
 
@@ -122,13 +121,6 @@ def failing_condition(check: CheckSpec) -> str:
 def freshness_sql(check: CheckSpec) -> str:
     """Rows and the newest value as epoch seconds (a naive timestamp is taken as UTC)."""
     return f"SELECT COUNT(*), epoch(MAX({quote_identifier(check.column or '')})) FROM input"
-
-
-def duration_seconds(text: str) -> float:
-    """`26h` -> 93600.0; the spec's pattern guarantees the shape."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd])", text.strip())
-    assert match is not None
-    return float(match.group(1)) * SECONDS[match.group(2)]
 
 
 def describe_check(check: CheckSpec) -> str:

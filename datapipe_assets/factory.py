@@ -9,8 +9,10 @@ from pathlib import Path
 import dagster as dg
 
 from datapipe_assets import cursors
+from datapipe_assets.alert_sensors import alert_sensors
+from datapipe_assets.alerts import load_alert_rules
 from datapipe_assets.checks import pipeline_checks
-from datapipe_assets.keys import raw_key, upstream_key
+from datapipe_assets.keys import PIPELINE_TAG, raw_key, upstream_key
 from datapipe_assets.load_assets import load_asset
 from datapipe_assets.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
 from datapipe_assets.raw_assets import raw_asset
@@ -20,7 +22,6 @@ from resources.duckdb_sandbox import TransformEngine
 from resources.staging import ParquetStagingIOManager
 
 INVALID_GROUP = "invalid_pipelines"
-PIPELINE_TAG = "datapipe/pipeline"
 
 
 def staging_url() -> str:
@@ -48,7 +49,6 @@ def pipeline_assets(loaded: LoadedPipeline) -> list[dg.AssetsDefinition]:
 def pipeline_jobs(loaded: LoadedPipeline) -> list[dg.UnresolvedAssetJobDefinition]:
     name = loaded.pipeline.name
     selection = dg.AssetSelection.groups(name)
-    # Every run carries its pipeline's name, so the run queue can allow one run per pipeline.
     tags = {PIPELINE_TAG: name}
     return [
         dg.define_asset_job(
@@ -104,6 +104,8 @@ def build_definitions(project: Project) -> dg.Definitions:
         schedule = pipeline_schedule(loaded, pipeline_job)
         if schedule is not None:
             schedules.append(schedule)
+    # Read before the errors are shown: a broken alerts.yaml is reported with them.
+    sensors = alert_sensors(load_alert_rules(project.directory, project))
     for file, errors in project.errors.items():
         dg.get_dagster_logger().error("\n".join(str(e) for e in errors))
         assets.append(invalid_pipeline_spec(file, errors))
@@ -112,6 +114,7 @@ def build_definitions(project: Project) -> dg.Definitions:
         asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
+        sensors=sensors,
         resources={
             "staging": ParquetStagingIOManager(base_url=staging_url()),
             "engine": TransformEngine(),

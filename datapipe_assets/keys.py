@@ -10,6 +10,9 @@ import dagster as dg
 
 from datapipe_assets.spec import Pipeline
 
+# Every run carries its pipeline's name: run queues limit it, alert sensors read it.
+PIPELINE_TAG = "datapipe/pipeline"
+
 
 def key_part(table: str) -> str:
     """A schema-qualified table name as one asset-key part (`public.orders` -> `public__orders`)."""

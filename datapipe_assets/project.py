@@ -54,6 +54,7 @@ class LoadedPipeline:
 
 @dataclass
 class Project:
+    directory: Path = Path(".")
     pipelines: list[LoadedPipeline] = field(default_factory=list)
     errors: dict[str, list[SpecError]] = field(default_factory=dict)
 
@@ -75,7 +76,7 @@ def connections_file(directory: Path) -> Path:
 
 def load_project(directory: Path | None = None, discover: bool = True) -> Project:
     directory = directory or pipelines_dir()
-    project = Project()
+    project = Project(directory)
     connections = load_connections(connections_file(directory), project)
     seen: dict[str, Path] = {}
     for file in sorted(directory.iterdir()) if directory.is_dir() else []:
@@ -86,11 +87,11 @@ def load_project(directory: Path | None = None, discover: bool = True) -> Projec
             continue
         name = loaded.pipeline.name
         if name in seen:
-            project.errors[_display(file)] = [
+            project.errors[display_path(file)] = [
                 SpecError(
-                    _display(file),
+                    display_path(file),
                     "name",
-                    f"pipeline name {name!r} is already used by {_display(seen[name])}",
+                    f"pipeline name {name!r} is already used by {display_path(seen[name])}",
                     "give each pipeline a unique name",
                 )
             ]
@@ -100,48 +101,48 @@ def load_project(directory: Path | None = None, discover: bool = True) -> Projec
     return project
 
 
-def _display(file: Path) -> str:
+def display_path(file: Path) -> str:
     try:
         return str(file.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(file)
 
 
-def _read_document(file: Path) -> Any:
+def read_document(file: Path) -> Any:
     text = file.read_text()
     if file.suffix == ".json":
         return json.loads(text)
     return yaml.safe_load(text)
 
 
-def _parse_error(file: Path, error: Exception) -> SpecError:
+def parse_error(file: Path, error: Exception) -> SpecError:
     mark = getattr(error, "problem_mark", None)
     if mark is not None:
         where = f"line {mark.line + 1}, column {mark.column + 1}"
         reason = getattr(error, "problem", None) or "malformed YAML"
         return SpecError(
-            _display(file),
+            display_path(file),
             where,
             f"malformed YAML: {reason}",
             "fix the indentation or quoting there",
         )
     if isinstance(error, json.JSONDecodeError):
         return SpecError(
-            _display(file),
+            display_path(file),
             f"line {error.lineno}, column {error.colno}",
             f"malformed JSON: {error.msg}",
             "fix the JSON syntax there",
         )
-    return SpecError(_display(file), "", f"cannot be read: {error}", "check the file")
+    return SpecError(display_path(file), "", f"cannot be read: {error}", "check the file")
 
 
 def load_connections(file: Path, project: Project) -> dict[str, ConnectionSpec]:
     if not file.exists():
         return {}
     try:
-        document = _read_document(file) or {}
+        document = read_document(file) or {}
     except (yaml.YAMLError, json.JSONDecodeError) as error:
-        project.errors[_display(file)] = [_parse_error(file, error)]
+        project.errors[display_path(file)] = [parse_error(file, error)]
         return {}
     connections: dict[str, ConnectionSpec] = {}
     errors: list[SpecError] = []
@@ -149,31 +150,31 @@ def load_connections(file: Path, project: Project) -> dict[str, ConnectionSpec]:
         try:
             parsed = Connection.model_validate(entry)
         except ValidationError as error:
-            errors += _pydantic_errors(file, error, prefix=str(name))
+            errors += pydantic_errors(file, error, prefix=str(name))
             continue
         connections[name] = ConnectionSpec(name, parsed.connector, parsed.config, file.parent)
     if not isinstance(document, dict):
         errors.append(
             SpecError(
-                _display(file),
+                display_path(file),
                 "",
                 "must map connection names to {connector, config}",
                 "see README: connections.yaml",
             )
         )
     if errors:
-        project.errors[_display(file)] = errors
+        project.errors[display_path(file)] = errors
     return connections
 
 
 def _load_pipeline(
     file: Path, connections: Mapping[str, ConnectionSpec], project: Project, discover: bool
 ) -> LoadedPipeline | None:
-    display = _display(file)
+    display = display_path(file)
     try:
-        document = _read_document(file)
+        document = read_document(file)
     except (yaml.YAMLError, json.JSONDecodeError) as error:
-        project.errors[display] = [_parse_error(file, error)]
+        project.errors[display] = [parse_error(file, error)]
         return None
     if not isinstance(document, dict):
         project.errors[display] = [
@@ -188,7 +189,7 @@ def _load_pipeline(
     try:
         pipeline = Pipeline.model_validate(normalize_editor_export(document))
     except ValidationError as error:
-        project.errors[display] = _pydantic_errors(file, error)
+        project.errors[display] = pydantic_errors(file, error)
         return None
     source = _connection(pipeline, "source", connections, file)
     destination = _connection(pipeline, "destination", connections, file)
@@ -239,13 +240,17 @@ HINTS = {
 }
 
 
-def _pydantic_errors(file: Path, error: ValidationError, prefix: str = "") -> list[SpecError]:
+def pydantic_errors(file: Path, error: ValidationError, prefix: str = "") -> list[SpecError]:
     errors = []
     for item in error.errors():
         path = _location(item["loc"], prefix, snake_case=file.suffix != ".json")
         hint = HINTS.get(item["type"], "fix the value")
-        message = item["msg"] if item["type"] != "extra_forbidden" else "unknown key"
-        errors.append(SpecError(_display(file), path, message, hint))
+        message = {
+            "extra_forbidden": "unknown key",
+            # Our own validators' messages, without pydantic's "Value error, " prefix.
+            "value_error": str(item.get("ctx", {}).get("error", item["msg"])),
+        }.get(item["type"], item["msg"])
+        errors.append(SpecError(display_path(file), path, message, hint))
     return errors
 
 

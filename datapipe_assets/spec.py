@@ -226,6 +226,15 @@ CHECK_TYPES = (
 )  # fmt: skip
 ALERT_EVENTS = ("failure", "check_failed", "zero_rows", "slow_run", "schema_change")
 DURATION_PATTERN = r"^\d+(\.\d+)?\s*(s|m|h|d)$"
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """`26h` -> 93600.0, for values already validated against DURATION_PATTERN."""
+    match = re.fullmatch(DURATION_PATTERN, text.strip())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}; use a number and s, m, h or d, like 15m")
+    return float(text.strip()[: match.start(2)]) * DURATION_UNITS[match.group(2)]
 
 
 class CheckSpec(SpecModel):
@@ -264,6 +273,19 @@ class AlertSpec(SpecModel):
     url: str | None = None
     slow_run_after: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = None
     after_consecutive_failures: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _deliverable(self) -> AlertSpec:
+        missing = []
+        if self.channel == "email" and not self.to:
+            missing.append("an email alert needs `to` addresses")
+        if self.channel != "email" and not self.url:
+            missing.append(f"a {self.channel} alert needs a `url`")
+        if "slow_run" in self.on and self.slow_run_after is None:
+            missing.append("a slow_run alert needs `slow_run_after`, like 15m")
+        if missing:
+            raise ValueError("; ".join(missing))
+        return self
 
 
 class TriggerSpec(SpecModel):

@@ -248,3 +248,18 @@ def test_unknown_column_over_an_api_source_is_caught_without_its_secret(folder, 
         "s.yaml: transform.nodes[1].data: node 'f' (filter): unknown column 'amount_cents'; "
         "the input has id, "
     )
+
+
+def test_undeliverable_alerts_are_rejected_with_what_they_lack(folder):
+    text = (
+        "name: a\n"
+        "source: {connection: orders_csv, tables: [orders]}\n"
+        "destination: {connection: warehouse}\n"
+        "alerts:\n"
+        "  - {on: [failure, slow_run], channel: email}\n"
+        "  - {on: [failure], channel: slack, url: '${SLACK_WEBHOOK_URL}'}\n"
+    )
+    assert only_errors(folder, "a.yaml", text) == [
+        "a.yaml: alerts[0]: an email alert needs `to` addresses; a slow_run alert needs "
+        "`slow_run_after`, like 15m; fix the value"
+    ]
