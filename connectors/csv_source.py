@@ -179,9 +179,16 @@ class CsvSource(Source):
 
     # Finding files.
 
+    def matching_files(self) -> list[str]:
+        """The files the path matches now, sorted, as `path` values; possibly none."""
+        return [file.display for file in self._listing()]
+
+    def _listing(self) -> list[CsvFile]:
+        return self._s3_files() if self.path.startswith("s3://") else self._local_files()
+
     def _files(self) -> list[CsvFile]:
         """The files the path matches, in sorted order; never empty."""
-        files = self._s3_files() if self.path.startswith("s3://") else self._local_files()
+        files = self._listing()
         if not files:
             kind = "file matches" if _has_glob(self.path) else "file found at"
             raise self._error(f"no {kind} {self.path}; check path")
@@ -208,7 +215,9 @@ class CsvSource(Source):
             if not _has_glob(location):
                 info = s3.get_file_info(location)
                 return [CsvFile(s3, location, self.path)] if info.is_file else []
-            infos = s3.get_file_info(fs.FileSelector(_glob_root(location), recursive=True))
+            infos = s3.get_file_info(
+                fs.FileSelector(_glob_root(location), recursive=True, allow_not_found=True)
+            )
         except OSError as exc:
             raise self._io_error(self.path, exc) from None
         depth = location.count("/")

@@ -16,6 +16,12 @@ from datapipe_assets.keys import PIPELINE_TAG, raw_key, upstream_key
 from datapipe_assets.load_assets import load_asset
 from datapipe_assets.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
 from datapipe_assets.raw_assets import raw_asset
+from datapipe_assets.sensors import (
+    chain_sensors,
+    non_overlapping_schedule,
+    pipeline_sensors,
+    upstream_loads,
+)
 from datapipe_assets.transform_assets import transform_asset
 from datapipe_assets.validation import cron_expression
 from resources.duckdb_sandbox import TransformEngine
@@ -28,9 +34,11 @@ def staging_url() -> str:
     return os.environ.get("DATAPIPE_STAGING_URL", str(PROJECT_ROOT / ".datapipe" / "staging"))
 
 
-def pipeline_assets(loaded: LoadedPipeline) -> list[dg.AssetsDefinition]:
+def pipeline_assets(project: Project, loaded: LoadedPipeline) -> list[dg.AssetsDefinition]:
     pipeline = loaded.pipeline
-    assets = [raw_asset(loaded, table) for table in pipeline.source.tables]
+    # A chained pipeline's raw tables depend on the loads it waits for: lineage shows the chain.
+    after = upstream_loads(project, loaded)
+    assets = [raw_asset(loaded, table, after) for table in pipeline.source.tables]
     if pipeline.transform is None:
         return assets + [
             load_asset(loaded, raw_key(pipeline, table), target)
@@ -63,22 +71,6 @@ def pipeline_jobs(loaded: LoadedPipeline) -> list[dg.UnresolvedAssetJobDefinitio
     ]
 
 
-def pipeline_schedule(
-    loaded: LoadedPipeline, job: dg.UnresolvedAssetJobDefinition
-) -> dg.ScheduleDefinition | None:
-    pipeline = loaded.pipeline
-    if pipeline.schedule is None:
-        return None
-    return dg.ScheduleDefinition(
-        name=f"{pipeline.name}__schedule",
-        job=job,
-        cron_schedule=cron_expression(pipeline.schedule),
-        execution_timezone=pipeline.timezone,
-        # Declaring a schedule in the pipeline file is asking for it to run.
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-    )
-
-
 def invalid_pipeline_spec(file: str, errors: list[SpecError]) -> dg.AssetSpec:
     """A placeholder asset that shows a broken file's problems in the UI."""
     slug = re.sub(r"[^A-Za-z0-9_]", "_", Path(file).name)
@@ -96,16 +88,22 @@ def build_definitions(project: Project) -> dg.Definitions:
     checks: list[dg.AssetChecksDefinition] = []
     jobs: list[dg.UnresolvedAssetJobDefinition] = []
     schedules: list[dg.ScheduleDefinition] = []
+    sensors: list[dg.SensorDefinition] = []
     for loaded in project.pipelines:
-        assets += pipeline_assets(loaded)
+        pipeline = loaded.pipeline
+        assets += pipeline_assets(project, loaded)
         checks += pipeline_checks(loaded)
         pipeline_job, refresh_job = pipeline_jobs(loaded)
         jobs += [pipeline_job, refresh_job]
-        schedule = pipeline_schedule(loaded, pipeline_job)
-        if schedule is not None:
-            schedules.append(schedule)
+        sensors += pipeline_sensors(loaded, pipeline_job)
+        if pipeline.schedule is not None:
+            cron = cron_expression(pipeline.schedule)
+            schedules.append(
+                non_overlapping_schedule(loaded, pipeline_job, cron, pipeline.timezone)
+            )
+    sensors += chain_sensors(project)
     # Read before the errors are shown: a broken alerts.yaml is reported with them.
-    sensors = alert_sensors(load_alert_rules(project.directory, project))
+    sensors += alert_sensors(load_alert_rules(project.directory, project))
     for file, errors in project.errors.items():
         dg.get_dagster_logger().error("\n".join(str(e) for e in errors))
         assets.append(invalid_pipeline_spec(file, errors))

@@ -22,7 +22,7 @@ from connectors.base import ConnectorError
 from datapipe_assets.connections import ConnectionSpec
 from datapipe_assets.problems import Problem
 from datapipe_assets.spec import Connection, Pipeline, normalize_editor_export
-from datapipe_assets.validation import check_pipeline
+from datapipe_assets.validation import check_pipeline, trigger_problems
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_SUFFIXES = (".yaml", ".yml", ".json")
@@ -98,7 +98,22 @@ def load_project(directory: Path | None = None, discover: bool = True) -> Projec
             continue
         seen[name] = file
         project.pipelines.append(loaded)
+    _drop_bad_triggers(project)
     return project
+
+
+def _drop_bad_triggers(project: Project) -> None:
+    """Report and drop pipelines whose triggers name missing pipelines, until none do."""
+    while True:
+        valid = {p.pipeline.name: (p.pipeline, p.source.connector) for p in project.pipelines}
+        problems = trigger_problems(valid)
+        if not problems:
+            return
+        for loaded in [p for p in project.pipelines if p.pipeline.name in problems]:
+            display = display_path(loaded.file)
+            found = problems[loaded.pipeline.name]
+            project.errors[display] = [_spec_error(display, problem) for problem in found]
+            project.pipelines.remove(loaded)
 
 
 def display_path(file: Path) -> str:

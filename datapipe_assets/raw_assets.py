@@ -9,17 +9,19 @@ from datapipe_assets import cursors
 from datapipe_assets.errors import step_failures
 from datapipe_assets.keys import raw_key
 from datapipe_assets.project import LoadedPipeline
+from datapipe_assets.sensors import source_for_run
 from datapipe_assets.stage_metadata import seconds_since
 from resources.staging import StagedFile, scratch_file, write_parquet
 
 
-def raw_asset(loaded: LoadedPipeline, table: str) -> dg.AssetsDefinition:
+def raw_asset(loaded: LoadedPipeline, table: str, after: list[dg.AssetKey]) -> dg.AssetsDefinition:
     pipeline, source = loaded.pipeline, loaded.source
     incremental = pipeline.source.sync_mode == "incremental"
     where = f"pipeline {pipeline.name!r}, table {table!r} (connection {source.name!r})"
 
     @dg.asset(
         key=raw_key(pipeline, table),
+        deps=after,
         group_name=pipeline.name,
         kinds={source.connector},
         io_manager_key="staging",
@@ -37,7 +39,8 @@ def raw_asset(loaded: LoadedPipeline, table: str) -> dg.AssetsDefinition:
         with step_failures(where, [loaded.source, loaded.destination]), scratch_file() as path:
             start = _committed_state(loaded, table, context) if incremental else None
             context.log.info(f"extracting {table} from cursor {cursors.describe(start)}")
-            extraction = source.open_source().extract(
+            run_source = source_for_run(loaded, table, context.run.tags)
+            extraction = run_source.open_source().extract(
                 table,
                 pipeline.source.incremental_key if incremental else None,
                 start,

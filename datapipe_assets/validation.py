@@ -382,3 +382,53 @@ def _check_upsert_key(pipeline: Pipeline, loaded: Mapping[str, pa.Schema | None]
                     )
                 )
     return problems
+
+
+def trigger_problems(pipelines: Mapping[str, tuple[Pipeline, str]]) -> dict[str, list[Problem]]:
+    """Problems of the pipelines' triggers, which only the set of valid pipelines can tell.
+
+    `pipelines` maps each valid pipeline's name to its spec and its source's connector.
+    """
+    problems: dict[str, list[Problem]] = {}
+    for name, (pipeline, connector) in pipelines.items():
+        trigger = pipeline.trigger
+        if trigger is None:
+            continue
+        found = []
+        if trigger.on_new_file and connector != "csv":
+            found.append(
+                Problem(
+                    "trigger.on_new_file",
+                    f"on_new_file needs a csv source (this one is {connector})",
+                    "use a csv connection whose path is a glob such as incoming/*.csv or "
+                    "s3://bucket/prefix/*.csv",
+                )
+            )
+        for upstream in trigger.after:
+            if upstream not in pipelines or upstream == name:
+                known = ", ".join(sorted(set(pipelines) - {name})) or "none"
+                found.append(
+                    Problem(
+                        "trigger.after",
+                        f"names {upstream!r}, which is not another valid pipeline",
+                        f"use one of: {known}",
+                    )
+                )
+        if found:
+            problems[name] = found
+    edges = [
+        (upstream, name)
+        for name, (pipeline, _) in pipelines.items()
+        for upstream in (pipeline.trigger.after if pipeline.trigger else [])
+        if upstream in pipelines
+    ]
+    cycle = find_cycle(list(pipelines), edges)
+    if cycle:
+        problems.setdefault(cycle[-1], []).append(
+            Problem(
+                "trigger.after",
+                f"the pipelines wait for each other: {' -> '.join(cycle)}",
+                "remove one of these links",
+            )
+        )
+    return problems

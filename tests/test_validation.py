@@ -263,3 +263,30 @@ def test_undeliverable_alerts_are_rejected_with_what_they_lack(folder):
         "a.yaml: alerts[0]: an email alert needs `to` addresses; a slow_run alert needs "
         "`slow_run_after`, like 15m; fix the value"
     ]
+
+
+def test_bad_triggers_are_reported_and_drop_their_pipelines(folder):
+    base = (
+        "source: {connection: orders_csv, tables: [orders]}\ndestination: {connection: warehouse}\n"
+    )
+    write(folder, "a.yaml", f"name: a\n{base}trigger: {{after: [b]}}\n")
+    write(folder, "b.yaml", f"name: b\n{base}trigger: {{after: [a]}}\n")
+    write(folder, "c.yaml", f"name: c\n{base}trigger: {{after: [nope]}}\n")
+    write(folder, "d.yaml", f"name: d\n{base}trigger: {{after: [c]}}\n")
+    write(folder, "e.yaml", f"name: e\n{base}trigger: {{after: [a]}}\n")
+    found = errors(folder)
+    assert found["a.yaml"] == [
+        "a.yaml: trigger.after: the pipelines wait for each other: a -> b -> a; "
+        "remove one of these links"
+    ]
+    assert found["c.yaml"] == [
+        "c.yaml: trigger.after: names 'nope', which is not another valid pipeline; "
+        "use one of: a, b, d, e"
+    ]
+    # Pipelines that wait for a dropped one are dropped in turn, each saying why.
+    assert found["b.yaml"] == [
+        "b.yaml: trigger.after: names 'a', which is not another valid pipeline; use one of: d, e"
+    ]
+    assert found["d.yaml"][0].startswith("d.yaml: trigger.after: names 'c', which is not")
+    assert found["e.yaml"][0].startswith("e.yaml: trigger.after: names 'a', which is not")
+    assert load_project(folder).pipelines == []
