@@ -414,3 +414,21 @@ def test_email_through_resend(tmp_path, env):
     assert body["subject"] == "[DataPipe] orders: run failed at acme/orders/bad"
     assert log[0]["status"] == "sent"
     assert body["text"].endswith(f"Run: http://127.0.0.1:3000/runs/{result.run_id}\n")
+
+
+def test_failure_alert_from_postgres_run_storage(tmp_path, hooks, postgres, pg_database):
+    """The same failure alert, with Dagster's runs and events in real PostgreSQL storage."""
+    alert = {"on": "failure", "channel": "webhook", "url": "${ALERT_WEBHOOK_URL}"}
+    directory = _project(tmp_path / "p", FAILING, [alert])
+    sensor = _sensors(directory)["datapipe_alerts__run_failure"]
+    storage = {"postgres_db": {"hostname": postgres.host, "port": postgres.port,
+                               "username": postgres.user, "password": postgres.password,
+                               "db_name": pg_database}}  # fmt: skip
+    with dg.instance_for_test(overrides={"storage": {"postgres": storage}}) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        result = run(directory, "orders", instance)
+        _on_failure(sensor, instance, result)
+        log = _alert_log(instance)
+    (hook,) = hooks.requests
+    assert (hook.json()["run_id"], hook.json()["stage"]) == (result.run_id, "acme/orders/bad")
+    assert [entry["status"] for entry in log] == ["sent"]

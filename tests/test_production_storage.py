@@ -39,24 +39,6 @@ DEPLOY_INSTANCE = REPO / "deploy" / "dagster.yaml"
 LOG_PREFIX = "compute-logs"
 SENSOR = "orders__new_file"
 
-# The code location the daemon loads: DataPipe's definitions plus the file-arrival sensors.
-TRIGGERED_DEFINITIONS = """
-import dagster as dg
-
-from datapipe_assets.factory import build_definitions
-from datapipe_assets.project import load_project
-from datapipe_assets.sensors import pipeline_sensors
-
-project = load_project()
-base = build_definitions(project)
-jobs = {job.name: job for job in base.jobs}
-defs = dg.Definitions(
-    assets=base.assets, jobs=base.jobs, resources=base.resources, executor=base.executor,
-    sensors=[sensor for loaded in project.pipelines
-             for sensor in pipeline_sensors(loaded, jobs[loaded.pipeline.name])],
-)
-"""
-
 
 @dataclass(frozen=True)
 class Production:
@@ -159,13 +141,11 @@ def test_schedule_and_sensor_ticks_read_postgres_storage(production):
 
 
 def write_workspace(directory: Path) -> Path:
-    """A workspace loading TRIGGERED_DEFINITIONS, with the repository importable."""
-    module = directory / "triggered_definitions.py"
-    module.write_text(TRIGGERED_DEFINITIONS)
+    """A workspace loading DataPipe's own code location, as deploy/ runs it."""
     workspace = directory / "workspace.yaml"
     workspace.write_text(
-        f"load_from:\n  - python_file:\n      relative_path: {module}\n"
-        f"      attribute: defs\n      working_directory: {REPO}\n"
+        "load_from:\n  - python_module:\n      module_name: datapipe_assets.definitions\n"
+        f"      working_directory: {REPO}\n"
     )
     return workspace
 
