@@ -11,15 +11,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import dagster as dg
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from datapipe_assets.connections import ConnectionSpec
+from datapipe_assets.connections import ConnectionSpec, secrets_of
 from datapipe_assets.errors import failure_message
-from datapipe_assets.keys import PIPELINE_TAG, load_key, node_key, raw_key
+from datapipe_assets.keys import LOAD, PIPELINE_TAG, key_stage, load_key, node_key, raw_key
 from datapipe_assets.project import (
     Project,
     display_path,
@@ -93,15 +92,15 @@ class PipelineAlerts:
         return matches
 
     def secrets(self) -> list[str]:
-        return [secret for c in self.connections for secret in c.secrets()]
+        return secrets_of(self.connections)
 
 
 AlertRules = dict[str, PipelineAlerts]
 
 
-def load_alert_rules(project_dir: Path, project: Project) -> AlertRules:
+def load_alert_rules(project: Project) -> AlertRules:
     """Every valid pipeline's rules, org defaults appended; alerts.yaml errors go to project."""
-    defaults = _org_defaults(project_dir, project)
+    defaults = _org_defaults(project)
     rules: AlertRules = {}
     for loaded in project.pipelines:
         pipeline = loaded.pipeline
@@ -113,8 +112,9 @@ def load_alert_rules(project_dir: Path, project: Project) -> AlertRules:
     return rules
 
 
-def _org_defaults(project_dir: Path, project: Project) -> dict[str, list[AlertSpec]]:
-    file = next((project_dir / n for n in ALERTS_FILES if (project_dir / n).exists()), None)
+def _org_defaults(project: Project) -> dict[str, list[AlertSpec]]:
+    folder = project.directory
+    file = next((folder / n for n in ALERTS_FILES if (folder / n).exists()), None)
     if file is None:
         return {}
     try:
@@ -208,10 +208,10 @@ def failure_streak_reached(instance: dg.DagsterInstance, run: dg.DagsterRun, nee
 def zero_rows_event(entry: dg.EventLogEntry) -> AlertEvent | None:
     """A load (`[org, pipeline, "load", table]`) whose materialization loaded no row."""
     materialization = entry.asset_materialization
-    if materialization is None or len(materialization.asset_key.path) != 4:
+    if materialization is None or key_stage(materialization.asset_key) != LOAD:
         return None
-    kind, rows = materialization.asset_key.path[2], materialization.metadata.get("rows_loaded")
-    if kind != "load" or rows is None or rows.value != 0:
+    rows = materialization.metadata.get("rows_loaded")
+    if rows is None or rows.value != 0:
         return None
     key = materialization.asset_key
     error = f"0 rows loaded into {_key_text(key)}"

@@ -12,7 +12,6 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 
-# The module, not its names: validation imports this module while it is still loading.
 from datapipe_assets.checks import (
     ROW_CHECKS,
     asset_names,
@@ -24,7 +23,7 @@ from datapipe_assets.checks import (
 from datapipe_assets.compiler import CompileError
 from datapipe_assets.problems import Problem
 from datapipe_assets.spec import CheckSpec, Pipeline
-from resources.duckdb_sandbox import first_line, sandboxed_connection
+from resources.duckdb_sandbox import first_line, parse_single_select, sandboxed_connection
 
 # Per check type: the fields it needs (any one of a group), with what to write.
 REQUIRED: dict[str, list[tuple[tuple[str, ...], str]]] = {
@@ -124,17 +123,10 @@ def _field_problems(path: str, check: CheckSpec) -> list[Problem]:
 
 def _expression_problems(path: str, expression: str) -> list[Problem]:
     """An expression must parse as one SQL condition, whatever the columns."""
-    sql = f"SELECT ({expression}) FROM input"
-    try:
-        with sandboxed_connection() as con:
-            statements = con.extract_statements(sql)
-    except duckdb.Error as error:
-        statements = []
-        reason = first_line(error)
-    else:
-        reason = "it must be one condition"
-    if len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT:
+    one_select, parse_error = parse_single_select(f"SELECT ({expression}) FROM input")
+    if one_select:
         return []
+    reason = parse_error or "it must be one condition"
     return [
         Problem(
             f"{path}.expression",

@@ -27,10 +27,10 @@ import dagster as dg
 import duckdb
 
 from datapipe_assets.compiler import ROW_ORDER, quote_identifier, quote_literal
-from datapipe_assets.connections import mask
+from datapipe_assets.connections import mask, secrets_of
 from datapipe_assets.errors import step_failures
 from datapipe_assets.keys import load_key, raw_key, upstream_key
-from datapipe_assets.spec import CheckSpec, Pipeline, duration_seconds
+from datapipe_assets.spec import CheckSpec, Pipeline, destination_node_id, duration_seconds
 from resources.duckdb_sandbox import sandboxed_connection
 from resources.staging import StagedTable, markdown_preview
 
@@ -85,7 +85,7 @@ def check_targets(pipeline: Pipeline, asset: str) -> list[CheckTarget]:
             CheckTarget(raw_key(pipeline, asset), next(iter(readers), asset), destination=False)
         ]
     if node is None and asset == DESTINATION:
-        node = next(n for n in transform.nodes if n.type == "destination")
+        node = transform.node(destination_node_id(transform))
     if node is None:
         return []
     if node.type == "destination":
@@ -233,7 +233,7 @@ def _evaluate_file(
         passed, metadata = evaluate(con, check)
     if "failing_rows" in metadata:
         # Failing rows are user data: a secret that reached a column must not leave the step.
-        secrets = [s for c in connections for s in c.secrets()]
+        secrets = secrets_of(connections)
         metadata["failing_rows"] = dg.MetadataValue.md(mask(metadata["failing_rows"], secrets))
     return _result(check, passed, metadata)
 

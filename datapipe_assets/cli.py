@@ -97,10 +97,9 @@ def validate_command(args: argparse.Namespace) -> int:
     return 1 if count else 0
 
 
-def _valid_pipeline(name: str) -> tuple[Project, LoadedPipeline]:
-    project = load_project()
+def _valid_pipeline(project: Project, name: str) -> LoadedPipeline:
     try:
-        return project, project.get(name)
+        return project.get(name)
     except KeyError as error:
         problems = [str(e) for errors in project.errors.values() for e in errors]
         detail = f" ({problems[0]})" if problems else ""
@@ -108,7 +107,7 @@ def _valid_pipeline(name: str) -> tuple[Project, LoadedPipeline]:
 
 
 def preview_command(args: argparse.Namespace) -> int:
-    _, loaded = _valid_pipeline(args.pipeline)
+    loaded = _valid_pipeline(load_project(), args.pipeline)
     table = preview_rows(loaded, args.node, args.limit)
     print(format_table(table))
     print(f"({table.num_rows} row(s) shown)")
@@ -128,8 +127,12 @@ def preview_rows(loaded: LoadedPipeline, node_id: str | None, limit: int) -> pa.
         raise CommandError(
             f"pipeline {pipeline.name!r} has no node {target!r}; nodes: {', '.join(order)}"
         )
+    # Only the chain that feeds the target is computed, not other branches.
+    chain = [target]
+    while transform.node(chain[0]).type != "source":
+        chain.insert(0, transform.input_of(chain[0]))
     with sandboxed_connection() as con:
-        for current in order:
+        for current in chain:
             node = transform.node(current)
             if node.type == "source":
                 con.register("input", _extract(loaded, node.data.table))
@@ -148,9 +151,7 @@ def preview_rows(loaded: LoadedPipeline, node_id: str | None, limit: int) -> pa.
                     raise CommandError(
                         f"pipeline {pipeline.name!r}, node {current!r} ({node.type}): {message}"
                     ) from None
-            if current == target:
-                return con.sql(f'SELECT * FROM "{current}" LIMIT {int(limit)}').to_arrow_table()
-    raise CommandError(f"node {target!r} is not reachable from a source node")
+        return con.sql(f'SELECT * FROM "{target}" LIMIT {int(limit)}').to_arrow_table()
 
 
 def _extract(loaded: LoadedPipeline, table: str) -> pa.RecordBatchReader:
@@ -199,7 +200,7 @@ def run_command(args: argparse.Namespace) -> int:
         for error in errors:
             print(f"skipped: {error}", file=sys.stderr)
     if not args.all:
-        _valid_pipeline(args.pipeline)
+        _valid_pipeline(project, args.pipeline)
     definitions = build_definitions(project)
     tags = {FULL_REFRESH_TAG: "true"} if args.full_refresh else {}
     failed = 0

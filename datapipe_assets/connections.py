@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,11 @@ class ConnectionSpec:
                 if resolved:
                     found.append(resolved)
         return found
+
+
+def secrets_of(connections: Iterable[ConnectionSpec]) -> list[str]:
+    """Every resolved secret of some connections, for `mask`."""
+    return [secret for connection in connections for secret in connection.secrets()]
 
 
 def mask(text: str, secrets: list[str]) -> str:

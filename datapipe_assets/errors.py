@@ -11,7 +11,7 @@ import duckdb
 
 from connectors.base import ConnectorError
 from datapipe_assets.compiler import CompileError
-from datapipe_assets.connections import ConnectionSpec, mask
+from datapipe_assets.connections import ConnectionSpec, mask, secrets_of
 from resources.duckdb_sandbox import first_line
 
 # Errors whose cause is in the pipeline or its connections: retrying cannot fix them.
@@ -30,7 +30,7 @@ def step_failures(where: str, connections: Iterable[ConnectionSpec]) -> Iterator
     except dg.Failure:
         raise
     except Exception as error:
-        secrets = [s for c in connections for s in c.secrets()]
+        secrets = secrets_of(connections)
         text = first_line(error) if isinstance(error, duckdb.Error) else str(error)
         message = mask(" ".join(text.split()) or type(error).__name__, secrets)
         if not isinstance(error, ConnectorError):

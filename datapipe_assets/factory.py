@@ -103,7 +103,7 @@ def build_definitions(project: Project) -> dg.Definitions:
             )
     sensors += chain_sensors(project)
     # Read before the errors are shown: a broken alerts.yaml is reported with them.
-    sensors += alert_sensors(load_alert_rules(project.directory, project))
+    sensors += alert_sensors(load_alert_rules(project))
     for file, errors in project.errors.items():
         dg.get_dagster_logger().error("\n".join(str(e) for e in errors))
         assets.append(invalid_pipeline_spec(file, errors))

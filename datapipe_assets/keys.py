@@ -19,8 +19,12 @@ def key_part(table: str) -> str:
     return table.replace(".", "__")
 
 
+RAW = "raw"
+LOAD = "load"
+
+
 def raw_key(pipeline: Pipeline, table: str) -> dg.AssetKey:
-    return dg.AssetKey([pipeline.org, pipeline.name, "raw", key_part(table)])
+    return dg.AssetKey([pipeline.org, pipeline.name, RAW, key_part(table)])
 
 
 def node_key(pipeline: Pipeline, node_id: str) -> dg.AssetKey:
@@ -28,7 +32,13 @@ def node_key(pipeline: Pipeline, node_id: str) -> dg.AssetKey:
 
 
 def load_key(pipeline: Pipeline, target_table: str) -> dg.AssetKey:
-    return dg.AssetKey([pipeline.org, pipeline.name, "load", key_part(target_table)])
+    return dg.AssetKey([pipeline.org, pipeline.name, LOAD, key_part(target_table)])
+
+
+def key_stage(key: dg.AssetKey) -> str:
+    """`raw`, `load` or `node`: which kind of DataPipe asset a key names."""
+    path = key.path
+    return path[2] if len(path) == 4 and path[2] in (RAW, LOAD) else "node"
 
 
 def upstream_key(pipeline: Pipeline, node_id: str) -> dg.AssetKey:

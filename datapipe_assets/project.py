@@ -74,7 +74,7 @@ def connections_file(directory: Path) -> Path:
     return Path(os.environ.get("DATAPIPE_CONNECTIONS_FILE", directory / "connections.yaml"))
 
 
-def load_project(directory: Path | None = None, discover: bool = True) -> Project:
+def load_project(directory: Path | None = None) -> Project:
     directory = directory or pipelines_dir()
     project = Project(directory)
     connections = load_connections(connections_file(directory), project)
@@ -82,7 +82,7 @@ def load_project(directory: Path | None = None, discover: bool = True) -> Projec
     for file in sorted(directory.iterdir()) if directory.is_dir() else []:
         if file.suffix not in PIPELINE_SUFFIXES or file.name in SETTINGS_FILES:
             continue
-        loaded = _load_pipeline(file, connections, project, discover)
+        loaded = _load_pipeline(file, connections, project)
         if loaded is None:
             continue
         name = loaded.pipeline.name
@@ -183,7 +183,7 @@ def load_connections(file: Path, project: Project) -> dict[str, ConnectionSpec]:
 
 
 def _load_pipeline(
-    file: Path, connections: Mapping[str, ConnectionSpec], project: Project, discover: bool
+    file: Path, connections: Mapping[str, ConnectionSpec], project: Project
 ) -> LoadedPipeline | None:
     display = display_path(file)
     try:
@@ -208,7 +208,7 @@ def _load_pipeline(
         return None
     source = _connection(pipeline, "source", connections, file)
     destination = _connection(pipeline, "destination", connections, file)
-    schemas = known_schemas(pipeline, source) if discover and source else None
+    schemas = known_schemas(pipeline, source) if source else None
     problems = check_pipeline(pipeline, connections, schemas)
     if problems or source is None or destination is None:
         project.errors[display] = [_spec_error(display, p) for p in problems]

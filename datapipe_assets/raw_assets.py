@@ -5,13 +5,14 @@ import time
 import dagster as dg
 
 from connectors.base import CursorState
+from connectors.parquet import write_parquet
 from datapipe_assets import cursors
 from datapipe_assets.errors import step_failures
 from datapipe_assets.keys import raw_key
 from datapipe_assets.project import LoadedPipeline
 from datapipe_assets.sensors import source_for_run
 from datapipe_assets.stage_metadata import seconds_since
-from resources.staging import StagedFile, scratch_file, write_parquet
+from resources.staging import StagedFile, scratch_file
 
 
 def raw_asset(loaded: LoadedPipeline, table: str, after: list[dg.AssetKey]) -> dg.AssetsDefinition:

@@ -311,7 +311,7 @@ class Pipeline(SpecModel):
     def target_tables(self) -> dict[str, str]:
         """Destination table per loaded relation: the destination node, or each raw table."""
         if self.transform is not None:
-            return {_destination_node_id(self.transform): self.target_table_for_transform()}
+            return {destination_node_id(self.transform): self.target_table_for_transform()}
         prefix = self.destination.table_prefix
         return {table: prefix + table.split(".")[-1] for table in self.source.tables}
 
@@ -320,7 +320,7 @@ class Pipeline(SpecModel):
         return self.destination.target_table or self.destination.table_prefix + self.name
 
 
-def _destination_node_id(transform: TransformSpec) -> str:
+def destination_node_id(transform: TransformSpec) -> str:
     return next(n.id for n in transform.nodes if n.type == "destination")
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-# Which kind of asset a materialization belongs to, from its key: [org, pipeline, kind, ...].
+from datapipe_assets.keys import key_stage
+
 STAGES = ("extracted", "transformed", "loaded")
 
 
@@ -54,14 +55,11 @@ def _summary(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunSummary:
 
 
 def _count_rows(summary: RunSummary, materialization: dg.AssetMaterialization) -> None:
-    path = materialization.asset_key.path
     metadata = materialization.metadata
-    if len(path) >= 3 and path[2] == "load":
-        value = metadata.get("rows_loaded")
-        stage = "loaded"
-    else:
-        value = metadata.get("dagster/row_count")
-        stage = "extracted" if len(path) >= 3 and path[2] == "raw" else "transformed"
+    stage = {"raw": "extracted", "load": "loaded"}.get(
+        key_stage(materialization.asset_key), "transformed"
+    )
+    value = metadata.get("rows_loaded" if stage == "loaded" else "dagster/row_count")
     if value is not None:
         # A chain of transforms counts its last node's output, not the sum of its nodes.
         rows = int(value.value)

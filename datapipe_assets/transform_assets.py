@@ -4,6 +4,7 @@ import time
 
 import dagster as dg
 
+from connectors.parquet import ROW_GROUP_ROWS, ZSTD_LEVEL
 from datapipe_assets import cursors
 from datapipe_assets.compiler import column_lineage, compile_node, quote_literal
 from datapipe_assets.errors import step_failures
@@ -12,7 +13,7 @@ from datapipe_assets.project import LoadedPipeline
 from datapipe_assets.spec import TransformNode
 from datapipe_assets.stage_metadata import seconds_since
 from resources.duckdb_sandbox import TransformEngine
-from resources.staging import ROW_GROUP_ROWS, ZSTD_LEVEL, StagedFile, StagedTable, scratch_file
+from resources.staging import StagedFile, StagedTable, scratch_file
 
 
 def transform_asset(loaded: LoadedPipeline, node: TransformNode) -> dg.AssetsDefinition:

@@ -22,7 +22,7 @@ from datapipe_assets.spec import (
     TransformNode,
     TransformSpec,
 )
-from resources.duckdb_sandbox import first_line, output_schema, sandboxed_connection
+from resources.duckdb_sandbox import first_line, output_schema, parse_single_select
 
 SCHEDULE_ALIASES = {"hourly": "0 * * * *", "daily": "0 0 * * *"}
 
@@ -337,12 +337,10 @@ def static_problem(node: TransformNode) -> str | None:
 
 
 def _require_one_select(sql: str, what: str) -> None:
-    try:
-        with sandboxed_connection() as con:
-            statements = con.extract_statements(sql)
-    except duckdb.Error as error:
-        raise CompileError(f"{what} is not valid SQL: {first_line(error)}") from error
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+    one_select, parse_error = parse_single_select(sql)
+    if parse_error is not None:
+        raise CompileError(f"{what} is not valid SQL: {parse_error}")
+    if not one_select:
         raise CompileError(f"{what} must be a single SELECT (over the relation named input)")
 
 

@@ -55,15 +55,15 @@ def sandboxed_connection(
 class TransformEngine(dg.ConfigurableResource):
     """Sandboxed DuckDB connections for transform assets."""
 
-    memory_limit: str = os.environ.get("DATAPIPE_DUCKDB_MEMORY", "128MB")
-    threads: int = 0  # 0: one per core
+    memory_limit: str | None = None  # default: $DATAPIPE_DUCKDB_MEMORY, else 128MB
+    threads: int | None = None  # default: one per core
 
     @contextmanager
     def connect(
         self, readable: Sequence[str], writable_directory: str
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         with sandboxed_connection(
-            readable, writable_directory, self.memory_limit, self.threads or None
+            readable, writable_directory, self.memory_limit, self.threads
         ) as con:
             yield con
 
@@ -73,6 +73,16 @@ def output_schema(sql: str, input_schema: pa.Schema) -> pa.Schema:
     with sandboxed_connection() as con:
         con.register("input", input_schema.empty_table())
         return con.sql(f"SELECT * FROM ({sql}) LIMIT 0").to_arrow_table().schema
+
+
+def parse_single_select(sql: str) -> tuple[bool, str | None]:
+    """Whether `sql` is exactly one SELECT, and DuckDB's parse error when it does not parse."""
+    try:
+        with sandboxed_connection() as con:
+            statements = con.extract_statements(sql)
+    except duckdb.Error as error:
+        return False, first_line(error)
+    return len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT, None
 
 
 def first_line(error: Exception) -> str:

@@ -66,7 +66,7 @@ def _project(
 def _sensors(directory: Path) -> dict[str, dg.SensorDefinition]:
     project = load_project(directory)
     assert project.errors == {}
-    return {s.name: s for s in alert_sensors(load_alert_rules(directory, project), FAST)}
+    return {s.name: s for s in alert_sensors(load_alert_rules(project), FAST)}
 
 
 def _alert_on_failed_run(
@@ -372,7 +372,7 @@ def test_invalid_alerts_yaml_is_reported(tmp_path):
         tmp_path / "p", NO_ROWS, [], org_alerts={"acme": [{"on": ["failure"], "channel": "slack"}]}
     )
     project = load_project(directory)
-    assert load_alert_rules(directory, project) == {}
+    assert load_alert_rules(project) == {}
     [error] = next(v for k, v in project.errors.items() if k.endswith("alerts.yaml"))
     assert (error.path, error.message) == ("acme[0]", "a slack alert needs a `url`")
 
