@@ -186,6 +186,7 @@ def child_floor(csv_path: Path) -> dict[str, Any]:
     """The floor: one DuckDB statement over the CSV, its result fetched into Python."""
     started = time.perf_counter()
     import duckdb
+    import pyarrow.compute as pc
 
     imported = time.perf_counter()
     con = duckdb.connect()
@@ -197,8 +198,8 @@ def child_floor(csv_path: Path) -> dict[str, Any]:
         "import_seconds": imported - started,
         "run_seconds": finished - imported,
         "customers": result.num_rows,
-        "orders": int(sum(result.column("orders").to_pylist())),
-        "revenue": float(sum(result.column("revenue").to_pylist())),
+        "orders": int(pc.sum(result.column("orders")).as_py() or 0),
+        "revenue": float(pc.sum(result.column("revenue")).as_py() or 0.0),
     }
 
 
@@ -211,6 +212,7 @@ def child_datapipe(csv_path: Path, postgres: dict[str, Any], work: Path) -> dict
     from datapipe_assets.factory import build_definitions
     from datapipe_assets.project import load_project
     from tests.project_files import SIX_NODE_TRANSFORM, write_project
+    from tests.services import PostgresServer
 
     imported = time.perf_counter()
     os.environ["DATAPIPE_STAGING_URL"] = str(work / "staging")
@@ -248,10 +250,10 @@ def child_datapipe(csv_path: Path, postgres: dict[str, Any], work: Path) -> dict
         steps = step_timings(instance, result.run_id)
     for step in steps:
         step["peak_rss_mb"] = sampler.peak_mb(step["started_at"], step["ended_at"])
-    url = (
-        f"postgresql://{postgres['username']}:{postgres['password']}@{postgres['host']}:"
-        f"{postgres['port']}/{postgres['database']}"
+    server = PostgresServer(
+        postgres["host"], postgres["port"], postgres["username"], postgres["password"]
     )
+    url = server.url(postgres["database"])
     customers, orders, revenue = 0, 0, 0.0
     if result.success:
         with psycopg.connect(url) as conn:
@@ -505,6 +507,11 @@ def step_table(measurement: Measurement) -> str:
     return "\n".join(lines)
 
 
+def rss_growth(small: Measurement, large: Measurement) -> float:
+    """How much larger the peak RSS of the larger run is, as a fraction of the smaller's."""
+    return large.peak_rss_mb / small.peak_rss_mb - 1
+
+
 def targets(measurements: Sequence[Measurement]) -> list[tuple[str, bool, str]]:
     """Each target: name, pass, and the measured figure."""
     runs = {m.rows: m for m in measurements if m.scenario == "datapipe"}
@@ -537,7 +544,7 @@ def targets(measurements: Sequence[Measurement]) -> list[tuple[str, bool, str]]:
         )
     if len(runs) > 1:
         small, large = runs[min(runs)], runs[max(runs)]
-        growth = large.peak_rss_mb / small.peak_rss_mb - 1
+        growth = rss_growth(small, large)
         verdicts.append(
             (
                 f"RSS growth <= {TARGET_RSS_GROWTH:.0%} from {small.rows:,} to {large.rows:,} rows",
@@ -564,7 +571,7 @@ def report(measurements: Sequence[Measurement]) -> str:
         parts += ["## RSS growth", ""]
         for series in (runs, floors):
             small, large = series[0], series[-1]
-            growth = large.peak_rss_mb / small.peak_rss_mb - 1
+            growth = rss_growth(small, large)
             parts.append(
                 f"- {small.scenario}: {small.peak_rss_mb:,.0f} MB at {small.rows:,} rows -> "
                 f"{large.peak_rss_mb:,.0f} MB at {large.rows:,} rows ({growth:+.0%})"

@@ -27,6 +27,11 @@ class ConnectorError(Exception):
     """A one-line, secret-free error that names the connection and says what to fix."""
 
 
+def connection_error(connection: str, message: str) -> ConnectorError:
+    """A ConnectorError whose message starts with the connection's name."""
+    return ConnectorError(f"connection {connection!r}: {message}")
+
+
 class LoadMode(StrEnum):
     APPEND = "append"
     REPLACE = "replace"
@@ -154,12 +159,13 @@ class Extraction:
         )
         if not pc.any(at_boundary).as_py():
             return batch
+        # Only the rows at the boundary value become Python keys: usually a handful.
         seen = set(self._start.boundary_keys)
-        keys = zip(*(batch.column(k).to_pylist() for k in self._primary_key), strict=True)
-        keep = [
-            not (b and key in seen) for b, key in zip(at_boundary.to_pylist(), keys, strict=True)
-        ]
-        return batch.filter(pa.array(keep))
+        boundary = batch.filter(at_boundary)
+        keys = zip(*(boundary.column(k).to_pylist() for k in self._primary_key), strict=True)
+        kept_at_boundary = pa.array([key not in seen for key in keys], pa.bool_())
+        keep = pc.replace_with_mask(pc.invert(at_boundary), at_boundary, kept_at_boundary)
+        return batch.filter(keep)
 
     def _advance(self, batch: pa.RecordBatch) -> None:
         assert self._key is not None

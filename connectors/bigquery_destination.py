@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
@@ -49,9 +49,10 @@ from connectors.base import (
     TableSchema,
 )
 from connectors.google_auth import service_account_info
-from connectors.sql_types import Family, SqlType, from_arrow, is_compatible
+from connectors.parquet import write_parquet
+from connectors.sql_destination import STATE_TABLE, check_upsert_key
+from connectors.sql_types import Family, SqlType, from_arrow, is_compatible, to_arrow
 
-STATE_TABLE = "_datapipe_state"
 STATE_SCHEMA = (
     bigquery.SchemaField("pipeline", "STRING", mode="REQUIRED"),
     bigquery.SchemaField("source_table", "STRING", mode="REQUIRED"),
@@ -64,20 +65,20 @@ STAGING_LIFETIME = dt.timedelta(days=1)
 SCOPES = ("https://www.googleapis.com/auth/bigquery",)
 CREDENTIALS = "service_account_json and its BigQuery roles"
 
-# BigQuery column type -> (what it holds, the Arrow type parquet carries it as).
-_BQ_TYPES: dict[str, tuple[SqlType, pa.DataType]] = {
-    "INT64": (SqlType(Family.INTEGER, 64), pa.int64()),
-    "FLOAT64": (SqlType(Family.FLOAT, 64), pa.float64()),
-    "NUMERIC": (SqlType(Family.DECIMAL, precision=38, scale=9), pa.decimal128(38, 9)),
-    "BIGNUMERIC": (SqlType(Family.DECIMAL, precision=76, scale=38), pa.decimal256(76, 38)),
-    "BOOL": (SqlType(Family.BOOLEAN), pa.bool_()),
-    "STRING": (SqlType(Family.TEXT), pa.string()),
-    "BYTES": (SqlType(Family.BINARY), pa.binary()),
-    "DATE": (SqlType(Family.DATE), pa.date32()),
-    "TIME": (SqlType(Family.TIME), pa.time64("us")),
-    "DATETIME": (SqlType(Family.TIMESTAMP), pa.timestamp("us")),
-    "TIMESTAMP": (SqlType(Family.TIMESTAMPTZ), pa.timestamp("us", tz="UTC")),
-    "JSON": (SqlType(Family.JSON), pa.string()),
+# BigQuery column type -> what it holds; parquet carries it as `to_arrow` of that.
+_BQ_TYPES: dict[str, SqlType] = {
+    "INT64": SqlType(Family.INTEGER, 64),
+    "FLOAT64": SqlType(Family.FLOAT, 64),
+    "NUMERIC": SqlType(Family.DECIMAL, precision=38, scale=9),
+    "BIGNUMERIC": SqlType(Family.DECIMAL, precision=76, scale=38),
+    "BOOL": SqlType(Family.BOOLEAN),
+    "STRING": SqlType(Family.TEXT),
+    "BYTES": SqlType(Family.BINARY),
+    "DATE": SqlType(Family.DATE),
+    "TIME": SqlType(Family.TIME),
+    "DATETIME": SqlType(Family.TIMESTAMP),
+    "TIMESTAMP": SqlType(Family.TIMESTAMPTZ),
+    "JSON": SqlType(Family.JSON),
 }
 # The legacy names the API still reports for some columns.
 _ALIASES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
@@ -110,10 +111,15 @@ def bq_type(arrow_type: pa.DataType) -> str:
     return _FAMILY_TYPES.get(sql_type.family, "JSON")
 
 
-def _known(field_type: str) -> tuple[SqlType, pa.DataType]:
+def _known(field_type: str) -> SqlType:
     name = _ALIASES.get(field_type, field_type)
     # GEOGRAPHY, INTERVAL, RECORD...: BigQuery parses them from text, like SQL's OTHER.
-    return _BQ_TYPES.get(name, (SqlType(Family.OTHER), pa.string()))
+    return _BQ_TYPES.get(name, SqlType(Family.OTHER))
+
+
+def _arrow_type(field_type: str) -> pa.DataType:
+    """The Arrow type parquet carries a BigQuery column type's values as."""
+    return to_arrow(_known(field_type))
 
 
 @dataclass(frozen=True)
@@ -123,10 +129,7 @@ class TablePlan:
     schema: tuple[bigquery.SchemaField, ...]
     added: tuple[str, ...]
     parquet: pa.Schema  # the incoming columns, typed as their BigQuery columns
-
-    def fields(self, names: Sequence[str]) -> list[bigquery.SchemaField]:
-        by_name = {f.name: f for f in self.schema}
-        return [by_name[name] for name in names]
+    incoming: tuple[bigquery.SchemaField, ...]  # the BigQuery column of each incoming one
 
 
 class BigQueryDestination(Destination):
@@ -164,7 +167,7 @@ class BigQueryDestination(Destination):
             tables = [client.get_table(item.reference) for item in items]
         return [
             TableSchema(
-                t.table_id, pa.schema([(f.name, _known(f.field_type)[1]) for f in t.schema])
+                t.table_id, pa.schema([(f.name, _arrow_type(f.field_type)) for f in t.schema])
             )
             for t in tables
             if t.table_id != STATE_TABLE
@@ -183,7 +186,7 @@ class BigQueryDestination(Destination):
         return CursorState.from_json(json.loads(rows[0][0])) if rows else None
 
     def load(self, data: pa.RecordBatchReader, request: LoadRequest) -> LoadResult:
-        _check_upsert_key(self.connection, data.schema, request)
+        check_upsert_key(self.connection, data.schema, request)
         target = self._table_ref(request.table)
         with (
             self._client(f"loading table {request.table!r}") as client,
@@ -196,7 +199,7 @@ class BigQueryDestination(Destination):
             if request.state_updates:
                 self._create_table(client, self._table_ref(STATE_TABLE), STATE_SCHEMA)
             if request.mode is LoadMode.UPSERT:
-                rows = self._upsert(client, data, plan, request, Path(tmp))
+                rows = self._upsert(client, existing, data, plan, request, Path(tmp))
             else:
                 rows = self._load_file(client, data, plan, request, Path(tmp))
                 self._merge_states(client, request)
@@ -217,7 +220,7 @@ class BigQueryDestination(Destination):
             )
         current = {f.name.lower(): f for f in (existing.schema if existing else ())}
         fields = list(existing.schema if existing else ())
-        added, parquet = [], []
+        added, parquet, incoming = [], [], []
         for column in schema:
             field = current.get(column.name.lower())
             if field is None:
@@ -226,12 +229,13 @@ class BigQueryDestination(Destination):
                 added.append(column.name)
             else:
                 self._check_compatible(request.table, column, field)
-            parquet.append(pa.field(column.name, _known(field.field_type)[1]))
+            parquet.append(pa.field(column.name, _arrow_type(field.field_type)))
+            incoming.append(field)
         added_columns = tuple(added) if existing is not None else ()
-        return TablePlan(tuple(fields), added_columns, pa.schema(parquet))
+        return TablePlan(tuple(fields), added_columns, pa.schema(parquet), tuple(incoming))
 
     def _check_compatible(self, table: str, column: pa.Field, field: bigquery.SchemaField) -> None:
-        if not is_compatible(from_arrow(column.type), _known(field.field_type)[0]):
+        if not is_compatible(from_arrow(column.type), _known(field.field_type)):
             raise ConnectorError(
                 f"connection {self.connection!r}: column {column.name!r} of table {table!r} is "
                 f"{field.field_type} but the data is {bq_type(column.type)}; change the column "
@@ -264,9 +268,7 @@ class BigQueryDestination(Destination):
         tmp: Path,
     ) -> int:
         """Append or replace with one load job; returns the rows it wrote."""
-        path = _write_parquet(data, plan.parquet, tmp / "data.parquet")
         config = bigquery.LoadJobConfig(
-            source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE
             if request.mode is LoadMode.REPLACE
             else bigquery.WriteDisposition.WRITE_APPEND,
@@ -274,11 +276,16 @@ class BigQueryDestination(Destination):
         )
         if plan.added:
             config.schema_update_options = [bigquery.SchemaUpdateOption.ALLOW_FIELD_ADDITION]
-        return self._run_load(client, path, self._table_ref(request.table), config)
+        batches = _typed_batches(data, plan.parquet)
+        path = tmp / "data.parquet"
+        return self._load_parquet(
+            client, batches, plan.parquet, path, self._table_ref(request.table), config
+        )
 
     def _upsert(
         self,
         client: bigquery.Client,
+        existing: bigquery.Table | None,
         data: pa.RecordBatchReader,
         plan: TablePlan,
         request: LoadRequest,
@@ -286,23 +293,25 @@ class BigQueryDestination(Destination):
     ) -> int:
         """Stage the rows, then MERGE them and the cursor states in one transaction."""
         target = self._table_ref(request.table)
-        if plan.added:
-            table = client.get_table(target)
-            table.schema = list(plan.schema)
-            client.update_table(table, ["schema"])
+        if existing is not None and plan.added:
+            existing.schema = list(plan.schema)
+            client.update_table(existing, ["schema"])
         staged = plan.parquet.append(pa.field(POSITION, pa.int64()))
-        staging_schema = [*plan.fields(plan.parquet.names), bigquery.SchemaField(POSITION, "INT64")]
+        staging_schema = [*plan.incoming, bigquery.SchemaField(POSITION, "INT64")]
         staging = self._table_ref(f"{target.table_id}__datapipe_staging_{uuid.uuid4().hex[:12]}")
         expires = dt.datetime.now(dt.UTC) + STAGING_LIFETIME
         self._create_table(client, staging, staging_schema, expires)
         try:
-            path = _write_parquet(data, staged, tmp / "stage.parquet")
-            config = bigquery.LoadJobConfig(
-                source_format=bigquery.SourceFormat.PARQUET,
-                write_disposition=bigquery.WriteDisposition.WRITE_EMPTY,
-                schema=staging_schema,
+            self._load_parquet(
+                client,
+                _typed_batches(data, staged),
+                staged,
+                tmp / "stage.parquet",
+                staging,
+                bigquery.LoadJobConfig(
+                    write_disposition=bigquery.WriteDisposition.WRITE_EMPTY, schema=staging_schema
+                ),
             )
-            self._run_load(client, path, staging, config)
             script, params = self._upsert_script(target, staging, plan.parquet.names, request)
             return next(iter(_run_query(client, script, params, self.location)))[0]
         finally:
@@ -356,13 +365,19 @@ class BigQueryDestination(Destination):
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _run_load(
+    def _load_parquet(
         self,
         client: bigquery.Client,
+        batches: Iterator[pa.RecordBatch],
+        schema: pa.Schema,
         path: Path,
         ref: bigquery.TableReference,
         config: bigquery.LoadJobConfig,
     ) -> int:
+        """Write the batches into a parquet file and load it with one load job; returns
+        the rows it wrote."""
+        write_parquet(path, schema, batches)
+        config.source_format = bigquery.SourceFormat.PARQUET
         with path.open("rb") as file:
             job = client.load_table_from_file(
                 file, ref, size=path.stat().st_size, job_config=config, location=self.location
@@ -480,17 +495,17 @@ def _table_or_none(client: bigquery.Client, ref: bigquery.TableReference) -> big
         return None
 
 
-def _write_parquet(data: pa.RecordBatchReader, schema: pa.Schema, path: Path) -> Path:
-    """Stream the batches into a parquet file typed like the BigQuery columns."""
+def _typed_batches(data: pa.RecordBatchReader, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The batches typed like the BigQuery columns, plus each row's position if staged."""
     position = 0
-    with pq.ParquetWriter(path, schema) as writer:
-        for batch in data:
-            columns = [_as_type(batch.column(f.name), f.type) for f in schema if f.name != POSITION]
-            if POSITION in schema.names:
-                columns.append(pa.array(range(position, position + batch.num_rows), pa.int64()))
-            writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
-            position += batch.num_rows
-    return path
+    staged = POSITION in schema.names
+    for batch in data:
+        columns = [_as_type(batch.column(f.name), f.type) for f in schema if f.name != POSITION]
+        if staged:
+            end = position + batch.num_rows
+            columns.append(pa.array(np.arange(position, end, dtype=np.int64)))
+        yield pa.RecordBatch.from_arrays(columns, schema=schema)
+        position += batch.num_rows
 
 
 def _as_type(column: pa.Array, target: pa.DataType) -> pa.Array:
@@ -503,18 +518,6 @@ def _as_type(column: pa.Array, target: pa.DataType) -> pa.Array:
             pa.string(),
         )
     return column.cast(target)
-
-
-def _check_upsert_key(connection: str, schema: pa.Schema, request: LoadRequest) -> None:
-    if request.mode is not LoadMode.UPSERT:
-        return
-    missing = [key for key in request.upsert_key if key not in schema.names]
-    if not request.upsert_key or missing:
-        raise ConnectorError(
-            f"connection {connection!r}: upsert into table {request.table!r} needs upsert_key "
-            f"columns present in the data (missing: {', '.join(missing) or 'upsert_key'}); "
-            f"use some of {', '.join(schema.names)}"
-        )
 
 
 def _refresh_reason(error: auth_exceptions.RefreshError) -> str:

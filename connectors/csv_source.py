@@ -25,6 +25,7 @@ from pyarrow import fs
 
 from connectors.base import ConnectorError, Source, TableSchema, rows_since
 from connectors.object_store import s3_filesystem
+from connectors.sql_types import decimal_type
 
 # Bytes per parsed block: the sniffing window, and the unit of memory a read holds.
 BLOCK_SIZE = 4 << 20
@@ -80,7 +81,7 @@ def parse_type(name: str) -> pa.DataType:
     match = _DECIMAL.fullmatch(text)
     if match:
         precision, scale = int(match[1]), int(match[2])
-        return (pa.decimal128 if precision <= 38 else pa.decimal256)(precision, scale)
+        return decimal_type(precision, scale)
     raise ValueError(
         f"unknown column type {name!r}; use one of {', '.join(_TYPE_NAMES)} or DECIMAL(p,s)"
     )

@@ -10,14 +10,16 @@ rows).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import ConnectorError, Source, TableSchema
+from connectors.base import Source, TableSchema, connection_error
 from connectors.google_auth import GoogleApi
+from connectors.records import as_date
 
 GA4_URL = "https://analyticsdata.googleapis.com"
 SCOPE = "https://www.googleapis.com/auth/analytics.readonly"
@@ -97,7 +99,9 @@ class Ga4Source(Source):
         super().__init__(connection, config)
         property_id = str(self.config.get("property_id") or "").removeprefix("properties/")
         if not property_id.isdigit():
-            raise self._error("config needs `property_id`, the GA4 property's number")
+            raise connection_error(
+                self.connection, "config needs `property_id`, the GA4 property's number"
+            )
         self.property_path = f"/v1beta/properties/{property_id}"
         self.reports = self._reports()
         self.start_date = str(self.config.get("start_date") or EARLIEST_DATE)
@@ -118,12 +122,11 @@ class Ga4Source(Source):
             dimensions = tuple(spec.get("dimensions") or ())
             metrics = tuple(spec.get("metrics") or ())
             if not metrics:
-                raise self._error(f"report {name!r} needs at least one metric")
+                raise connection_error(
+                    self.connection, f"report {name!r} needs at least one metric"
+                )
             reports[str(name)] = Report(str(name), dimensions, metrics)
         return reports
-
-    def _error(self, message: str) -> ConnectorError:
-        return ConnectorError(f"connection {self.connection!r}: {message}")
 
     # The Source contract.
 
@@ -154,21 +157,23 @@ class Ga4Source(Source):
         """A report's rows from `start_date` (or cursor minus lookback_days) to today."""
         report = self._report(table)
         if incremental_key is not None and incremental_key != DATE_DIMENSION:
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"GA4 reports are incremental by date only, not {incremental_key!r}; set "
-                "incremental_key: date"
+                "incremental_key: date",
             )
         if incremental_key is not None and DATE_DIMENSION not in report.dimensions:
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"report {table!r} has no date dimension to sync incrementally; add date to "
-                "its dimensions or set sync_mode: full"
+                "its dimensions or set sync_mode: full",
             )
         start = self._start(cursor) if incremental_key is not None else self.start_date
         pages = self._pages(report, start)
         first = next(pages)
         schema = self._schema(first)
         return pa.RecordBatchReader.from_batches(
-            schema, (self._batch(schema, page) for page in _chain(first, pages))
+            schema, (self._batch(schema, page) for page in itertools.chain([first], pages))
         )
 
     # Requests.
@@ -185,17 +190,19 @@ class Ga4Source(Source):
                 m for m in report.metrics if m not in metadata.metric_types
             ]
             if unknown:
-                raise self._error(
+                raise connection_error(
+                    self.connection,
                     f"report {report.name!r} asks for {', '.join(unknown)}, which this GA4 "
-                    "property does not offer; use API names such as sessions, totalUsers, date"
+                    "property does not offer; use API names such as sessions, totalUsers, date",
                 )
         return metadata
 
     def _report(self, table: str) -> Report:
         if table not in self.reports:
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"no report {table!r}; this connection offers {', '.join(self.reports)} (declare "
-                "it under reports)"
+                "it under reports)",
             )
         return self.reports[table]
 
@@ -203,13 +210,7 @@ class Ga4Source(Source):
         """The first day to request: the cursor's day minus the lookback window."""
         if cursor is None:
             return self.start_date
-        if isinstance(cursor, dt.datetime):
-            day = cursor.date()
-        elif isinstance(cursor, dt.date):
-            day = cursor
-        else:
-            day = dt.date.fromisoformat(str(cursor))
-        return (day - dt.timedelta(days=self.lookback_days)).isoformat()
+        return (as_date(cursor) - dt.timedelta(days=self.lookback_days)).isoformat()
 
     def _pages(self, report: Report, start: str) -> Iterator[dict[str, Any]]:
         """runReport responses, `page_size` rows each, until `rowCount` rows have come."""
@@ -253,12 +254,8 @@ class Ga4Source(Source):
         try:
             return _column(column.type, value)
         except ValueError:
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"GA4 returned {value!r} for {column.name}, which is not a {column.type}; "
-                "narrow the report (fewer dimensions or days) so GA4 does not group rows"
+                "narrow the report (fewer dimensions or days) so GA4 does not group rows",
             ) from None
-
-
-def _chain(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    yield first
-    yield from rest

@@ -19,17 +19,17 @@ import datetime as dt
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-import httpx
 import pyarrow as pa
 
-from connectors.base import ConnectorError, Source, TableSchema
+from connectors.base import Source, TableSchema, connection_error
+from connectors.google_auth import DEFAULT_TOKEN_URI
 from connectors.http import RefreshingTokenAuth, api_client
-from connectors.records import to_batches
+from connectors.records import as_date, to_batches
 
 DEFAULT_BASE_URL = "https://googleads.googleapis.com"
-DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
 DEFAULT_API_VERSION = "v18"
 DEFAULT_LOOKBACK_DAYS = 3
 # A full sync of daily metrics needs a start: GAQL refuses segments.date without a range.
@@ -37,7 +37,6 @@ DEFAULT_HISTORY_DAYS = 365
 REQUIRED_FIELDS = ("customer_id", "developer_token", "client_id", "client_secret", "refresh_token")
 API_CREDENTIALS = "developer_token and the OAuth client"
 TOKEN_CREDENTIALS = "client_id, client_secret and refresh_token"
-# Marks the one resend of a request whose access token the API rejected.
 
 
 @dataclass(frozen=True)
@@ -166,20 +165,33 @@ def _convert(value: Any, arrow_type: pa.DataType) -> Any:
 class RefreshTokenAuth(RefreshingTokenAuth):
     """Bearer access tokens minted from an OAuth refresh token.
 
-    Token requests go through their own `api_client`, so they are rate-limited and retried
-    like the API calls and fail with the same one-line errors.
+    Each token request opens its own short-lived `api_client`, so it is rate-limited and
+    retried like the API calls and fails with the same one-line errors.
     """
 
-    def __init__(self, token_client: httpx.Client, token_uri: str, form: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        connection: str,
+        token_uri: str,
+        form: Mapping[str, str],
+        requests_per_second: float,
+    ) -> None:
         super().__init__()
-        self._client = token_client
+        self._connection = connection
         self._token_uri = token_uri
         self._form = dict(form)
+        self._requests_per_second = requests_per_second
 
     def fetch_token(self) -> tuple[str, float]:
-        body = self._client.post(
-            self._token_uri, data={**self._form, "grant_type": "refresh_token"}
-        ).json()
+        with api_client(
+            self._connection,
+            "",
+            requests_per_second=self._requests_per_second,
+            credential_fields=TOKEN_CREDENTIALS,
+        ) as http:
+            body = http.post(
+                self._token_uri, data={**self._form, "grant_type": "refresh_token"}
+            ).json()
         return body["access_token"], float(body.get("expires_in", 3600))
 
 
@@ -192,15 +204,15 @@ class GoogleAdsSource(Source):
         super().__init__(connection, config)
         missing = [name for name in REQUIRED_FIELDS if not self.config.get(name)]
         if missing:
-            raise ConnectorError(
-                f"connection {connection!r}: google_ads needs {', '.join(missing)}; "
-                "add them to the connection's config"
+            raise connection_error(
+                connection,
+                f"google_ads needs {', '.join(missing)}; add them to the connection's config",
             )
         self.customer_id = str(self.config["customer_id"]).replace("-", "")
         if not re.fullmatch(r"\d{10}", self.customer_id):
-            raise ConnectorError(
-                f"connection {connection!r}: customer_id must be the 10-digit Google Ads "
-                "customer ID (e.g. 123-456-7890)"
+            raise connection_error(
+                connection,
+                "customer_id must be the 10-digit Google Ads customer ID (e.g. 123-456-7890)",
             )
         self.api_version = str(self.config.get("api_version") or DEFAULT_API_VERSION)
         self.lookback_days = int(self.config.get("lookback_days", DEFAULT_LOOKBACK_DAYS))
@@ -226,9 +238,9 @@ class GoogleAdsSource(Source):
 
     def _table(self, table: str) -> AdsTable:
         if table not in TABLES:
-            raise ConnectorError(
-                f"connection {self.connection!r}: google_ads has no table {table!r}; "
-                f"use one of {', '.join(TABLES)}"
+            raise connection_error(
+                self.connection,
+                f"google_ads has no table {table!r}; use one of {', '.join(TABLES)}",
             )
         return TABLES[table]
 
@@ -238,22 +250,33 @@ class GoogleAdsSource(Source):
         """The first day to read: a lookback before the cursor, or the history start."""
         if not spec.date_segmented:
             if incremental_key is not None:
-                raise ConnectorError(
-                    f"connection {self.connection!r}: table {table!r} supports only full sync; "
-                    "incremental sync is available for campaign_daily_metrics on date"
+                raise connection_error(
+                    self.connection,
+                    f"table {table!r} supports only full sync; "
+                    "incremental sync is available for campaign_daily_metrics on date",
                 )
             return None
         if incremental_key not in (None, "date"):
-            raise ConnectorError(
-                f"connection {self.connection!r}: table {table!r} is incremental only on "
-                "date; set incremental_key: date"
+            raise connection_error(
+                self.connection,
+                f"table {table!r} is incremental only on date; set incremental_key: date",
             )
         if cursor is not None:
-            return _as_date(cursor) - dt.timedelta(days=self.lookback_days)
+            return as_date(cursor) - dt.timedelta(days=self.lookback_days)
         start = self.config.get("start_date")
         if start:
-            return _as_date(start)
+            return as_date(start)
         return dt.date.today() - dt.timedelta(days=DEFAULT_HISTORY_DAYS)
+
+    @cached_property
+    def _auth(self) -> RefreshTokenAuth:
+        """Made on first use and kept, so every read and check shares one access token."""
+        return RefreshTokenAuth(
+            self.connection,
+            str(self.config.get("token_uri") or DEFAULT_TOKEN_URI),
+            {k: str(self.config[k]) for k in ("client_id", "client_secret", "refresh_token")},
+            self.requests_per_second,
+        )
 
     def _results(self, query: str) -> Iterator[Mapping[str, Any]]:
         """Every result row of a query, one page in memory at a time."""
@@ -268,22 +291,11 @@ class GoogleAdsSource(Source):
 
 
 class _AdsSession:
-    """An open API client with its token auth, for the queries of one read or check."""
+    """An open API client, with the source's token auth, for the queries of one read or check."""
 
     def __init__(self, source: GoogleAdsSource) -> None:
         self._source = source
         config = source.config
-        self._token_client = api_client(
-            source.connection,
-            "",
-            requests_per_second=source.requests_per_second,
-            credential_fields=TOKEN_CREDENTIALS,
-        )
-        self.auth = RefreshTokenAuth(
-            self._token_client,
-            str(config.get("token_uri") or DEFAULT_TOKEN_URI),
-            {k: str(config[k]) for k in ("client_id", "client_secret", "refresh_token")},
-        )
         headers = {"developer-token": str(config["developer_token"])}
         if config.get("login_customer_id"):
             headers["login-customer-id"] = str(config["login_customer_id"]).replace("-", "")
@@ -291,7 +303,7 @@ class _AdsSession:
             source.connection,
             str(config.get("base_url") or DEFAULT_BASE_URL),
             headers=headers,
-            auth=self.auth,
+            auth=source._auth,
             requests_per_second=source.requests_per_second,
             credential_fields=API_CREDENTIALS,
         )
@@ -302,17 +314,8 @@ class _AdsSession:
 
     def __exit__(self, *exc_info: object) -> None:
         self._client.close()
-        self._token_client.close()
 
     def send(self, query: str, page_token: str | None) -> dict[str, Any]:
         """One page of results (pageSize is fixed by the API, so it is never sent)."""
         body = {"query": query, **({"pageToken": page_token} if page_token else {})}
         return self._client.post(self._path, json=body).json()
-
-
-def _as_date(value: Any) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value))

@@ -16,7 +16,7 @@ from typing import Any
 
 from google.auth import crypt, jwt
 
-from connectors.base import ConnectorError
+from connectors.base import connection_error
 from connectors.http import RefreshingTokenAuth, api_client
 
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -33,20 +33,22 @@ def service_account_info(connection: str, config: Mapping[str, Any]) -> dict[str
     """
     value = config.get("service_account_json")
     if not value:
-        raise _error(connection, "config needs `service_account_json` (the key file or its path)")
+        raise connection_error(
+            connection, "config needs `service_account_json` (the key file or its path)"
+        )
     if isinstance(value, Mapping):
         info = dict(value)
     else:
         info = _parse_key_file(connection, _key_file_text(connection, str(value), config))
     if info.get("type", "service_account") != "service_account":
-        raise _error(
+        raise connection_error(
             connection,
             f"service_account_json is a {info['type']!r} key, not a service account key; "
             "create a key for a service account in the Google Cloud console",
         )
     missing = [key for key in ("client_email", "private_key") if not info.get(key)]
     if missing:
-        raise _error(
+        raise connection_error(
             connection,
             f"service_account_json has no {', '.join(missing)}; use the whole JSON key file",
         )
@@ -61,7 +63,7 @@ def _key_file_text(connection: str, value: str, config: Mapping[str, Any]) -> st
         return path.read_text(encoding="utf-8")
     except (OSError, ValueError):
         # ValueError: a long or binary value is not a usable path either.
-        raise _error(
+        raise connection_error(
             connection,
             "service_account_json is neither JSON nor the path of a readable file; give the "
             "key file's contents or its path (relative to the connection's folder)",
@@ -73,13 +75,15 @@ def _parse_key_file(connection: str, text: str) -> dict[str, Any]:
         info = json.loads(text)
     except json.JSONDecodeError as exc:
         # Only the position: the message of a JSON error can quote the text around it.
-        raise _error(
+        raise connection_error(
             connection,
             f"service_account_json is not valid JSON (line {exc.lineno} column {exc.colno}); "
             "use the key file exactly as downloaded",
         ) from None
     if not isinstance(info, dict):
-        raise _error(connection, "service_account_json must be a JSON object (the key file)")
+        raise connection_error(
+            connection, "service_account_json must be a JSON object (the key file)"
+        )
     return info
 
 
@@ -108,7 +112,7 @@ class ServiceAccountAuth(RefreshingTokenAuth):
         ) as http:
             body = http.post(self.token_uri, data=form).json()
         if not isinstance(body, dict) or not body.get("access_token"):
-            raise _error(
+            raise connection_error(
                 self.connection,
                 f"the token endpoint of {self.client_email} returned no access_token; check "
                 "token_uri in service_account_json",
@@ -132,7 +136,7 @@ def _signer(connection: str, info: Mapping[str, Any]) -> crypt.RSASigner:
         return crypt.RSASigner.from_service_account_info(info)
     except (ValueError, TypeError):
         # The parser's message may quote part of the key; say only which field is wrong.
-        raise _error(
+        raise connection_error(
             connection,
             "service_account_json has a private_key that is not a PEM RSA key; use the key "
             "file exactly as downloaded",
@@ -171,7 +175,3 @@ class GoogleApi:
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request and return its JSON body (`api_client` raises clear errors)."""
         return self.http.request(method, path, **kwargs).json()
-
-
-def _error(connection: str, message: str) -> ConnectorError:
-    return ConnectorError(f"connection {connection!r}: {message}")

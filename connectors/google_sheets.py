@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from connectors.base import ConnectorError
+from connectors.base import connection_error
 from connectors.google_auth import GoogleApi
 
 SHEETS_URL = "https://sheets.googleapis.com"
@@ -66,7 +66,9 @@ class Spreadsheet:
     def __init__(self, connection: str, config: Mapping[str, Any], scope: str) -> None:
         self.connection = connection
         if not config.get("spreadsheet_id"):
-            raise self.error("config needs `spreadsheet_id` (from the spreadsheet's URL)")
+            raise connection_error(
+                self.connection, "config needs `spreadsheet_id` (from the spreadsheet's URL)"
+            )
         self.spreadsheet_id = str(config["spreadsheet_id"])
         self.api = GoogleApi(
             connection,
@@ -77,9 +79,6 @@ class Spreadsheet:
             credential_hint=CREDENTIAL_HINT,
         )
         self.path = f"/v4/spreadsheets/{quote(self.spreadsheet_id, safe='')}"
-
-    def error(self, message: str) -> ConnectorError:
-        return ConnectorError(f"connection {self.connection!r}: {message}")
 
     def sheets(self) -> dict[str, dict[str, Any]]:
         """Each sheet's properties (sheetId, gridProperties ...) by title, in tab order."""
@@ -92,9 +91,10 @@ class Spreadsheet:
         """One sheet's properties; a clear error, listing the sheets there are, if missing."""
         sheets = self.sheets() if sheets is None else sheets
         if title not in sheets:
-            raise self.error(
+            raise connection_error(
+                self.connection,
                 f"spreadsheet {self.spreadsheet_id} has no sheet {title!r}; its sheets are "
-                f"{', '.join(sheets) or 'none'}"
+                f"{', '.join(sheets) or 'none'}",
             )
         return sheets[title]
 

@@ -27,6 +27,7 @@ from connectors.base import (
     LoadRequest,
     LoadResult,
     TableSchema,
+    connection_error,
 )
 from connectors.google_sheets import (
     CELL_LIMIT,
@@ -129,10 +130,11 @@ class GoogleSheetsDestination(Destination):
             staged = _stage(data, Path(folder) / "table.arrow")
             cells = (staged.rows + 1) * len(staged.schema)
             if cells > self.cell_limit:
-                raise self.book.error(
+                raise connection_error(
+                    self.connection,
                     f"table {request.table!r} has {cells:,} cells, over the Google Sheets limit "
                     f"of {self.cell_limit:,}; load it to a database destination or filter it "
-                    "first"
+                    "first",
                 )
             sheet, created = self._sheet(request, staged)
             if request.mode == LoadMode.REPLACE:
@@ -142,15 +144,17 @@ class GoogleSheetsDestination(Destination):
 
     def _refuse(self, request: LoadRequest) -> None:
         if request.mode == LoadMode.UPSERT:
-            raise self.book.error(
+            raise connection_error(
+                self.connection,
                 f"Google Sheets cannot upsert (table {request.table!r}); use load_mode: "
-                "replace or append"
+                "replace or append",
             )
         if request.mode == LoadMode.APPEND and request.state_updates:
-            raise self.book.error(
+            raise connection_error(
+                self.connection,
                 f"Google Sheets keeps no cursor state, so an incremental append into "
                 f"{request.table!r} would re-append every row each run; use sync_mode: full "
-                "or load_mode: replace"
+                "or load_mode: replace",
             )
 
     def _sheet(self, request: LoadRequest, staged: _Staged) -> tuple[dict[str, Any], bool]:
@@ -159,9 +163,10 @@ class GoogleSheetsDestination(Destination):
         if request.table in sheets:
             return sheets[request.table], False
         if not request.create_table_if_missing:
-            raise self.book.error(
+            raise connection_error(
+                self.connection,
                 f"spreadsheet {self.book.spreadsheet_id} has no sheet {request.table!r}; add it "
-                "or set create_table_if_missing: true"
+                "or set create_table_if_missing: true",
             )
         grid = {"rowCount": staged.rows + 1, "columnCount": max(1, len(staged.schema))}
         reply = self.book.batch_update(

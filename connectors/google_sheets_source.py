@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import Source, TableSchema
+from connectors.base import Source, TableSchema, connection_error
 from connectors.csv_source import parse_type
 from connectors.google_sheets import (
     PAGE_ROWS,
@@ -140,9 +140,10 @@ class GoogleSheetsSource(Source):
         for entry in entries:
             spec = self._spec_of(entry if isinstance(entry, Mapping) else {"name": entry})
             if spec.table in specs:
-                raise self.book.error(
+                raise connection_error(
+                    self.connection,
                     f"sheets {specs[spec.table].title!r} and {spec.title!r} would both be "
-                    f"table {spec.table!r}; read them with two connections"
+                    f"table {spec.table!r}; read them with two connections",
                 )
             specs[spec.table] = spec
         return specs
@@ -150,14 +151,16 @@ class GoogleSheetsSource(Source):
     def _spec_of(self, entry: Mapping[str, Any]) -> SheetSpec:
         title = str(entry.get("name") or "")
         if not title:
-            raise self.book.error("each entry of `sheets` needs a name (the sheet's title)")
+            raise connection_error(
+                self.connection, "each entry of `sheets` needs a name (the sheet's title)"
+            )
         try:
             overrides = {
                 str(column): parse_type(str(type_name))
                 for column, type_name in (entry.get("columns") or {}).items()
             }
         except ValueError as exc:
-            raise self.book.error(f"columns of sheet {title!r}: {exc}") from None
+            raise connection_error(self.connection, f"columns of sheet {title!r}: {exc}") from None
         return SheetSpec(title, overrides)
 
     # The Source contract.
@@ -180,8 +183,9 @@ class GoogleSheetsSource(Source):
         self, table: str, incremental_key: str | None = None, cursor: Any = None
     ) -> pa.RecordBatchReader:
         if incremental_key is not None:
-            raise self.book.error(
-                f"Google Sheets supports full sync only (table {table!r}); set sync_mode: full"
+            raise connection_error(
+                self.connection,
+                f"Google Sheets supports full sync only (table {table!r}); set sync_mode: full",
             )
         spec = self._spec(table)
         sheets = self.book.sheets()
@@ -197,17 +201,18 @@ class GoogleSheetsSource(Source):
         for spec in self.specs.values():
             if table in (spec.table, spec.title):
                 return spec
-        raise self.book.error(
+        raise connection_error(
+            self.connection,
             f"no table {table!r}; this connection offers {', '.join(self.specs)} (add the sheet "
-            "to `sheets` to read it)"
+            "to `sheets` to read it)",
         )
 
     def _first_page(self, spec: SheetSpec, sheets: Mapping[str, dict[str, Any]]) -> list[list[Any]]:
         last_row = grid_rows(self.book.sheet(spec.title, sheets))
         rows = self.book.rows(spec.title, 1, min(self.page_rows, last_row))
         if not rows or not _has_values(rows[0]):
-            raise self.book.error(
-                f"sheet {spec.title!r} is empty; its first row must be the header"
+            raise connection_error(
+                self.connection, f"sheet {spec.title!r} is empty; its first row must be the header"
             )
         return rows
 
@@ -216,9 +221,10 @@ class GoogleSheetsSource(Source):
         names = header_names(first[0])
         unknown = sorted(set(spec.overrides) - set(names))
         if unknown:
-            raise self.book.error(
+            raise connection_error(
+                self.connection,
                 f"columns names {', '.join(unknown)}, not in sheet {spec.title!r} (its columns "
-                f"are {', '.join(names)}); fix the columns mapping"
+                f"are {', '.join(names)}); fix the columns mapping",
             )
         data = first[1:]
         fields = [
@@ -249,9 +255,10 @@ class GoogleSheetsSource(Source):
         ]
         for number, row in numbered:
             if _has_values(row[width:]):
-                raise self.book.error(
+                raise connection_error(
+                    self.connection,
                     f"sheet {layout.sheet!r} row {number} has a value right of the header's "
-                    f"last column ({width}); give that column a header"
+                    f"last column ({width}); give that column a header",
                 )
         columns = [
             pa.array([self._cell(layout, number, row, i) for number, row in numbered], kind)
@@ -265,8 +272,9 @@ class GoogleSheetsSource(Source):
         try:
             return _cell_value(value, kind)
         except (ValueError, ArithmeticError):
-            raise self.book.error(
+            raise connection_error(
+                self.connection,
                 f"sheet {layout.sheet!r} row {number}: column {name!r} value {value!r} is not "
                 f"{kind}; fix the cell or set columns: {{{name}: VARCHAR}} (or another type "
-                "that fits)"
+                "that fits)",
             ) from None

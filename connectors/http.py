@@ -71,9 +71,9 @@ class Backoff:
         return random.uniform(0, min(self.max_seconds, self.base_seconds * 2**attempt))
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds the server asked us to wait, from Retry-After (seconds or an HTTP date)."""
-    value = response.headers.get("Retry-After")
+    value = headers.get("Retry-After")
     if value is None:
         return None
     try:
@@ -105,13 +105,12 @@ class ResilientTransport(httpx.BaseTransport):
                 response = self.inner.handle_request(request)
             except httpx.TransportError as error:
                 if last:
-                    error.request = request
-                    raise transport_error(self.connection, error) from None
+                    raise transport_error(self.connection, request, error) from None
                 self.sleep(self.backoff.delay(attempt))
                 continue
             if response.status_code not in RETRIED_STATUSES or last:
                 return response
-            wait = retry_after(response) if response.status_code == 429 else None
+            wait = retry_after(response.headers) if response.status_code == 429 else None
             response.close()
             self.sleep(wait if wait is not None else self.backoff.delay(attempt))
         raise AssertionError("unreachable: the last attempt always returns or raises")
@@ -232,13 +231,12 @@ def _find_message(body: Any) -> Any:
     return None
 
 
-def transport_error(connection: str, error: httpx.TransportError) -> ConnectorError:
+def transport_error(
+    connection: str, request: httpx.Request, error: httpx.TransportError
+) -> ConnectorError:
     """A network failure (after retries) as one line naming the host."""
-    try:
-        host = error.request.url.host
-    except RuntimeError:  # raised by httpx when the error carries no request
-        host = "the server"
     kind = type(error).__name__
     return ConnectorError(
-        f"connection {connection!r}: cannot reach {host} ({kind}); check base_url and the network"
+        f"connection {connection!r}: cannot reach {request.url.host} ({kind}); check base_url "
+        "and the network"
     )

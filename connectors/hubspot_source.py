@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from connectors.base import ConnectorError, Source, TableSchema
+from connectors.base import Source, TableSchema, connection_error
 from connectors.http import api_client
-from connectors.records import to_batches
+from connectors.records import as_utc, to_batches
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 # The search endpoints allow 5 requests a second per account, below the general limit.
@@ -95,7 +95,9 @@ class HubSpotSource(Source):
         super().__init__(connection, config)
         token = self.config.get("access_token")
         if not token:
-            raise self._error("access_token is not set; set it in the connection's config")
+            raise connection_error(
+                self.connection, "access_token is not set; set it in the connection's config"
+            )
         self.access_token = str(token)
         self.base_url = str(self.config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         self.requests_per_second = float(
@@ -103,13 +105,15 @@ class HubSpotSource(Source):
         )
         self.page_size = int(self.config.get("page_size") or MAX_PAGE_SIZE)
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise self._error(f"page_size must be between 1 and {MAX_PAGE_SIZE}; fix page_size")
+            raise connection_error(
+                self.connection, f"page_size must be between 1 and {MAX_PAGE_SIZE}; fix page_size"
+            )
         self.search_result_cap = int(self.config.get("search_result_cap") or SEARCH_RESULT_CAP)
         self.properties = self._properties(self.config.get("properties") or {})
 
     def check(self) -> str:
         with self._client() as http:
-            account = self._send(http, "GET", "/account-info/v3/details").json()
+            account = http.get("/account-info/v3/details").json()
         return f"HubSpot account {account.get('portalId')} reachable"
 
     def discover(self) -> list[TableSchema]:
@@ -121,8 +125,9 @@ class HubSpotSource(Source):
     ) -> pa.RecordBatchReader:
         if table == "owners":
             if incremental_key is not None:
-                raise self._error(
-                    "table 'owners' can only be read in full; set sync_mode: full for it"
+                raise connection_error(
+                    self.connection,
+                    "table 'owners' can only be read in full; set sync_mode: full for it",
                 )
             schema, records = OWNERS_SCHEMA, self._owners()
         else:
@@ -137,9 +142,10 @@ class HubSpotSource(Source):
         """A CRM object's records: all of them, or those modified since the cursor."""
         modified = MODIFIED_PROPERTY[table]
         if incremental_key not in (None, modified):
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"table {table!r} can be read incrementally only on {modified}; "
-                f"set incremental_key: {modified}"
+                f"set incremental_key: {modified}",
             )
         if incremental_key is None or cursor is None:
             return self._list(table)
@@ -158,7 +164,7 @@ class HubSpotSource(Source):
             after = None
             while True:
                 query = {**params, "after": after} if after else params
-                page = self._send(http, "GET", path, params=query).json()
+                page = http.get(path, params=query).json()
                 yield from page["results"]
                 after = _next_after(page)
                 if after is None:
@@ -174,10 +180,11 @@ class HubSpotSource(Source):
                 if not window.capped:
                     return
                 if window.last_ms is None or window.last_ms == start:
-                    raise self._error(
+                    raise connection_error(
+                        self.connection,
                         f"table {table!r}: more than {self.search_result_cap} records share "
                         f"one {MODIFIED_PROPERTY[table]} value, which HubSpot search cannot "
-                        "page past; run a full sync of this table"
+                        "page past; run a full sync of this table",
                     )
                 start, already_read = window.last_ms, frozenset(window.ids_at_last)
 
@@ -198,7 +205,7 @@ class HubSpotSource(Source):
         }  # fmt: skip
         path = f"/crm/v3/objects/{table}/search"
         while True:
-            page = self._send(http, "POST", path, json=body).json()
+            page = http.post(path, json=body).json()
             for record in page["results"]:
                 window.note(record["id"], _epoch_ms(record["properties"][modified]))
                 if record["id"] not in already_read:
@@ -210,9 +217,6 @@ class HubSpotSource(Source):
                 window.capped = True
                 return
             body["after"] = after
-
-    def _send(self, http: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return http.request(method, path, **kwargs)
 
     def _client(self) -> httpx.Client:
         return api_client(
@@ -227,9 +231,10 @@ class HubSpotSource(Source):
         """Requested properties per object; the modified property is always among them."""
         unknown = sorted(set(configured) - set(MODIFIED_PROPERTY))
         if unknown:
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"properties given for unknown object(s) {', '.join(unknown)}; use "
-                f"{', '.join(MODIFIED_PROPERTY)}"
+                f"{', '.join(MODIFIED_PROPERTY)}",
             )
         chosen = {**DEFAULT_PROPERTIES, **{k: _names(v) for k, v in configured.items()}}
         return {
@@ -239,17 +244,15 @@ class HubSpotSource(Source):
 
     def _object_schema(self, table: str) -> pa.Schema:
         if table not in MODIFIED_PROPERTY:
-            raise self._error(
-                f"unknown table {table!r}; use one of {', '.join([*MODIFIED_PROPERTY, 'owners'])}"
+            raise connection_error(
+                self.connection,
+                f"unknown table {table!r}; use one of {', '.join([*MODIFIED_PROPERTY, 'owners'])}",
             )
         properties = [
             (name, TIME if name in DATE_PROPERTIES else pa.string())
             for name in self.properties[table]
         ]
         return pa.schema([*RECORD_COLUMNS, *properties])
-
-    def _error(self, message: str) -> ConnectorError:
-        return ConnectorError(f"connection {self.connection!r}: {message}")
 
 
 def _names(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -280,8 +283,5 @@ def _timestamp(value: Any) -> dt.datetime | None:
 
 def _epoch_ms(value: Any) -> int:
     """A cursor or date property as epoch milliseconds, the unit search filters take."""
-    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
     # Integer division floors, so a GTE filter on the result still includes the cursor.
-    return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)
+    return (as_utc(value) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)

@@ -21,13 +21,12 @@ from pymysql.cursors import SSCursor
 
 from connectors.base import ConnectorError
 from connectors.sql_source import Column, SqlSource, listing, quoted, unreachable_reason
+from connectors.sql_types import decimal_type
 
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT_SECONDS = 10
 # Schemas every server has; they are not offered when a database name is wrong.
 SYSTEM_DATABASES = {"information_schema", "mysql", "performance_schema", "sys"}
-# Beyond 38 digits only decimal256 holds a value; MySQL's DECIMAL allows up to 65.
-DECIMAL128_DIGITS = 38
 
 # These values stay the text the server sent: Arrow parses a whole column of it far faster
 # than pymysql builds one Decimal or datetime per value, and TIME (-838:59:59 to
@@ -122,7 +121,6 @@ def column_for(
     if data_type in _PARSED_TYPES:
         return _parsed_column(name, data_type, ident)
     if data_type == "decimal" and precision is not None:
-        decimal_type = pa.decimal128 if precision <= DECIMAL128_DIGITS else pa.decimal256
         arrow_type = decimal_type(precision, scale or 0)
         return Column(pa.field(name, arrow_type), ident, arrives_as=pa.string())
     # MariaDB's inet4, inet6, uuid and anything newer: their text form.

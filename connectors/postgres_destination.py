@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from connectors.base import ConnectorError
+from connectors.postgres_source import connect_problem
 from connectors.sql_destination import SqlDestination, SqlSession, TableRef, quote
 from connectors.sql_types import POSTGRES, is_json
 
@@ -182,7 +183,7 @@ class PostgresDestination(SqlDestination):
             # `from None`: the driver's own text stays out of tracebacks and logs too.
             raise ConnectorError(
                 f"connection {self.connection!r}: "
-                f"{_connect_problem(str(exc).lower(), host, port, database, user)}"
+                f"{connect_problem(exc, host, port, database, user)}"
             ) from None
         return PostgresSession(conn, f"{host}:{port}/{database}")
 
@@ -192,32 +193,3 @@ class PostgresDestination(SqlDestination):
         # The server's primary message names the problem without any connection details.
         message = exc.diag.message_primary or str(exc).strip() or type(exc).__name__
         return message.splitlines()[0]
-
-
-# Fragments of libpq's connection errors and what they mean to the user. The messages are
-# written here, never copied from the driver, whose text can include connection details.
-_CONNECT_PROBLEMS: list[tuple[tuple[str, ...], str]] = [
-    (("connection refused",), "cannot reach {where} (connection refused); check host and port"),
-    (("timeout expired", "timed out"), "cannot reach {where} (timed out); check host and port"),
-    (
-        ("could not translate host name", "name or service not known"),
-        "cannot reach {where} (unknown host); check host",
-    ),
-    (
-        ("password authentication failed", "role", "no password supplied", "authentication"),
-        "authentication failed for user {user!r}; check username and password",
-    ),
-    (
-        ("pg_hba.conf",),
-        "{where} refuses connections from this host for user {user!r}; check pg_hba.conf",
-    ),
-    (("does not exist",), "database {database!r} does not exist on {where}; check database"),
-    (("ssl",), "SSL negotiation with {where} failed; check sslmode"),
-]
-
-
-def _connect_problem(error: str, host: str, port: int, database: str, user: str) -> str:
-    for fragments, problem in _CONNECT_PROBLEMS:
-        if any(fragment in error for fragment in fragments):
-            return problem.format(where=f"{host}:{port}", user=user, database=database)
-    return f"cannot connect to {host}:{port}; check host, port, database and credentials"

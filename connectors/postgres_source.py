@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from connectors.base import BATCH_ROWS, ConnectorError
 from connectors.sql_source import Column, SqlSource, quoted, unreachable_reason
+from connectors.sql_types import decimal_type
 
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -80,17 +81,43 @@ def _numeric_column(name: str, ident: str, precision: int | None, scale: int | N
     Decimal objects, and numeric columns dominate the cost of reading a table."""
     if precision is None:
         select = f"round({ident}, {UNCONSTRAINED_SCALE})::text"
-        arrow_type = pa.decimal128(UNCONSTRAINED_PRECISION, UNCONSTRAINED_SCALE)
+        arrow_type = decimal_type(UNCONSTRAINED_PRECISION, UNCONSTRAINED_SCALE)
         return Column(pa.field(name, arrow_type), select, arrives_as=pa.string())
     if precision > MAX_DECIMAL_PRECISION:
         return Column(pa.field(name, pa.string()), _text(ident))
-    decimal_type = pa.decimal128 if precision <= 38 else pa.decimal256
     arrow_type = decimal_type(precision, scale or 0)
     return Column(pa.field(name, arrow_type), _text(ident), arrives_as=pa.string())
 
 
 def _text(ident: str) -> str:
     return f"{ident}::text"
+
+
+def connect_problem(exc: psycopg.Error, host: str, port: int, database: str, user: str) -> str:
+    """What a failed connection means to the user, for the PostgreSQL source and destination.
+
+    Built from what failed: libpq's own text is matched, never repeated, since it can
+    include connection details.
+    """
+    text = str(exc).lower()
+    address = f"{host}:{port}"
+    if "password authentication failed" in text or ("role" in text and "does not exist" in text):
+        return f"authentication failed for user {user!r}; check username and password"
+    if "no password supplied" in text:
+        return f"the server wants a password for user {user!r}; set password"
+    if "database" in text and "does not exist" in text:
+        return f"database {database!r} does not exist on {address}; check database"
+    if "pg_hba.conf" in text:
+        return (
+            f"{address} does not accept user {user!r} from this host; check the server's "
+            "pg_hba.conf or sslmode"
+        )
+    reason = unreachable_reason(text)
+    if reason is not None:
+        return f"cannot reach {address} ({reason}); check host and port"
+    if "ssl" in text:
+        return f"SSL negotiation with {address} failed; check sslmode"
+    return f"cannot connect to {address} ({type(exc).__name__}); check the connection settings"
 
 
 class PostgresSource(SqlSource):
@@ -158,36 +185,7 @@ class PostgresSource(SqlSource):
             raise self._connect_error(exc) from None
 
     def _connect_error(self, exc: psycopg.Error) -> ConnectorError:
-        """A message built from what failed; libpq's own text is matched, never repeated."""
-        text = str(exc).lower()
-        address = f"{self.host}:{self.port}"
-        if "password authentication failed" in text or (
-            "role" in text and "does not exist" in text
-        ):
-            return self._error(
-                f"authentication failed for user {self.username!r}; check username and password"
-            )
-        if "no password supplied" in text:
-            return self._error(
-                f"the server wants a password for user {self.username!r}; set password"
-            )
-        if "database" in text and "does not exist" in text:
-            return self._error(
-                f"database {self.database!r} does not exist on {address}; check database"
-            )
-        if "pg_hba.conf" in text:
-            return self._error(
-                f"{address} does not accept user {self.username!r} from this host; check "
-                "the server's pg_hba.conf or sslmode"
-            )
-        reason = unreachable_reason(text)
-        if reason is not None:
-            return self._error(f"cannot reach {address} ({reason}); check host and port")
-        if "ssl" in text:
-            return self._error(f"SSL negotiation with {address} failed; check sslmode")
-        return self._error(
-            f"cannot connect to {address} ({type(exc).__name__}); check the connection settings"
-        )
+        return self._error(connect_problem(exc, self.host, self.port, self.database, self.username))
 
     def _query_error(self, action: str, exc: psycopg.Error) -> ConnectorError:
         # Server-side errors carry a primary message that never holds connection details.

@@ -7,6 +7,7 @@ objects and lists become JSON text.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
@@ -30,7 +31,8 @@ def flatten(record: Mapping[str, Any]) -> dict[str, Any]:
 def infer_schema(records: list[dict[str, Any]]) -> pa.Schema:
     """Column types from sample records; columns seen only as null become text."""
     names = list(dict.fromkeys(key for record in records for key in record))
-    table = pa.Table.from_pylist(records, schema=None) if records else pa.table({})
+    rows = [{name: record.get(name) for name in names} for record in records]
+    table = pa.Table.from_pylist(rows) if rows else pa.table({})
     fields = []
     for name in names:
         kind = table.schema.field(name).type if name in table.schema.names else pa.null()
@@ -69,3 +71,20 @@ def _convert(
             f"connection {connection!r}: table {table!r} has a value that does not fit its "
             f"column types ({str(error).splitlines()[0]}); the API's data changed type"
         ) from None
+
+
+def as_date(value: Any) -> dt.date:
+    """A datetime, date or ISO 8601 text as a date."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
+
+
+def as_utc(value: Any) -> dt.datetime:
+    """An ISO 8601 text or datetime as an aware UTC datetime (naive means UTC)."""
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)

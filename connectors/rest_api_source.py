@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from connectors.base import ConnectorError, Source, TableSchema, rows_since
+from connectors.base import ConnectorError, Source, TableSchema, connection_error, rows_since
 from connectors.csv_source import parse_type
 from connectors.http import Backoff, api_client
 from connectors.records import flatten, infer_schema, to_batches
@@ -224,14 +224,18 @@ class RestApiSource(Source):
         super().__init__(connection, config)
         self.base_url = str(self.config.get("base_url") or "")
         if not self.base_url:
-            raise self._error("config needs a `base_url`, such as https://api.example.com/v1")
+            raise connection_error(
+                self.connection, "config needs a `base_url`, such as https://api.example.com/v1"
+            )
         self.headers, self.auth, self.credential_fields = self._authentication()
         self.requests_per_second = float(
             self.config.get("requests_per_second") or DEFAULT_REQUESTS_PER_SECOND
         )
         raw = self.config.get("endpoints")
         if not isinstance(raw, Mapping) or not raw:
-            raise self._error("config needs `endpoints`: table name -> {path: /..., ...}")
+            raise connection_error(
+                self.connection, "config needs `endpoints`: table name -> {path: /..., ...}"
+            )
         self.endpoints = {str(name): self._endpoint(str(name), spec) for name, spec in raw.items()}
 
     # The Source contract.
@@ -274,7 +278,9 @@ class RestApiSource(Source):
         headers = {str(k): str(v) for k, v in (self.config.get("headers") or {}).items()}
         kind = str(self.config.get("auth_type") or "none")
         if kind not in AUTH_TYPES:
-            raise self._error(f"auth_type {kind!r} is not one of {', '.join(AUTH_TYPES)}")
+            raise connection_error(
+                self.connection, f"auth_type {kind!r} is not one of {', '.join(AUTH_TYPES)}"
+            )
         if kind == "none":
             return headers, None, "auth_type and headers"
         if kind == "basic":
@@ -293,16 +299,19 @@ class RestApiSource(Source):
         value = self.config.get(key)
         if not value:
             kind = self.config.get("auth_type")
-            raise self._error(f"auth_type {kind} needs `{key}`; set it (e.g. to ${{ENV_VAR}})")
+            raise connection_error(
+                self.connection, f"auth_type {kind} needs `{key}`; set it (e.g. to ${{ENV_VAR}})"
+            )
         return str(value)
 
     def _endpoint(self, name: str, spec: Any) -> Endpoint:
         spec = dict(spec or {})
         unknown = sorted(set(spec) - set(ENDPOINT_KEYS))
         if unknown:
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"endpoint {name!r} has unknown key(s) {', '.join(unknown)}; "
-                f"use {', '.join(ENDPOINT_KEYS)}"
+                f"use {', '.join(ENDPOINT_KEYS)}",
             )
         return Endpoint(
             name=name,
@@ -317,9 +326,10 @@ class RestApiSource(Source):
     def _pagination(self, endpoint: str, spec: dict[str, Any]) -> NoPagination:
         kind = str(spec.pop("type", "none"))
         if kind not in PAGINATIONS:
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"endpoint {endpoint!r}: pagination type {kind!r} is not one of "
-                f"{', '.join(PAGINATIONS)}"
+                f"{', '.join(PAGINATIONS)}",
             )
         return self._settings(endpoint, f"pagination ({kind})", PAGINATIONS[kind], spec)
 
@@ -331,9 +341,10 @@ class RestApiSource(Source):
             return cls(**spec)
         except TypeError:
             allowed = ", ".join(f.name for f in dataclasses.fields(cls))
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"endpoint {endpoint!r}: {what} got {', '.join(spec) or 'no keys'}; "
-                f"its keys are {allowed}"
+                f"its keys are {allowed}",
             ) from None
 
     def _declared_schema(self, endpoint: str, spec: Any) -> pa.Schema | None:
@@ -342,12 +353,15 @@ class RestApiSource(Source):
         try:
             return pa.schema((str(name), parse_type(str(kind))) for name, kind in spec.items())
         except ValueError as error:
-            raise self._error(f"endpoint {endpoint!r}: schema: {error}") from None
+            raise connection_error(
+                self.connection, f"endpoint {endpoint!r}: schema: {error}"
+            ) from None
 
     def _table(self, table: str) -> Endpoint:
         if table not in self.endpoints:
-            raise self._error(
-                f"no endpoint {table!r}; declared endpoints are {', '.join(self.endpoints)}"
+            raise connection_error(
+                self.connection,
+                f"no endpoint {table!r}; declared endpoints are {', '.join(self.endpoints)}",
             )
         return self.endpoints[table]
 
@@ -357,10 +371,11 @@ class RestApiSource(Source):
         if incremental is None:
             return {}  # the API cannot filter: read everything, filter with rows_since
         if incremental.cursor_field not in (None, key):
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"endpoint {endpoint.name!r} filters on {incremental.cursor_field!r} "
                 f"(incremental.cursor_field) but the pipeline's incremental_key is {key!r}; "
-                "make them the same"
+                "make them the same",
             )
         value = cursor.isoformat() if isinstance(cursor, dt.date) else cursor
         return {incremental.cursor_param: value}
@@ -428,9 +443,10 @@ class RestApiSource(Source):
         try:
             body = response.json()
         except ValueError:
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"endpoint {endpoint.name!r}: {where} did not answer with JSON; "
-                "check base_url and the endpoint's path"
+                "check base_url and the endpoint's path",
             ) from None
         return Page(request, response, body, self._page_records(endpoint, body, where))
 
@@ -442,9 +458,10 @@ class RestApiSource(Source):
             base.host,
             base.port,
         ):
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"endpoint {endpoint.name!r}: the next-page link points to {url.host}, not "
-                f"{base.host}; not following it, so credentials never leave base_url's host"
+                f"{base.host}; not following it, so credentials never leave base_url's host",
             )
 
     def _page_records(self, endpoint: Endpoint, body: Any, where: str) -> list[Record]:
@@ -464,10 +481,11 @@ class RestApiSource(Source):
         return records
 
     def _data_path_error(self, endpoint: Endpoint, where: str, problem: str) -> ConnectorError:
-        return self._error(
+        return connection_error(
+            self.connection,
             f"endpoint {endpoint.name!r}: data_path {endpoint.data_path!r} does not lead to a "
             f"list of records in the response to {where} ({problem}); fix "
-            f"endpoints.{endpoint.name}.data_path"
+            f"endpoints.{endpoint.name}.data_path",
         )
 
     # Converting.
@@ -491,15 +509,13 @@ class RestApiSource(Source):
             try:
                 columns.append(column.cast(target.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-                raise self._error(
+                raise connection_error(
+                    self.connection,
                     f"endpoint {table!r}: column {target.name!r} has a value that is not "
                     f"{target.type} ({str(error).splitlines()[0]}); fix its type in "
-                    f"endpoints.{table}.schema"
+                    f"endpoints.{table}.schema",
                 ) from None
         return pa.RecordBatch.from_arrays(columns, schema=schema)
-
-    def _error(self, message: str) -> ConnectorError:
-        return ConnectorError(f"connection {self.connection!r}: {message}")
 
 
 class _QueryParamAuth(httpx.Auth):

@@ -30,9 +30,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pyarrow as pa
 
-from connectors.base import ConnectorError, Source, TableSchema
+from connectors.base import Source, TableSchema, connection_error, rows_since
 from connectors.http import api_client
-from connectors.records import to_batches
+from connectors.records import as_utc, to_batches
 
 DEFAULT_API_VERSION = "2024-10"
 # Shopify's REST leaky bucket drains 2 requests a second on standard plans; going faster only
@@ -128,7 +128,9 @@ class ShopifySource(Source):
         )
         self.page_size = int(self.config.get("page_size") or MAX_PAGE_SIZE)
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise self._error(f"page_size must be between 1 and {MAX_PAGE_SIZE}; fix page_size")
+            raise connection_error(
+                self.connection, f"page_size must be between 1 and {MAX_PAGE_SIZE}; fix page_size"
+            )
 
     def check(self) -> str:
         with self._client() as http:
@@ -143,18 +145,20 @@ class ShopifySource(Source):
     ) -> pa.RecordBatchReader:
         spec = self._table(table)
         if incremental_key is not None and incremental_key not in spec.incremental_keys:
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"table {table!r} can be read incrementally only on "
-                f"{', '.join(spec.incremental_keys)}; set incremental_key to one of them"
+                f"{', '.join(spec.incremental_keys)}; set incremental_key to one of them",
             )
-        since = _as_utc(cursor) if incremental_key is not None and cursor is not None else None
+        since = as_utc(cursor) if incremental_key is not None and cursor is not None else None
         records = self._records(table, incremental_key, since)
         typed = (_typed(record, spec.schema) for record in records)
+        reader = to_batches(typed, self.connection, table, spec.schema)
         if since is not None:
             # Also the filter for the tables Shopify cannot filter, and a guard against its
             # whole-second precision: only rows at or after the cursor leave here.
-            typed = (row for row in typed if row[incremental_key] and row[incremental_key] >= since)
-        return to_batches(typed, self.connection, table, spec.schema)
+            reader = rows_since(reader, incremental_key, since, self.connection)
+        return reader
 
     def _records(
         self, table: str, key: str | None, since: dt.datetime | None
@@ -219,7 +223,9 @@ class ShopifySource(Source):
 
     def _table(self, table: str) -> ShopifyTable:
         if table not in TABLES:
-            raise self._error(f"unknown table {table!r}; use one of {', '.join(TABLES)}")
+            raise connection_error(
+                self.connection, f"unknown table {table!r}; use one of {', '.join(TABLES)}"
+            )
         return TABLES[table]
 
     def _shop_domain(self) -> str:
@@ -230,11 +236,10 @@ class ShopifySource(Source):
     def _required(self, name: str) -> Any:
         value = self.config.get(name)
         if not value:
-            raise self._error(f"{name} is not set; set it in the connection's config")
+            raise connection_error(
+                self.connection, f"{name} is not set; set it in the connection's config"
+            )
         return value
-
-    def _error(self, message: str) -> ConnectorError:
-        return ConnectorError(f"connection {self.connection!r}: {message}")
 
 
 def _date_filter(key: str, since: dt.datetime | None) -> dict[str, str]:
@@ -268,15 +273,7 @@ def _value(value: Any, kind: pa.DataType) -> Any:
     if value is None or value == "":
         return None
     if pa.types.is_timestamp(kind):
-        return _as_utc(value)
+        return as_utc(value)
     if pa.types.is_decimal(kind):
         return decimal.Decimal(str(value))
     return value
-
-
-def _as_utc(value: Any) -> dt.datetime:
-    """An ISO 8601 text or datetime as an aware UTC datetime (naive means UTC)."""
-    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)

@@ -144,7 +144,7 @@ class SqlDestination(Destination):
         return CursorState.from_json(json.loads(rows[0][0])) if rows else None
 
     def load(self, data: pa.RecordBatchReader, request: LoadRequest) -> LoadResult:
-        self._check_upsert_key(data.schema, request)
+        check_upsert_key(self.connection, data.schema, request)
         tracked = _TrackedReader(data)
         table_load = _TableLoad(
             connection=self.connection,
@@ -172,23 +172,6 @@ class SqlDestination(Destination):
                 ) from exc
         return result
 
-    def _check_upsert_key(self, schema: pa.Schema, request: LoadRequest) -> None:
-        if request.mode is not LoadMode.UPSERT:
-            return
-        if not request.upsert_key:
-            raise ConnectorError(
-                f"connection {self.connection!r}: table {request.table!r} is loaded with "
-                "mode upsert but has no upsert_key; set upsert_key to the column(s) that "
-                "identify a row"
-            )
-        for key in request.upsert_key:
-            if key not in schema.names:
-                raise ConnectorError(
-                    f"connection {self.connection!r}: upsert_key column {key!r} is not in the "
-                    f"data loaded into table {request.table!r}; use one of "
-                    f"{', '.join(schema.names)}"
-                )
-
     @contextlib.contextmanager
     def _session(self) -> Iterator[SqlSession]:
         """A session that is always closed and whose driver errors become ConnectorErrors."""
@@ -204,6 +187,23 @@ class SqlDestination(Destination):
             raise ConnectorError(f"connection {self.connection!r}: {message}") from exc
         finally:
             session.close()
+
+
+def check_upsert_key(connection: str, schema: pa.Schema, request: LoadRequest) -> None:
+    """An upsert needs an upsert_key whose columns are all in the data."""
+    if request.mode is not LoadMode.UPSERT:
+        return
+    if not request.upsert_key:
+        raise ConnectorError(
+            f"connection {connection!r}: table {request.table!r} is loaded with mode upsert "
+            "but has no upsert_key; set upsert_key to the column(s) that identify a row"
+        )
+    for key in request.upsert_key:
+        if key not in schema.names:
+            raise ConnectorError(
+                f"connection {connection!r}: upsert_key column {key!r} is not in the data "
+                f"loaded into table {request.table!r}; use one of {', '.join(schema.names)}"
+            )
 
 
 def _rollback(session: SqlSession) -> None:
@@ -330,8 +330,10 @@ class _TableLoad:
 
     def _refuse_null_keys(self, session: SqlSession, stage: str) -> None:
         """A NULL key matches no row, so upserting it would duplicate it on every load."""
-        for key in self.request.upsert_key:
-            nulls = session.query(f"SELECT count(*) FROM {stage} WHERE {quote(key)} IS NULL")[0][0]
+        keys = self.request.upsert_key
+        counts = ", ".join(f"count(*) FILTER (WHERE {quote(key)} IS NULL)" for key in keys)
+        nulls_per_key = session.query(f"SELECT {counts} FROM {stage}")[0]
+        for key, nulls in zip(keys, nulls_per_key, strict=True):
             if nulls:
                 raise ConnectorError(
                     f"connection {self.connection!r}: upsert key {key!r} is NULL in {nulls} "

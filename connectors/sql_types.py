@@ -42,6 +42,9 @@ class SqlType:
     scale: int = 0
 
 
+# The most digits a decimal128 holds; wider decimals (up to 76 digits) need decimal256.
+DECIMAL128_DIGITS = 38
+
 _INTEGER_NAMES = {8: "SMALLINT", 16: "SMALLINT", 32: "INTEGER", 64: "BIGINT"}
 _PLAIN_NAMES = {
     Family.BOOLEAN: "BOOLEAN",
@@ -56,7 +59,6 @@ _PLAIN_NAMES = {
 class Dialect:
     """The differences between the SQL of the supported destinations."""
 
-    name: str
     text: str
     double: str
     decimal: str
@@ -92,7 +94,6 @@ class Dialect:
 
 
 DUCKDB = Dialect(
-    name="DuckDB",
     text="VARCHAR",
     double="DOUBLE",
     decimal="DECIMAL",
@@ -103,7 +104,6 @@ DUCKDB = Dialect(
     folds_case=True,
 )
 POSTGRES = Dialect(
-    name="PostgreSQL",
     text="TEXT",
     double="DOUBLE PRECISION",
     decimal="NUMERIC",
@@ -204,6 +204,13 @@ def parse_sql_type(text: str) -> SqlType:
     return _NAMED_TYPES.get(_LENGTH_PATTERN.sub("", normalized), SqlType(Family.OTHER))
 
 
+def decimal_type(precision: int, scale: int = 0) -> pa.DataType:
+    """The narrowest Arrow decimal of this precision: decimal128 up to 38 digits, then 256."""
+    if precision > DECIMAL128_DIGITS:
+        return pa.decimal256(precision, scale)
+    return pa.decimal128(precision, scale)
+
+
 def to_arrow(sql_type: SqlType) -> pa.DataType:
     """The Arrow type that reading a column of this SQL type produces."""
     match sql_type.family:
@@ -215,9 +222,7 @@ def to_arrow(sql_type: SqlType) -> pa.DataType:
             if sql_type.precision is None:
                 # Arrow decimals need a fixed scale; 38,9 keeps 29 integer digits and 9 decimals.
                 return pa.decimal128(38, 9)
-            if sql_type.precision > 38:
-                return pa.decimal256(sql_type.precision, sql_type.scale)
-            return pa.decimal128(sql_type.precision, sql_type.scale)
+            return decimal_type(sql_type.precision, sql_type.scale)
         case Family.FLOAT:
             return pa.float32() if sql_type.bits == 32 else pa.float64()
         case Family.BOOLEAN:

@@ -25,7 +25,7 @@ import httpx
 import pyarrow as pa
 import stripe
 
-from connectors.base import ConnectorError, Source, TableSchema
+from connectors.base import ConnectorError, Source, TableSchema, connection_error
 from connectors.http import Backoff, http_error, retry_after, shared_limiter
 from connectors.records import to_batches
 
@@ -172,7 +172,9 @@ class StripeSource(Source):
         self.base_url: str = str(self.config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
         self.page_size: int = int(self.config.get("page_size") or MAX_PAGE_SIZE)
         if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise self._error(f"page_size {self.page_size} is out of range; use 1 to 100")
+            raise connection_error(
+                self.connection, f"page_size {self.page_size} is out of range; use 1 to 100"
+            )
         per_second = float(self.config.get("requests_per_second") or DEFAULT_REQUESTS_PER_SECOND)
         self._limiter = shared_limiter(connection, per_second)
         self._backoff = Backoff()
@@ -191,9 +193,10 @@ class StripeSource(Source):
     ) -> pa.RecordBatchReader:
         columns = self._table(table)
         if incremental_key not in (None, INCREMENTAL_KEY):
-            raise self._error(
+            raise connection_error(
+                self.connection,
                 f"table {table!r} can sync incrementally only on {INCREMENTAL_KEY!r} (the "
-                f"only filter of Stripe's list API); set incremental_key: {INCREMENTAL_KEY}"
+                f"only filter of Stripe's list API); set incremental_key: {INCREMENTAL_KEY}",
             )
         params: dict[str, Any] = {"limit": self.page_size, **_LIST_PARAMS.get(table, {})}
         if incremental_key and cursor is not None:
@@ -206,7 +209,9 @@ class StripeSource(Source):
 
     def _table(self, table: str) -> StripeTable:
         if table not in TABLES:
-            raise self._error(f"no table {table!r} in Stripe; use one of {', '.join(TABLES)}")
+            raise connection_error(
+                self.connection, f"no table {table!r} in Stripe; use one of {', '.join(TABLES)}"
+            )
         return TABLES[table]
 
     def _objects(self, table: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -225,7 +230,9 @@ class StripeSource(Source):
         """Created on first use, so discover() works without an api_key."""
         api_key = str(self.config.get("api_key") or "")
         if not api_key:
-            raise self._error("no api_key; set api_key (for example to ${STRIPE_API_KEY})")
+            raise connection_error(
+                self.connection, "no api_key; set api_key (for example to ${STRIPE_API_KEY})"
+            )
         return stripe.StripeClient(
             api_key,
             base_addresses={"api": self.base_url},
@@ -250,7 +257,7 @@ class StripeSource(Source):
                 raise self._request_error(path, error) from None
 
     def _rate_limit_delay(self, error: stripe.StripeError, attempt: int) -> float:
-        wait = retry_after(httpx.Response(429, headers=dict(error.headers or {})))
+        wait = retry_after(httpx.Headers(error.headers or {}))
         return wait if wait is not None else self._backoff.delay(attempt)
 
     def _request_error(self, path: str, error: stripe.StripeError) -> ConnectorError:
@@ -265,12 +272,11 @@ class StripeSource(Source):
             return http_error(self.connection, response, "api_key")
         if isinstance(error, stripe.APIConnectionError):
             host = urlsplit(self.base_url).hostname
-            return self._error(
-                f"cannot reach {host} (network error); check base_url and the network"
+            return connection_error(
+                self.connection,
+                f"cannot reach {host} (network error); check base_url and the network",
             )
-        return self._error(
-            f"GET {path} failed ({type(error).__name__}); check the connection's settings"
+        return connection_error(
+            self.connection,
+            f"GET {path} failed ({type(error).__name__}); check the connection's settings",
         )
-
-    def _error(self, message: str) -> ConnectorError:
-        return ConnectorError(f"connection {self.connection!r}: {message}")

@@ -15,7 +15,7 @@ import json
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +32,7 @@ from connectors.object_store import filesystem_for, url_for
 
 PREVIEW_ROWS = 10
 STAGED_PATH = "staged_path"
-# Rows per parquet row group. DuckDB reads and writes a file in parallel by row group, so
-# its own default size keeps both cores busy; much smaller groups slow writing down.
-ROW_GROUP_ROWS = 122_880
-# ...but never buffer more than this many bytes of a group in memory.
-ROW_GROUP_BYTES = 64 << 20
 PARQUET_FILE = "data.parquet"
-# zstd's fastest level: staging is written once and read once, so speed beats ratio.
-ZSTD_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -64,34 +57,6 @@ def scratch_file() -> Iterator[Path]:
         raise
 
 
-def write_parquet(
-    path: Path,
-    schema: pa.Schema,
-    batches: Iterable[pa.RecordBatch],
-    file_metadata: Callable[[], dict[str, str]] = dict,
-) -> None:
-    """Stream batches into a zstd parquet file; file metadata is asked for after the last."""
-    pending: list[pa.RecordBatch] = []
-    rows = size = 0
-    # Dictionary-encode text only: for numbers and timestamps it costs far more time than
-    # it saves space.
-    text = [
-        f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-    ]
-    with pq.ParquetWriter(
-        path, schema, compression="zstd", compression_level=ZSTD_LEVEL, use_dictionary=text
-    ) as writer:
-        for batch in batches:
-            pending.append(batch)
-            rows, size = rows + batch.num_rows, size + batch.nbytes
-            if rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
-                writer.write_table(pa.Table.from_batches(pending, schema))
-                pending, rows, size = [], 0, 0
-        if pending:
-            writer.write_table(pa.Table.from_batches(pending, schema))
-        writer.add_key_value_metadata(file_metadata())
-
-
 @dataclass(frozen=True)
 class StagedTable:
     """What a downstream asset receives: a staged parquet file, read lazily."""
@@ -99,12 +64,16 @@ class StagedTable:
     filesystem: fs.FileSystem
     path: str
     url: str
-    _file_metadata: dict[str, str] = field(default_factory=dict)
-    schema: pa.Schema = field(default_factory=lambda: pa.schema([]))
+    _file_metadata: dict[str, str]
+    schema: pa.Schema
 
     @classmethod
     def open(cls, url: str) -> StagedTable:
-        filesystem, path = filesystem_for(url)
+        return cls.at(*filesystem_for(url), url)
+
+    @classmethod
+    def at(cls, filesystem: fs.FileSystem, path: str, url: str) -> StagedTable:
+        """A staged file on a filesystem already open, reading only its footer."""
         with filesystem.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
             raw = parquet.metadata.metadata or {}
@@ -197,7 +166,7 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
         asset_key = context.asset_key
         filesystem, path = self._location(context.step_context.run_id, asset_key)
         if filesystem.get_file_info(path).type == fs.FileType.File:
-            return StagedTable.open(url_for(filesystem, path))
+            return StagedTable.at(filesystem, path, url_for(filesystem, path))
         # The upstream asset was not materialized in this run: read its latest version.
         event = context.instance.get_latest_materialization_event(asset_key)
         staged = event.asset_materialization.metadata.get(STAGED_PATH) if event else None
