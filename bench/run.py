@@ -209,10 +209,10 @@ def child_datapipe(csv_path: Path, postgres: dict[str, Any], work: Path) -> dict
     import dagster as dg
     import psycopg
 
-    from datapipe_assets.factory import build_definitions
-    from datapipe_assets.project import load_project
-    from tests.project_files import SIX_NODE_TRANSFORM, write_project
-    from tests.services import PostgresServer
+    from datapipe_assets.defs.factory import build_definitions
+    from datapipe_assets.pipeline.project import load_project
+    from tests.support.project_files import SIX_NODE_TRANSFORM, write_project
+    from tests.support.services import PostgresServer
 
     imported = time.perf_counter()
     os.environ["DATAPIPE_STAGING_URL"] = str(work / "staging")
@@ -390,7 +390,8 @@ def warm_bytecode() -> None:
     """Import everything once with bytecode caching on, so no child pays for compiling."""
     code = (
         "import dagster, dagster_duckdb, duckdb, psycopg, pyarrow.dataset, pyarrow.parquet; "
-        "import datapipe_assets.factory, datapipe_assets.project, tests.project_files"
+        "import datapipe_assets.defs.factory, datapipe_assets.pipeline.project, "
+        "tests.support.project_files"
     )
     subprocess.run([sys.executable, "-c", code], env=child_env(), cwd=ROOT, check=True)
 
@@ -406,8 +407,8 @@ def repeated(runs: Sequence[Measurement]) -> Measurement:
 
 def measure(rows_list: Sequence[int], repeat: int, profile: bool) -> list[Measurement]:
     """Floor, then datapipe, for every row count; all against one real PostgreSQL server."""
-    from tests.project_files import postgres_config
-    from tests.services import postgres_server
+    from tests.support.project_files import postgres_config
+    from tests.support.services import postgres_server
 
     measurements: list[Measurement] = []
     for rows in rows_list:

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from datapipe_assets.factory import build_definitions
-from datapipe_assets.project import load_project
+from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.pipeline.project import load_project
 
 
 @dg.definitions

@@ -13,7 +13,6 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-import dagster as dg
 import duckdb
 import pyarrow as pa
 
@@ -50,22 +49,6 @@ def sandboxed_connection(
         yield con
     finally:
         con.close()
-
-
-class TransformEngine(dg.ConfigurableResource):
-    """Sandboxed DuckDB connections for transform assets."""
-
-    memory_limit: str | None = None  # default: $DATAPIPE_DUCKDB_MEMORY, else 128MB
-    threads: int | None = None  # default: one per core
-
-    @contextmanager
-    def connect(
-        self, readable: Sequence[str], writable_directory: str
-    ) -> Iterator[duckdb.DuckDBPyConnection]:
-        with sandboxed_connection(
-            readable, writable_directory, self.memory_limit, self.threads
-        ) as con:
-            yield con
 
 
 def output_schema(sql: str, input_schema: pa.Schema) -> pa.Schema:

@@ -1,6 +1,6 @@
 """Alert channels as plain sending code: email (SMTP or Resend), Slack and generic webhooks.
 
-Each send is retried (SMTP here, HTTP through `connectors.http.api_client`'s transport) and
+Each send is retried (SMTP here, HTTP through `connectors.shared.http.api_client`'s transport) and
 fails with a `NotificationError` whose text has every channel secret masked: the SMTP
 password, the Resend key and webhook URLs (a Slack URL's path is its token).
 """
@@ -19,8 +19,8 @@ from email.message import EmailMessage
 import httpx
 
 from connectors.base import ConnectorError
-from connectors.http import Backoff, api_client
-from datapipe_assets.connections import PLACEHOLDER, mask
+from connectors.shared.http import Backoff, api_client
+from connectors.shared.secrets import PLACEHOLDER, mask
 
 RESEND_BASE_URL = "https://api.resend.com"
 DEFAULT_SENDER = "datapipe@localhost"

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs
 
 from connectors.base import BATCH_ROWS
-from connectors.object_store import filesystem_for, url_for
+from connectors.shared.object_store import filesystem_for, url_for
 
 PREVIEW_ROWS = 10
 STAGED_PATH = "staged_path"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.services import PostgresServer, S3Server, postgres_server, s3_server
+from tests.support.services import PostgresServer, S3Server, postgres_server, s3_server
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,127 @@
+"""Loads Arrow batches into a DuckDB database file.
+
+DuckDB scans the RecordBatchReader itself (`register`), so batches stream straight from the
+source into the table without a copy through Python. The load semantics are shared with
+PostgreSQL in `connectors.shared.sql_types`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from connectors.base import ConnectorError
+from connectors.shared.sql_destination import SqlDestination, SqlSession, TableRef, quote
+from connectors.shared.sql_types import DUCKDB, is_json
+
+# The name the incoming batches are visible under while they are inserted.
+_INCOMING = "_datapipe_incoming"
+_STAGE = "_datapipe_stage"
+
+
+class DuckDBSession(SqlSession):
+    dialect = DUCKDB
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+        self._con = con
+        self._path = path
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._con.execute(sql, params)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._con.execute(sql, params).fetchall()
+
+    def execute_count(self, sql: str) -> int:
+        row = self._con.execute(sql).fetchone()
+        return int(row[0]) if row else 0
+
+    def columns(self, table: TableRef) -> dict[str, str] | None:
+        # Compared case-insensitively because DuckDB resolves identifiers that way.
+        rows = self.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND lower(table_schema) = lower(?) "
+            "AND lower(table_name) = lower(?) ORDER BY ordinal_position",
+            (table.schema, table.name),
+        )
+        return dict(rows) or None
+
+    def tables(self, schema: str) -> list[str]:
+        rows = self.query(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND lower(table_schema) = lower(?) "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name",
+            (schema,),
+        )
+        return [name for (name,) in rows]
+
+    def insert(self, data: pa.RecordBatchReader, target: str) -> int:
+        columns = ", ".join(quote(name) for name in data.schema.names)
+        values = ", ".join(_value_expression(field) for field in data.schema)
+        self._con.register(_INCOMING, data)
+        rows = self.execute_count(
+            f"INSERT INTO {target} ({columns}) SELECT {values} FROM {_INCOMING}"
+        )
+        # Not in a `finally`: after a failed insert the transaction is aborted, unregistering
+        # would fail and hide the real error; closing the connection drops the view anyway.
+        self._con.unregister(_INCOMING)
+        return rows
+
+    def create_stage(self, column_types: Mapping[str, str]) -> tuple[str, str]:
+        definitions = ", ".join(f"{quote(name)} {kind}" for name, kind in column_types.items())
+        self.execute(f"CREATE TEMP TABLE {quote(_STAGE)} ({definitions})")
+        # A DuckDB table's rowid follows insertion order, and the arrow scan keeps batch order.
+        return f"temp.{quote(_STAGE)}", "rowid"
+
+    def describe(self) -> str:
+        return f"DuckDB {duckdb.__version__} database {str(self._path)!r}"
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _value_expression(field: pa.Field) -> str:
+    """How an incoming column is selected: nested values become JSON text."""
+    return f"to_json({quote(field.name)})" if is_json(field.type) else quote(field.name)
+
+
+class DuckDBDestination(SqlDestination):
+    """A DuckDB database file. Config: `path` (relative to `base_dir`, if given), `schema`."""
+
+    dialect = DUCKDB
+
+    @property
+    def path(self) -> Path:
+        if not self.config.get("path"):
+            raise ConnectorError(
+                f"connection {self.connection!r}: no path is set; set path to the DuckDB "
+                "database file"
+            )
+        path = Path(str(self.config["path"])).expanduser()
+        return Path(str(self.config.get("base_dir") or ".")) / path
+
+    def _connect(self) -> SqlSession:
+        path = self.path.resolve()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            con = duckdb.connect(str(path))
+        except (OSError, duckdb.Error) as exc:
+            raise ConnectorError(
+                f"connection {self.connection!r}: cannot open DuckDB database {str(path)!r} "
+                f"({_first_line(exc)}); check path and that no other process holds it open"
+            ) from exc
+        # Fixed so that tz-aware data loaded into a TIMESTAMP column lands as UTC.
+        con.execute("SET TimeZone = 'UTC'")
+        return DuckDBSession(con, path)
+
+    def _driver_error(self, exc: Exception) -> str | None:
+        return _first_line(exc) if isinstance(exc, duckdb.Error) else None
+
+
+def _first_line(exc: BaseException) -> str:
+    # DuckDB appends the statement and a caret marker on further lines.
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

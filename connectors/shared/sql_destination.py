@@ -1,0 +1,386 @@
+"""The load semantics the SQL destinations (DuckDB, PostgreSQL) share.
+
+DuckDB and PostgreSQL speak nearly the same SQL (transactional DDL, `ON CONFLICT`,
+`DISTINCT ON`, `DELETE ... USING`), so one implementation of create / add-columns / append /
+replace / upsert / cursor-state drives both. A destination only supplies a `SqlSession`: how
+to connect, look up columns and bulk-write Arrow batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from connectors.base import (
+    ConnectorError,
+    CursorState,
+    Destination,
+    LoadMode,
+    LoadRequest,
+    LoadResult,
+    TableSchema,
+)
+from connectors.shared.sql_types import (
+    Dialect,
+    arrow_schema,
+    from_arrow,
+    is_compatible,
+    parse_sql_type,
+)
+
+# Cursor states live next to the data so they commit in the same transaction as the rows.
+STATE_TABLE = "_datapipe_state"
+
+
+def quote(identifier: str) -> str:
+    """An identifier quoted for SQL, so any name (keywords, capitals, quotes) is safe."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A table in a schema, as named in load requests."""
+
+    schema: str
+    name: str
+
+    @classmethod
+    def parse(cls, table: str, default_schema: str) -> TableRef:
+        """`table` or `schema.table`."""
+        schema, _, name = table.rpartition(".")
+        return cls(schema or default_schema, name)
+
+    @property
+    def sql(self) -> str:
+        return f"{quote(self.schema)}.{quote(self.name)}"
+
+
+class SqlSession(ABC):
+    """One open connection to a SQL destination, in the session time zone UTC."""
+
+    dialect: ClassVar[Dialect]
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a statement."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a query and return all its rows."""
+
+    @abstractmethod
+    def execute_count(self, sql: str) -> int:
+        """Run an INSERT/UPDATE/DELETE and return how many rows it changed."""
+
+    @abstractmethod
+    def columns(self, table: TableRef) -> dict[str, str] | None:
+        """The table's columns in order, as name -> declared type; None if it doesn't exist."""
+
+    @abstractmethod
+    def tables(self, schema: str) -> list[str]:
+        """The names of the tables in a schema."""
+
+    @abstractmethod
+    def insert(self, data: pa.RecordBatchReader, target: str) -> int:
+        """Stream every batch into the columns of `target` named like the data's columns."""
+
+    @abstractmethod
+    def create_stage(self, column_types: Mapping[str, str]) -> tuple[str, str]:
+        """Create a temporary staging table with these columns, dropped by the transaction's
+        end at the latest; return its SQL name and an expression giving each staged row's
+        position in insertion order."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """What the session is connected to, for `check()`."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Disconnect."""
+
+
+class SqlDestination(Destination):
+    """The load semantics of every SQL destination; subclasses supply the session."""
+
+    dialect: ClassVar[Dialect]
+
+    @abstractmethod
+    def _connect(self) -> SqlSession:
+        """Open a session, raising a ConnectorError that says what to fix when that fails."""
+
+    @abstractmethod
+    def _driver_error(self, exc: Exception) -> str | None:
+        """The one-line, secret-free text of a database error; None for any other error."""
+
+    @property
+    def schema(self) -> str:
+        """The schema that unqualified tables and the cursor states live in."""
+        return str(self.config.get("schema") or self.dialect.default_schema)
+
+    def check(self) -> str:
+        with self._session() as session:
+            return f"connection {self.connection!r}: {session.describe()}"
+
+    def discover(self) -> list[TableSchema]:
+        with self._session() as session:
+            return [
+                TableSchema(name, arrow_schema(session.columns(TableRef(self.schema, name)) or {}))
+                for name in session.tables(self.schema)
+                if name != STATE_TABLE
+            ]
+
+    def read_state(self, pipeline: str, source_table: str) -> CursorState | None:
+        state_table = TableRef(self.schema, STATE_TABLE)
+        mark = self.dialect.placeholder
+        with self._session() as session:
+            if session.columns(state_table) is None:
+                return None
+            rows = session.query(
+                f"SELECT state FROM {state_table.sql} "
+                f"WHERE pipeline = {mark} AND source_table = {mark}",
+                (pipeline, source_table),
+            )
+        return CursorState.from_json(json.loads(rows[0][0])) if rows else None
+
+    def load(self, data: pa.RecordBatchReader, request: LoadRequest) -> LoadResult:
+        check_upsert_key(self.connection, data.schema, request)
+        tracked = _TrackedReader(data)
+        table_load = _TableLoad(
+            connection=self.connection,
+            table=TableRef.parse(request.table, self.schema),
+            state_schema=self.schema,
+            request=request,
+        )
+        with self._session() as session:
+            session.execute("BEGIN")
+            try:
+                result = table_load.run(session, tracked.reader)
+                session.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(session)
+                # A database that reads the batches itself (DuckDB) reports the source's
+                # failure as its own error; surface the source's error as it was raised.
+                if tracked.error is not None:
+                    raise tracked.error from None
+                message = self._driver_error(exc) if isinstance(exc, Exception) else None
+                if message is None:
+                    raise
+                raise ConnectorError(
+                    f"connection {self.connection!r}: loading table {request.table!r} "
+                    f"failed: {message}"
+                ) from exc
+        return result
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[SqlSession]:
+        """A session that is always closed and whose driver errors become ConnectorErrors."""
+        session = self._connect()
+        try:
+            yield session
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            message = self._driver_error(exc)
+            if message is None:
+                raise
+            raise ConnectorError(f"connection {self.connection!r}: {message}") from exc
+        finally:
+            session.close()
+
+
+def check_upsert_key(connection: str, schema: pa.Schema, request: LoadRequest) -> None:
+    """An upsert needs an upsert_key whose columns are all in the data."""
+    if request.mode is not LoadMode.UPSERT:
+        return
+    if not request.upsert_key:
+        raise ConnectorError(
+            f"connection {connection!r}: table {request.table!r} is loaded with mode upsert "
+            "but has no upsert_key; set upsert_key to the column(s) that identify a row"
+        )
+    for key in request.upsert_key:
+        if key not in schema.names:
+            raise ConnectorError(
+                f"connection {connection!r}: upsert_key column {key!r} is not in the data "
+                f"loaded into table {request.table!r}; use one of {', '.join(schema.names)}"
+            )
+
+
+def _rollback(session: SqlSession) -> None:
+    # The load's own error is the one worth reporting: if the connection is broken the
+    # rollback fails too, and the server discards the open transaction anyway.
+    with contextlib.suppress(Exception):
+        session.execute("ROLLBACK")
+
+
+class _TrackedReader:
+    """Passes batches through, remembering the exception the source raised, if any."""
+
+    def __init__(self, data: pa.RecordBatchReader) -> None:
+        self.error: Exception | None = None
+        self.reader = pa.RecordBatchReader.from_batches(data.schema, self._batches(data))
+
+    def _batches(self, data: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from data
+        except Exception as exc:
+            self.error = exc
+            raise
+
+
+@dataclass(frozen=True)
+class _TableLoad:
+    """One load request, run inside an open transaction."""
+
+    connection: str
+    table: TableRef
+    state_schema: str
+    request: LoadRequest
+
+    def run(self, session: SqlSession, data: pa.RecordBatchReader) -> LoadResult:
+        existing = session.columns(self.table)
+        if existing is None:
+            column_types, added = self._create(session, data.schema), ()
+        else:
+            column_types, added = self._add_missing_columns(session, data.schema, existing)
+            if self.request.mode is LoadMode.REPLACE:
+                session.execute(f"TRUNCATE TABLE {self.table.sql}")
+        if self.request.mode is LoadMode.UPSERT:
+            rows = self._upsert(session, data, column_types)
+        else:
+            rows = session.insert(data, self.table.sql)
+        self._save_states(session)
+        return LoadResult(
+            rows_loaded=rows,
+            table_rows=session.query(f"SELECT count(*) FROM {self.table.sql}")[0][0],
+            columns_added=added,
+            table_created=existing is None,
+        )
+
+    def _create(self, session: SqlSession, schema: pa.Schema) -> dict[str, str]:
+        """Create the table from the data's schema; return the declared column types."""
+        if not self.request.create_table_if_missing:
+            raise ConnectorError(
+                f"connection {self.connection!r}: table {self.request.table!r} does not exist "
+                "and create_table_if_missing is false; create it or set "
+                "create_table_if_missing: true"
+            )
+        _ensure_schema(session, self.table.schema)
+        types = {f.name: session.dialect.render(from_arrow(f.type)) for f in schema}
+        definitions = [f"{quote(name)} {sql_type}" for name, sql_type in types.items()]
+        if self.request.mode is LoadMode.UPSERT:
+            definitions.append(f"PRIMARY KEY ({_column_list(self.request.upsert_key)})")
+        session.execute(f"CREATE TABLE {self.table.sql} ({', '.join(definitions)})")
+        return types
+
+    def _add_missing_columns(
+        self, session: SqlSession, schema: pa.Schema, existing: Mapping[str, str]
+    ) -> tuple[dict[str, str], tuple[str, ...]]:
+        """Check every incoming column against the table, then add the missing ones.
+
+        Returns the column type of each incoming column and the names of those added.
+        """
+        dialect = session.dialect
+        declared = {dialect.key(name): sql_type for name, sql_type in existing.items()}
+        types: dict[str, str] = {}
+        missing: list[str] = []
+        for field in schema:
+            current = declared.get(dialect.key(field.name))
+            if current is None:
+                types[field.name] = dialect.render(from_arrow(field.type))
+                missing.append(field.name)
+            else:
+                self._check_compatible(dialect, field, current)
+                types[field.name] = current
+        # All checks come first, so a conflict is reported before the table is altered.
+        for name in missing:
+            session.execute(f"ALTER TABLE {self.table.sql} ADD COLUMN {quote(name)} {types[name]}")
+        return types, tuple(missing)
+
+    def _check_compatible(self, dialect: Dialect, field: pa.Field, current: str) -> None:
+        incoming = from_arrow(field.type)
+        if not is_compatible(incoming, parse_sql_type(current)):
+            raise ConnectorError(
+                f"connection {self.connection!r}: column {field.name!r} of table "
+                f"{self.request.table!r} is {current.upper()} but the data is "
+                f"{dialect.render(incoming)}; change the column type or cast it in a "
+                "computed step"
+            )
+
+    def _upsert(
+        self, session: SqlSession, data: pa.RecordBatchReader, column_types: Mapping[str, str]
+    ) -> int:
+        """Stage the rows, delete the target rows they replace, insert the last of each key.
+
+        Delete-then-insert rather than ON CONFLICT, so tables without a unique constraint
+        on the key are upserted too.
+        """
+        stage, position = session.create_stage(column_types)
+        session.insert(data, stage)
+        self._refuse_null_keys(session, stage)
+        keys = _column_list(self.request.upsert_key)
+        matches = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in self.request.upsert_key)
+        session.execute(f"DELETE FROM {self.table.sql} AS t USING {stage} AS s WHERE {matches}")
+        columns = _column_list(column_types)
+        return session.execute_count(
+            f"INSERT INTO {self.table.sql} ({columns}) SELECT {columns} FROM "
+            f"(SELECT DISTINCT ON ({keys}) * FROM {stage} ORDER BY {keys}, {position} DESC) "
+            "AS latest"
+        )
+
+    def _refuse_null_keys(self, session: SqlSession, stage: str) -> None:
+        """A NULL key matches no row, so upserting it would duplicate it on every load."""
+        keys = self.request.upsert_key
+        counts = ", ".join(f"count(*) FILTER (WHERE {quote(key)} IS NULL)" for key in keys)
+        nulls_per_key = session.query(f"SELECT {counts} FROM {stage}")[0]
+        for key, nulls in zip(keys, nulls_per_key, strict=True):
+            if nulls:
+                raise ConnectorError(
+                    f"connection {self.connection!r}: upsert key {key!r} is NULL in {nulls} "
+                    f"row(s) for table {self.request.table!r}; filter them out (is_not_null) "
+                    "or choose another upsert_key"
+                )
+
+    def _save_states(self, session: SqlSession) -> None:
+        if not self.request.state_updates:
+            return
+        _ensure_schema(session, self.state_schema)
+        state_table = TableRef(self.state_schema, STATE_TABLE).sql
+        text = session.dialect.text
+        session.execute(
+            f"CREATE TABLE IF NOT EXISTS {state_table} (pipeline {text} NOT NULL, "
+            f"source_table {text} NOT NULL, state {text} NOT NULL, "
+            "committed_at TIMESTAMP NOT NULL, PRIMARY KEY (pipeline, source_table))"
+        )
+        mark = session.dialect.placeholder
+        committed_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        for update in self.request.state_updates:
+            session.execute(
+                f"INSERT INTO {state_table} (pipeline, source_table, state, committed_at) "
+                f"VALUES ({mark}, {mark}, {mark}, {mark}) "
+                "ON CONFLICT (pipeline, source_table) DO UPDATE "
+                "SET state = excluded.state, committed_at = excluded.committed_at",
+                (
+                    update.pipeline,
+                    update.source_table,
+                    json.dumps(update.state.to_json()),
+                    committed_at,
+                ),
+            )
+
+
+def _ensure_schema(session: SqlSession, schema: str) -> None:
+    # The default schema always exists, and creating it (even IF NOT EXISTS) can need a
+    # privilege the loading user lacks.
+    if schema != session.dialect.default_schema:
+        session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+
+
+def _column_list(names: Iterable[str]) -> str:
+    return ", ".join(quote(name) for name in names)

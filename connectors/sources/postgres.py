@@ -1,0 +1,195 @@
+"""PostgreSQL as a source, through psycopg 3.
+
+Tables stream through a server-side (named) cursor, BATCH_ROWS rows per fetch, and every
+fetch becomes one Arrow record batch built column by column (see SqlSource). Error
+messages are composed here rather than passed on from libpq, so a password can never
+reach a log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+
+from connectors.base import BATCH_ROWS, ConnectorError
+from connectors.shared.sql_source import Column, SqlSource, quoted, unreachable_reason
+from connectors.shared.sql_types import decimal_type
+
+CONNECT_TIMEOUT_SECONDS = 10
+
+# Unconstrained `numeric` has no fixed scale; it is read rounded to 9 decimal places into
+# the widest decimal128 (38 digits), which covers money and measurements alike. Columns
+# that need more should declare numeric(p,s).
+UNCONSTRAINED_PRECISION, UNCONSTRAINED_SCALE = 38, 9
+# Above this precision even decimal256 cannot hold the value, so it is read as text.
+MAX_DECIMAL_PRECISION = 76
+
+_FIXED_TYPES: dict[str, pa.DataType] = {
+    "smallint": pa.int16(),
+    "integer": pa.int32(),
+    "bigint": pa.int64(),
+    "real": pa.float32(),
+    "double precision": pa.float64(),
+    "text": pa.string(),
+    "character varying": pa.string(),
+    "character": pa.string(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp without time zone": pa.timestamp("us"),
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+    "bytea": pa.binary(),
+}
+
+# Types psycopg already returns as str; every other type read as text is cast in SQL, so
+# uuid, json and the rest arrive as their text form rather than as parsed Python objects.
+_NATIVE_TEXT = {"text", "character varying", "character"}
+
+_COLUMNS_QUERY = """
+    select c.table_name, c.column_name, c.data_type, c.numeric_precision, c.numeric_scale
+    from information_schema.columns c
+    join information_schema.tables t
+      on t.table_schema = c.table_schema and t.table_name = c.table_name
+    where c.table_schema = %(schema)s
+      and t.table_type in ('BASE TABLE', 'VIEW')
+      and (%(table)s::text is null or c.table_name = %(table)s::text)
+    order by c.table_name, c.ordinal_position
+"""
+
+
+def quote(identifier: str) -> str:
+    """A double-quoted identifier, its % doubled because psycopg %-formats the query."""
+    return quoted(identifier, '"')
+
+
+def column_for(name: str, data_type: str, precision: int | None, scale: int | None) -> Column:
+    """Map an information_schema column to Arrow, with the expression that reads it."""
+    ident = quote(name)
+    if data_type in _FIXED_TYPES:
+        as_text = _FIXED_TYPES[data_type] == pa.string() and data_type not in _NATIVE_TEXT
+        return Column(pa.field(name, _FIXED_TYPES[data_type]), _text(ident) if as_text else ident)
+    if data_type == "numeric":
+        return _numeric_column(name, ident, precision, scale)
+    # uuid, json, jsonb, arrays, enums, intervals and anything else: their text form.
+    return Column(pa.field(name, pa.string()), _text(ident))
+
+
+def _numeric_column(name: str, ident: str, precision: int | None, scale: int | None) -> Column:
+    """Numerics travel as text: Arrow parses it about twice as fast as psycopg builds
+    Decimal objects, and numeric columns dominate the cost of reading a table."""
+    if precision is None:
+        select = f"round({ident}, {UNCONSTRAINED_SCALE})::text"
+        arrow_type = decimal_type(UNCONSTRAINED_PRECISION, UNCONSTRAINED_SCALE)
+        return Column(pa.field(name, arrow_type), select, arrives_as=pa.string())
+    if precision > MAX_DECIMAL_PRECISION:
+        return Column(pa.field(name, pa.string()), _text(ident))
+    arrow_type = decimal_type(precision, scale or 0)
+    return Column(pa.field(name, arrow_type), _text(ident), arrives_as=pa.string())
+
+
+def _text(ident: str) -> str:
+    return f"{ident}::text"
+
+
+def connect_problem(exc: psycopg.Error, host: str, port: int, database: str, user: str) -> str:
+    """What a failed connection means to the user, for the PostgreSQL source and destination.
+
+    Built from what failed: libpq's own text is matched, never repeated, since it can
+    include connection details.
+    """
+    text = str(exc).lower()
+    address = f"{host}:{port}"
+    if "password authentication failed" in text or ("role" in text and "does not exist" in text):
+        return f"authentication failed for user {user!r}; check username and password"
+    if "no password supplied" in text:
+        return f"the server wants a password for user {user!r}; set password"
+    if "database" in text and "does not exist" in text:
+        return f"database {database!r} does not exist on {address}; check database"
+    if "pg_hba.conf" in text:
+        return (
+            f"{address} does not accept user {user!r} from this host; check the server's "
+            "pg_hba.conf or sslmode"
+        )
+    reason = unreachable_reason(text)
+    if reason is not None:
+        return f"cannot reach {address} ({reason}); check host and port"
+    if "ssl" in text:
+        return f"SSL negotiation with {address} failed; check sslmode"
+    return f"cannot connect to {address} ({type(exc).__name__}); check the connection settings"
+
+
+class PostgresSource(SqlSource):
+    """Tables and views of one PostgreSQL schema.
+
+    Config: host, port (5432), database, username, password, sslmode ("prefer") and
+    schema ("public"). Tables are named `table` (in the configured schema) or
+    `schema.table`.
+    """
+
+    def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
+        super().__init__(connection, config)
+        self.host: str = str(self.config.get("host") or "localhost")
+        self.port: int = int(self.config.get("port") or 5432)
+        self.database: str = str(self.config.get("database") or "")
+        self.username: str = str(self.config.get("username") or "")
+        self.schema: str = str(self.config.get("schema") or "public")
+
+    @property
+    def namespace(self) -> str:
+        return self.schema
+
+    def check(self) -> str:
+        with self._connect() as conn:
+            conn.execute("select 1")
+        return f"connected to database {self.database} as {self.username}"
+
+    # The SqlSource hooks.
+
+    driver_error = psycopg.Error
+    _column_for = staticmethod(column_for)
+    _quote = staticmethod(quote)
+
+    def _location(self, namespace: str) -> str:
+        return f"schema {namespace!r} of database {self.database!r}"
+
+    def _catalog(
+        self, conn: psycopg.Connection, namespace: str, table: str | None
+    ) -> Iterable[tuple]:
+        return conn.execute(_COLUMNS_QUERY, {"schema": namespace, "table": table})
+
+    def _server_cursor(self, conn: psycopg.Connection) -> psycopg.ServerCursor:
+        # Binary results: psycopg loads integers, floats and timestamps faster from them.
+        cursor = conn.cursor(name="datapipe_read", binary=True)
+        cursor.itersize = BATCH_ROWS
+        return cursor
+
+    # Connecting and errors.
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(
+                host=self.host,
+                port=self.port,
+                dbname=self.database,
+                user=self.username,
+                password=self.config.get("password") or None,
+                sslmode=self.config.get("sslmode") or "prefer",
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                application_name="datapipe",
+                # Session time zone UTC: timestamptz values arrive already in UTC.
+                options="-c TimeZone=UTC",
+            )
+        except psycopg.Error as exc:
+            raise self._connect_error(exc) from None
+
+    def _connect_error(self, exc: psycopg.Error) -> ConnectorError:
+        return self._error(connect_problem(exc, self.host, self.port, self.database, self.username))
+
+    def _query_error(self, action: str, exc: psycopg.Error) -> ConnectorError:
+        # Server-side errors carry a primary message that never holds connection details.
+        diag = getattr(exc, "diag", None)
+        primary = diag.message_primary if diag is not None else None
+        reason = primary or type(exc).__name__
+        return self._error(f"{action} failed: {reason}")

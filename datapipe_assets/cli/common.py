@@ -1,0 +1,31 @@
+"""What every command shares: its error type, the valid pipeline it names, DAGSTER_HOME."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from datapipe_assets.pipeline.project import PROJECT_ROOT, LoadedPipeline, Project
+
+
+class CommandError(Exception):
+    """A one-line error for the user; the command exits 1."""
+
+
+def valid_pipeline(project: Project, name: str) -> LoadedPipeline:
+    try:
+        return project.get(name)
+    except KeyError as error:
+        problems = [str(e) for errors in project.errors.values() for e in errors]
+        detail = f" ({problems[0]})" if problems else ""
+        raise CommandError(f"{error.args[0]}{detail}") from None
+
+
+def dagster_home() -> str:
+    """DAGSTER_HOME, defaulting to the project's embedded instance (shared with `dagster dev`)."""
+    home = os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster"))
+    os.makedirs(home, exist_ok=True)
+    config = os.path.join(home, "dagster.yaml")
+    if not os.path.exists(config):
+        shutil.copy(PROJECT_ROOT / "dagster.yaml", config)
+    return home

@@ -1,0 +1,63 @@
+"""Live progress of a run for the terminal, read from Dagster's own event log."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+
+from datapipe_assets.defs.errors import failure_message
+
+FOLLOWED = {
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+    dg.DagsterEventType.STEP_FAILURE,
+}
+POLL_SECONDS = 0.3
+
+
+@contextmanager
+def printed_progress(instance: dg.DagsterInstance, run_id: str) -> Iterator[None]:
+    """Print each materialization and failure of the run as it is logged."""
+    stop = threading.Event()
+    follower = threading.Thread(target=_follow, args=(instance, run_id, stop), daemon=True)
+    follower.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        follower.join()
+
+
+def _follow(instance: dg.DagsterInstance, run_id: str, stop: threading.Event) -> None:
+    cursor = None
+    while True:
+        finished = stop.is_set()  # read before the query, so the last events are printed
+        page = instance.get_records_for_run(run_id, cursor=cursor, of_type=FOLLOWED)
+        for record in page.records:
+            event = record.event_log_entry.dagster_event
+            if event is not None:
+                print(progress_line(event), file=sys.stderr if event.is_step_failure else None)
+        cursor = page.cursor
+        if finished:
+            return
+        stop.wait(POLL_SECONDS)
+
+
+def progress_line(event: dg.DagsterEvent) -> str:
+    if event.is_step_failure:
+        return f"  FAILED {event.step_key}: {failure_message(event)}"
+    if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+        evaluation = event.event_specific_data
+        outcome = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
+        return (
+            f"  check  {evaluation.asset_key.to_user_string()}: {evaluation.check_name} {outcome}"
+        )
+    materialization = event.step_materialization_data.materialization
+    metadata = materialization.metadata
+    rows = metadata.get("rows_loaded") or metadata.get("dagster/row_count")
+    count = f"{rows.value:>12,} rows" if rows is not None else ""
+    return f"  done   {materialization.asset_key.to_user_string():<58} {count}"

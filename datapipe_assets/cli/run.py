@@ -1,0 +1,48 @@
+"""`datapipe run`: materialize pipelines end to end in this process, printing progress."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+
+import dagster as dg
+
+from datapipe_assets.cli.common import CommandError, dagster_home, valid_pipeline
+from datapipe_assets.cli.progress import printed_progress
+from datapipe_assets.defs.cursors import FULL_REFRESH_TAG
+from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.pipeline.project import load_project
+
+
+def run_command(args: argparse.Namespace) -> int:
+    dagster_home()
+    project = load_project()
+    names = [p.pipeline.name for p in project.pipelines] if args.all else [args.pipeline]
+    if not args.all and args.pipeline is None:
+        raise CommandError("name a pipeline or pass --all")
+    for errors in project.errors.values():
+        for error in errors:
+            print(f"skipped: {error}", file=sys.stderr)
+    if not args.all:
+        valid_pipeline(project, args.pipeline)
+    definitions = build_definitions(project)
+    tags = {FULL_REFRESH_TAG: "true"} if args.full_refresh else {}
+    failed = 0
+    with dg.DagsterInstance.get() as instance:
+        for name in names:
+            print(f"running {name} ...", flush=True)
+            run_id = str(uuid.uuid4())
+            with printed_progress(instance, run_id):
+                result = definitions.resolve_job_def(name).execute_in_process(
+                    instance=instance,
+                    run_id=run_id,
+                    tags=tags,
+                    raise_on_error=False,
+                    # Progress and failures are printed from the event log, so Dagster's own
+                    # console log stays quiet.
+                    run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+                )
+            print(f"{name}: run {run_id} {'succeeded' if result.success else 'FAILED'}")
+            failed += not result.success
+    return 1 if failed else 0

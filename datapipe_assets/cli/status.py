@@ -1,0 +1,98 @@
+"""`datapipe status`: run history per pipeline, from Dagster's own run storage and event log."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from datapipe_assets.cli.common import dagster_home
+from datapipe_assets.pipeline.keys import key_stage
+from datapipe_assets.pipeline.project import load_project
+
+STAGES = ("extracted", "transformed", "loaded")
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    status: str
+    seconds: float | None
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    failing_checks: list[str] = field(default_factory=list)
+
+
+def recent_runs(instance: dg.DagsterInstance, pipeline: str, limit: int = 5) -> list[RunSummary]:
+    """The pipeline's latest runs, newest first, with rows per stage and failing checks."""
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=pipeline), limit=limit)
+    return [_summary(instance, record) for record in records]
+
+
+def _summary(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunSummary:
+    run = record.dagster_run
+    seconds = None
+    if record.start_time is not None and record.end_time is not None:
+        seconds = record.end_time - record.start_time
+    summary = RunSummary(run.run_id, run.status.value, seconds)
+    events = instance.get_records_for_run(
+        run.run_id,
+        of_type={
+            dg.DagsterEventType.ASSET_MATERIALIZATION,
+            dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+        },
+    ).records
+    for event_record in events:
+        event = event_record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            _count_rows(summary, event.step_materialization_data.materialization)
+        else:
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                summary.failing_checks.append(
+                    f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+                )
+    return summary
+
+
+def _count_rows(summary: RunSummary, materialization: dg.AssetMaterialization) -> None:
+    metadata = materialization.metadata
+    stage = {"raw": "extracted", "load": "loaded"}.get(
+        key_stage(materialization.asset_key.path), "transformed"
+    )
+    value = metadata.get("rows_loaded" if stage == "loaded" else "dagster/row_count")
+    if value is not None:
+        # A chain of transforms counts its last node's output, not the sum of its nodes.
+        rows = int(value.value)
+        summary.rows[stage] = rows if stage == "transformed" else summary.rows[stage] + rows
+
+
+def format_runs(pipeline: str, runs: list[RunSummary]) -> str:
+    if not runs:
+        return f"{pipeline}: no runs yet"
+    lines = [
+        f"{pipeline}",
+        f"  {'run':<10} {'status':<10} {'seconds':>8} {'extracted':>10} {'transformed':>12} "
+        f"{'loaded':>10}  failing checks",
+    ]
+    for run in runs:
+        seconds = f"{run.seconds:.1f}" if run.seconds is not None else "-"
+        lines.append(
+            f"  {run.run_id[:8]:<10} {run.status:<10} {seconds:>8} "
+            f"{run.rows['extracted']:>10,} {run.rows['transformed']:>12,} "
+            f"{run.rows['loaded']:>10,}  {', '.join(run.failing_checks) or '-'}"
+        )
+    return "\n".join(lines)
+
+
+def status_command(args: argparse.Namespace) -> int:
+    dagster_home()
+    names = (
+        [args.pipeline] if args.pipeline else [p.pipeline.name for p in load_project().pipelines]
+    )
+    with dg.DagsterInstance.get() as instance:
+        for name in names:
+            print(format_runs(name, recent_runs(instance, name, args.limit)))
+    return 0

@@ -1,0 +1,255 @@
+"""Sensors that turn pipeline events into alerts, each event alerted once.
+
+- Failed runs: `dg.run_failure_sensor`; Dagster's own cursor visits each failure once.
+- Zero-row loads and failed checks: a `dg.sensor` whose cursor is the last event-log storage id
+  read of each event type. A failed check does not fail its run, so it needs this watch.
+- Slow runs: a `dg.sensor` over running and just-finished runs. A run stays slow through many
+  ticks, so a run tag per rule marks it alerted (and shows that on the run's page).
+
+Cursors persist with each tick, so a restarted daemon resumes where it stopped. Every alert
+sent or failed is logged to the tick's log and returned as an `AssetObservation` on the
+pipeline's `[org, pipeline, "_alerts"]` key, which the daemon records: the asset's page in
+the UI lists the pipeline's alert history with event, channel, status, error and run link.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecordStatus,  # not exported by dagster; the status filter needs it
+)
+
+from connectors.shared.secrets import mask
+from datapipe_assets.defs.alerts.rules import (
+    AlertEvent,
+    AlertRule,
+    AlertRules,
+    PipelineAlerts,
+    alert_log_key,
+    check_event,
+    failure_event,
+    failure_streak_reached,
+    load_keys,
+    pipeline_keys,
+    render,
+    slow_run_event,
+    zero_rows_event,
+)
+from datapipe_assets.pipeline.keys import PIPELINE_TAG
+from resources.notifications import NotificationError, Notifier, channel_secrets, target_label
+
+BATCH = 100
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+COMPLETED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+SLOW_RUN_TAG = "datapipe/slow_run_alert.{rule}"
+
+
+def alert_sensors(rules: AlertRules, notifier: Notifier | None = None) -> list[dg.SensorDefinition]:
+    """The sensors the rules need; none when no pipeline has alerts."""
+    notifier = notifier or Notifier()
+    events = {kind for alerts in rules.values() for rule in alerts.rules for kind in rule.spec.on}
+    sensors = []
+    if "failure" in events:
+        sensors.append(run_failure_alerts(rules, notifier))
+    if events & {"zero_rows", "check_failed", "schema_change"}:
+        sensors.append(event_alerts(rules, notifier))
+    if "slow_run" in events:
+        sensors.append(slow_run_alerts(rules, notifier))
+    return sensors
+
+
+def _alert_sensor(name: str, description: str) -> Callable[..., dg.SensorDefinition]:
+    # Declaring an alert in a pipeline file is asking for it to be watched: running by default.
+    return dg.sensor(
+        name=f"datapipe_alerts__{name}",
+        description=description,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+
+
+def run_failure_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinition:
+    @dg.run_failure_sensor(
+        name="datapipe_alerts__run_failure",
+        description="Alerts on failed pipeline runs (`on: [failure]`).",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def _alert(context: dg.RunFailureSensorContext) -> dg.SensorResult | dg.SkipReason:
+        run = context.dagster_run
+        alerts = rules.get(run.tags.get(PIPELINE_TAG, ""))
+        if alerts is None:
+            return dg.SkipReason(f"run {run.run_id} is not of a pipeline with alerts")
+        event = failure_event(
+            alerts.pipeline, run, context.failure_event, context.get_step_failure_events()
+        )
+        matches = [
+            (rule, kind)
+            for rule, kind in alerts.matching(event)
+            if failure_streak_reached(context.instance, run, rule.spec.after_consecutive_failures)
+        ]
+        observations = deliver(context.log, alerts, event, matches, notifier)
+        if not observations:
+            return dg.SkipReason(f"no rule of {alerts.pipeline.name} alerts on this failure yet")
+        return dg.SensorResult(asset_events=observations)
+
+    return _alert
+
+
+def event_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinition:
+    @_alert_sensor("events", "Alerts on zero-row loads, failed checks and schema changes.")
+    def _alert(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        # One cursor per watched load and check: the id of the last event read of it.
+        starting = context.cursor is None
+        cursor: dict[str, int] = json.loads(context.cursor or "{}")
+        observations: list[dg.AssetObservation] = []
+        for name, fetch, detect in _watched(context, rules):
+            entries = fetch(None if starting else cursor.get(name, -1))
+            if entries:
+                cursor[name] = entries[-1][0]
+            # A new sensor starts at the newest events: alerting on history would flood.
+            for _, entry in [] if starting else entries:
+                event = detect(entry)
+                alerts = rules.get(event.pipeline) if event is not None else None
+                if event is not None and alerts is not None and alerts.pipeline.org == event.org:
+                    observations += deliver(
+                        context.log, alerts, event, alerts.matching(event), notifier
+                    )
+        return dg.SensorResult(
+            asset_events=observations,
+            cursor=json.dumps(cursor),
+            skip_reason=None if observations else "no new event to alert on",
+        )
+
+    return _alert
+
+
+# Fetches a watched key's events after a storage id, oldest first; given None, the newest.
+Fetch = Callable[[int | None], list[tuple[int, dg.EventLogEntry]]]
+
+
+def _watched(
+    context: dg.SensorEvaluationContext, rules: AlertRules
+) -> list[tuple[str, Fetch, Callable[[dg.EventLogEntry], AlertEvent | None]]]:
+    """Each load asset and each asset check of a pipeline with alerts, with its fetch."""
+    instance = context.instance
+    graph = context.repository_def.asset_graph if context.repository_def else None
+    checks = graph.asset_check_keys if graph is not None else set()
+    watched: list[tuple[str, Fetch, Callable[[dg.EventLogEntry], AlertEvent | None]]] = []
+    for alerts in rules.values():
+        keys = pipeline_keys(alerts.pipeline)
+        for key in load_keys(alerts.pipeline):
+            watched.append(
+                (key.to_user_string(), _materializations(instance, key), zero_rows_event)
+            )
+        for check in sorted(c for c in checks if c.asset_key in keys):
+            watched.append((check.to_user_string(), _check_results(instance, check), check_event))
+    return watched
+
+
+def _materializations(instance: dg.DagsterInstance, key: dg.AssetKey) -> Fetch:
+    def fetch(after: int | None) -> list[tuple[int, dg.EventLogEntry]]:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after),
+            limit=1 if after is None else BATCH,
+            ascending=after is not None,
+        ).records
+        return [(r.storage_id, r.event_log_entry) for r in records]
+
+    return fetch
+
+
+def _check_results(instance: dg.DagsterInstance, check: dg.AssetCheckKey) -> Fetch:
+    """Completed evaluations of a check, by the id of their row in the check-execution table.
+
+    Read from that table, as the event log's own ids are per run on SQLite storage.
+    """
+
+    def fetch(after: int | None) -> list[tuple[int, dg.EventLogEntry]]:
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            check, limit=1 if after is None else BATCH, status=COMPLETED
+        )  # newest first
+        return [(r.id, r.event) for r in reversed(records) if r.event and r.id > (after or -1)]
+
+    return fetch
+
+
+def slow_run_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinition:
+    @_alert_sensor("slow_runs", "Alerts on runs slower than their `slow_run_after`.")
+    def _alert(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        now = time.time()
+        # The cursor is when the last tick looked: runs that finished since then are checked.
+        since = datetime.fromtimestamp(float(context.cursor or now), tz=UTC)
+        instance = context.instance
+        records = [
+            *instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])),
+            *instance.get_run_records(dg.RunsFilter(statuses=FINISHED, updated_after=since)),
+        ]
+        observations: list[dg.AssetObservation] = []
+        for record in records:
+            run = record.dagster_run
+            alerts = rules.get(run.tags.get(PIPELINE_TAG, ""))
+            for rule in alerts.rules if alerts is not None else ():
+                tag = SLOW_RUN_TAG.format(rule=rule.name)
+                event = (
+                    None if tag in run.tags else slow_run_event(alerts.pipeline, record, rule, now)
+                )
+                if event is None:
+                    continue
+                sent = deliver(context.log, alerts, event, [(rule, "slow_run")], notifier)
+                instance.add_run_tags(run.run_id, {tag: str(sent[0].metadata["status"].value)})
+                observations += sent
+        return dg.SensorResult(
+            asset_events=observations,
+            cursor=str(now),
+            skip_reason=None if observations else "no run slower than its slow_run_after",
+        )
+
+    return _alert
+
+
+def deliver(
+    log: dg.DagsterLogManager,
+    alerts: PipelineAlerts,
+    event: AlertEvent,
+    matches: Sequence[tuple[AlertRule, str]],
+    notifier: Notifier,
+) -> list[dg.AssetObservation]:
+    """Send the event through each matched rule's channel; one record per alert."""
+    secrets = alerts.secrets() + channel_secrets([rule.spec.url for rule in alerts.rules])
+    # Run errors are masked where they are raised; check descriptions are not, so mask again.
+    event = replace(event, error=mask(event.error, secrets))
+    observations = []
+    for rule, kind in matches:
+        spec = rule.spec
+        target = target_label(spec.channel, spec.to, spec.url)
+        summary = f"{kind} alert for {event.pipeline} via {spec.channel} to {target}"
+        try:
+            notifier.send(spec.channel, spec.to, spec.url, render(event, kind))
+            status, error = "sent", ""
+            log.info(f"{summary}: sent")
+        except NotificationError as failure:
+            status, error = "failed", str(failure)
+            log.error(f"{summary}: failed: {error}")
+        observations.append(
+            dg.AssetObservation(
+                asset_key=alert_log_key(alerts.pipeline),
+                description=f"{summary}: {status}",
+                metadata={
+                    "status": status,
+                    "event": kind,
+                    "channel": spec.channel,
+                    "rule": rule.name,
+                    "target": target,
+                    "stage": event.stage,
+                    "run_id": event.run_id or "",
+                    "run_url": dg.MetadataValue.url(event.link),
+                    "error": error,
+                },
+            )
+        )
+    return observations

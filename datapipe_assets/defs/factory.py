@@ -1,0 +1,123 @@
+"""Build Dagster definitions from the pipelines folder: assets, jobs and schedules."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import dagster as dg
+
+from datapipe_assets.defs import cursors
+from datapipe_assets.defs.alerts.rules import load_alert_rules
+from datapipe_assets.defs.alerts.sensors import alert_sensors
+from datapipe_assets.defs.assets.load import load_asset
+from datapipe_assets.defs.assets.raw import raw_asset
+from datapipe_assets.defs.assets.transform import transform_asset
+from datapipe_assets.defs.checks import pipeline_checks
+from datapipe_assets.defs.triggers import (
+    chain_sensors,
+    non_overlapping_schedule,
+    pipeline_sensors,
+    upstream_loads,
+)
+from datapipe_assets.pipeline.keys import PIPELINE_TAG, raw_key, upstream_key
+from datapipe_assets.pipeline.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
+from datapipe_assets.pipeline.validation import cron_expression
+from resources.staging import ParquetStagingIOManager
+from resources.transform_engine import TransformEngine
+
+INVALID_GROUP = "invalid_pipelines"
+
+
+def staging_url() -> str:
+    return os.environ.get("DATAPIPE_STAGING_URL", str(PROJECT_ROOT / ".datapipe" / "staging"))
+
+
+def pipeline_assets(project: Project, loaded: LoadedPipeline) -> list[dg.AssetsDefinition]:
+    pipeline = loaded.pipeline
+    # A chained pipeline's raw tables depend on the loads it waits for: lineage shows the chain.
+    after = upstream_loads(project, loaded)
+    assets = [raw_asset(loaded, table, after) for table in pipeline.source.tables]
+    if pipeline.transform is None:
+        return assets + [
+            load_asset(loaded, dg.AssetKey(raw_key(pipeline, table)), target)
+            for table, target in pipeline.target_tables().items()
+        ]
+    transform = pipeline.transform
+    for node in transform.nodes:
+        if node.type == "destination":
+            input_key = dg.AssetKey(upstream_key(pipeline, transform.input_of(node.id)))
+            assets.append(load_asset(loaded, input_key, pipeline.target_table_for_transform()))
+        elif node.type != "source":
+            assets.append(transform_asset(loaded, node))
+    return assets
+
+
+def pipeline_jobs(loaded: LoadedPipeline) -> list[dg.UnresolvedAssetJobDefinition]:
+    name = loaded.pipeline.name
+    selection = dg.AssetSelection.groups(name)
+    tags = {PIPELINE_TAG: name}
+    return [
+        dg.define_asset_job(
+            name, selection=selection, description=loaded.pipeline.description, tags=tags
+        ),
+        dg.define_asset_job(
+            f"{name}__full_refresh",
+            selection=selection,
+            description=f"{name}: ignore incremental cursors, re-extract and replace the tables.",
+            tags={**tags, cursors.FULL_REFRESH_TAG: "true"},
+        ),
+    ]
+
+
+def invalid_pipeline_spec(file: str, errors: list[SpecError]) -> dg.AssetSpec:
+    """A placeholder asset that shows a broken file's problems in the UI."""
+    slug = re.sub(r"[^A-Za-z0-9_]", "_", Path(file).name)
+    listing = "\n".join(f"- `{e.path or file}`: {e.message}; {e.hint}" for e in errors)
+    return dg.AssetSpec(
+        key=["datapipe", INVALID_GROUP, slug],
+        group_name=INVALID_GROUP,
+        description=f"**{file} is invalid and was not loaded.**\n\n{listing}",
+        metadata={"file": file, "errors": dg.MetadataValue.md(listing)},
+    )
+
+
+def build_definitions(project: Project) -> dg.Definitions:
+    assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
+    checks: list[dg.AssetChecksDefinition] = []
+    jobs: list[dg.UnresolvedAssetJobDefinition] = []
+    schedules: list[dg.ScheduleDefinition] = []
+    sensors: list[dg.SensorDefinition] = []
+    for loaded in project.pipelines:
+        pipeline = loaded.pipeline
+        assets += pipeline_assets(project, loaded)
+        checks += pipeline_checks(loaded)
+        pipeline_job, refresh_job = pipeline_jobs(loaded)
+        jobs += [pipeline_job, refresh_job]
+        sensors += pipeline_sensors(loaded, pipeline_job)
+        if pipeline.schedule is not None:
+            cron = cron_expression(pipeline.schedule)
+            schedules.append(
+                non_overlapping_schedule(loaded, pipeline_job, cron, pipeline.timezone)
+            )
+    sensors += chain_sensors(project)
+    # Read before the errors are shown: a broken alerts.yaml is reported with them.
+    sensors += alert_sensors(load_alert_rules(project))
+    for file, errors in project.errors.items():
+        dg.get_dagster_logger().error("\n".join(str(e) for e in errors))
+        assets.append(invalid_pipeline_spec(file, errors))
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources={
+            "staging": ParquetStagingIOManager(base_url=staging_url()),
+            "engine": TransformEngine(),
+        },
+        # Steps of a run share one process: DuckDB already uses every core for a transform,
+        # and scaling out happens per run, through Dagster's run launchers.
+        executor=dg.in_process_executor,
+    )

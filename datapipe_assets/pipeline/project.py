@@ -1,0 +1,302 @@
+"""Read the pipelines folder and connections.yaml into validated pipelines and problems.
+
+Every file is checked on its own, so one bad file is reported while the others load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import yaml
+from pydantic import ValidationError
+from pydantic.alias_generators import to_snake
+
+from connectors.base import ConnectorError
+from connectors.registry import source_class
+from datapipe_assets.pipeline.connections import ConnectionSpec
+from datapipe_assets.pipeline.problems import Problem
+from datapipe_assets.pipeline.spec import Connection, Pipeline, normalize_editor_export
+from datapipe_assets.pipeline.validation import check_pipeline, trigger_problems
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PIPELINE_SUFFIXES = (".yaml", ".yml", ".json")
+# Files in the pipelines folder that hold settings rather than a pipeline.
+SETTINGS_FILES = ("connections.yaml", "connections.yml", "alerts.yaml", "alerts.yml")
+# Connectors whose table schemas are cheap to read while definitions load.
+CHEAP_DISCOVERY = ("csv",)
+
+
+@dataclass(frozen=True)
+class SpecError:
+    file: str
+    path: str
+    message: str
+    hint: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.path}" if self.path else self.file
+        return f"{where}: {self.message}; {self.hint}"
+
+
+@dataclass(frozen=True)
+class LoadedPipeline:
+    pipeline: Pipeline
+    file: Path
+    source: ConnectionSpec
+    destination: ConnectionSpec
+
+
+@dataclass
+class Project:
+    directory: Path = Path(".")
+    pipelines: list[LoadedPipeline] = field(default_factory=list)
+    errors: dict[str, list[SpecError]] = field(default_factory=dict)
+
+    def get(self, name: str) -> LoadedPipeline:
+        for loaded in self.pipelines:
+            if loaded.pipeline.name == name:
+                return loaded
+        known = ", ".join(p.pipeline.name for p in self.pipelines) or "none"
+        raise KeyError(f"no valid pipeline named {name!r}; valid pipelines: {known}")
+
+
+def pipelines_dir() -> Path:
+    return Path(os.environ.get("DATAPIPE_PIPELINES_DIR", PROJECT_ROOT / "pipelines"))
+
+
+def connections_file(directory: Path) -> Path:
+    return Path(os.environ.get("DATAPIPE_CONNECTIONS_FILE", directory / "connections.yaml"))
+
+
+def load_project(directory: Path | None = None) -> Project:
+    directory = directory or pipelines_dir()
+    project = Project(directory)
+    connections = load_connections(connections_file(directory), project)
+    seen: dict[str, Path] = {}
+    for file in sorted(directory.iterdir()) if directory.is_dir() else []:
+        if file.suffix not in PIPELINE_SUFFIXES or file.name in SETTINGS_FILES:
+            continue
+        loaded = _load_pipeline(file, connections, project)
+        if loaded is None:
+            continue
+        name = loaded.pipeline.name
+        if name in seen:
+            project.errors[display_path(file)] = [
+                SpecError(
+                    display_path(file),
+                    "name",
+                    f"pipeline name {name!r} is already used by {display_path(seen[name])}",
+                    "give each pipeline a unique name",
+                )
+            ]
+            continue
+        seen[name] = file
+        project.pipelines.append(loaded)
+    _drop_bad_triggers(project)
+    return project
+
+
+def _drop_bad_triggers(project: Project) -> None:
+    """Report and drop pipelines whose triggers name missing pipelines, until none do."""
+    while True:
+        valid = {p.pipeline.name: (p.pipeline, p.source.connector) for p in project.pipelines}
+        problems = trigger_problems(valid)
+        if not problems:
+            return
+        for loaded in [p for p in project.pipelines if p.pipeline.name in problems]:
+            display = display_path(loaded.file)
+            found = problems[loaded.pipeline.name]
+            project.errors[display] = [_spec_error(display, problem) for problem in found]
+            project.pipelines.remove(loaded)
+
+
+def display_path(file: Path) -> str:
+    try:
+        return str(file.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(file)
+
+
+def read_document(file: Path) -> Any:
+    text = file.read_text()
+    if file.suffix == ".json":
+        return json.loads(text)
+    return yaml.safe_load(text)
+
+
+def parse_error(file: Path, error: Exception) -> SpecError:
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        reason = getattr(error, "problem", None) or "malformed YAML"
+        return SpecError(
+            display_path(file),
+            where,
+            f"malformed YAML: {reason}",
+            "fix the indentation or quoting there",
+        )
+    if isinstance(error, json.JSONDecodeError):
+        return SpecError(
+            display_path(file),
+            f"line {error.lineno}, column {error.colno}",
+            f"malformed JSON: {error.msg}",
+            "fix the JSON syntax there",
+        )
+    return SpecError(display_path(file), "", f"cannot be read: {error}", "check the file")
+
+
+def load_connections(file: Path, project: Project) -> dict[str, ConnectionSpec]:
+    if not file.exists():
+        return {}
+    try:
+        document = read_document(file) or {}
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        project.errors[display_path(file)] = [parse_error(file, error)]
+        return {}
+    connections: dict[str, ConnectionSpec] = {}
+    errors: list[SpecError] = []
+    for name, entry in document.items() if isinstance(document, dict) else []:
+        try:
+            parsed = Connection.model_validate(entry)
+        except ValidationError as error:
+            errors += pydantic_errors(file, error, prefix=str(name))
+            continue
+        connections[name] = ConnectionSpec(name, parsed.connector, parsed.config, file.parent)
+    if not isinstance(document, dict):
+        errors.append(
+            SpecError(
+                display_path(file),
+                "",
+                "must map connection names to {connector, config}",
+                "see README: connections.yaml",
+            )
+        )
+    if errors:
+        project.errors[display_path(file)] = errors
+    return connections
+
+
+def _load_pipeline(
+    file: Path, connections: Mapping[str, ConnectionSpec], project: Project
+) -> LoadedPipeline | None:
+    display = display_path(file)
+    try:
+        document = read_document(file)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        project.errors[display] = [parse_error(file, error)]
+        return None
+    if not isinstance(document, dict):
+        project.errors[display] = [
+            SpecError(
+                display,
+                "",
+                "is not a pipeline",
+                "a pipeline file is a mapping with name, source and destination",
+            )
+        ]
+        return None
+    try:
+        pipeline = Pipeline.model_validate(normalize_editor_export(document))
+    except ValidationError as error:
+        project.errors[display] = pydantic_errors(file, error)
+        return None
+    source = _connection(pipeline, "source", connections, file)
+    destination = _connection(pipeline, "destination", connections, file)
+    schemas = known_schemas(pipeline, source) if source else None
+    problems = check_pipeline(pipeline, connections, schemas)
+    if problems or source is None or destination is None:
+        project.errors[display] = [_spec_error(display, p) for p in problems]
+        return None
+    return LoadedPipeline(pipeline, file, source, destination)
+
+
+def _connection(
+    pipeline: Pipeline, block: str, connections: Mapping[str, ConnectionSpec], file: Path
+) -> ConnectionSpec | None:
+    ref = getattr(pipeline, block)
+    if ref.connection is not None:
+        return connections.get(ref.connection)
+    return ConnectionSpec(f"{pipeline.name}.{block}", ref.connector, ref.config or {}, file.parent)
+
+
+def known_schemas(pipeline: Pipeline, source: ConnectionSpec) -> dict[str, pa.Schema] | None:
+    """Source table schemas, where reading them is cheap and needs no secret."""
+    try:
+        connector_class = source_class(source.connector, source.name)
+        if connector_class.offline_discovery:
+            # Placeholders stay unresolved: such a discover() never uses the config's values.
+            connector = connector_class(source.name, source.config)
+        elif source.connector in CHEAP_DISCOVERY and not source.missing_variables():
+            connector = source.open_source()
+        else:
+            return None
+        discovered = connector.discover()
+    except ConnectorError:
+        return None  # the run reports an unreadable source, with the connection's name
+    return {t.name: t.schema for t in discovered if t.name in pipeline.source.tables}
+
+
+def _spec_error(display: str, problem: Problem) -> SpecError:
+    return SpecError(display, problem.path, problem.message, problem.hint)
+
+
+HINTS = {
+    "extra_forbidden": "remove it or check its spelling",
+    "missing": "required; add it",
+    "string_pattern_mismatch": "use lowercase letters, digits and _, starting with a letter",
+    "union_tag_invalid": "use one of the node types listed",
+    "literal_error": "use one of the values listed",
+}
+
+
+def pydantic_errors(file: Path, error: ValidationError, prefix: str = "") -> list[SpecError]:
+    errors = []
+    for item in error.errors():
+        path = _location(item["loc"], prefix, snake_case=file.suffix != ".json")
+        hint = HINTS.get(item["type"], "fix the value")
+        message = {
+            "extra_forbidden": "unknown key",
+            # Our own validators' messages, without pydantic's "Value error, " prefix.
+            "value_error": str(item.get("ctx", {}).get("error", item["msg"])),
+        }.get(item["type"], item["msg"])
+        errors.append(SpecError(display_path(file), path, message, hint))
+    return errors
+
+
+NODE_TYPES = (
+    "source",
+    "destination",
+    "filter",
+    "rename",
+    "computed",
+    "aggregate",
+    "deduplicate",
+    "sql",
+)
+
+
+def _location(loc: tuple[Any, ...], prefix: str, snake_case: bool) -> str:
+    """`('transform', 'nodes', 2, 'filter', 'data')` -> `transform.nodes[2].data`.
+
+    pydantic names fields by their camelCase alias; YAML files spell them in snake_case.
+    """
+    parts = [prefix] if prefix else []
+    previous: Any = None
+    for item in loc:
+        if snake_case and isinstance(item, str):
+            item = to_snake(item)
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        elif not (
+            isinstance(previous, int) and parts[-1].startswith("nodes[") and item in NODE_TYPES
+        ):
+            # pydantic names the matched node type after a node's index; the path skips it.
+            parts.append(str(item))
+        previous = item
+    return ".".join(parts)

@@ -1,0 +1,24 @@
+"""Which source a run reads: a file-arrival run reads only the file that arrived."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+from collections.abc import Mapping
+
+from datapipe_assets.pipeline.connections import ConnectionSpec
+from datapipe_assets.pipeline.project import LoadedPipeline
+
+# A file-arrival sensor's runs name their file in this tag.
+FILE_TAG = "datapipe/file"
+
+
+def source_for_run(loaded: LoadedPipeline, table: str, tags: Mapping[str, str]) -> ConnectionSpec:
+    """The source a run reads: just the arrived file when a file-arrival run names one."""
+    file = tags.get(FILE_TAG)
+    if file is None:
+        return loaded.source
+    # Escaped, the file name is a glob matching only itself; the table name is pinned
+    # because the CSV source would otherwise derive it from the (new) path.
+    config = {**loaded.source.config, "path": glob.escape(file), "table": table}
+    return dataclasses.replace(loaded.source, config=config)

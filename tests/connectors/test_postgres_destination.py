@@ -1,0 +1,157 @@
+"""PostgresDestination against a real PostgreSQL server: what only PostgreSQL does (the rest
+is in test_sql_destinations.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+import pyarrow as pa
+import pytest
+
+from connectors.base import ConnectorError, CursorState, LoadMode, LoadRequest, StateUpdate
+from connectors.destinations.postgres import PostgresDestination
+from tests.support.destination_cases import UTC, Target, load, postgres_target
+from tests.support.services import PG_PASSWORD, free_port
+
+PASSWORD = PG_PASSWORD
+
+
+@pytest.fixture
+def target(postgres, pg_database) -> Target:
+    return postgres_target(postgres, pg_database)
+
+
+@pytest.fixture
+def config(target: Target) -> dict:
+    return dict(target.config)
+
+
+def test_check_reports_server(target, postgres, pg_database):
+    message = target.dest.check()
+    assert message.startswith("connection 'warehouse': PostgreSQL 15.")
+    assert message.endswith(f" at {postgres.host}:{postgres.port}/{pg_database}")
+
+
+def test_upsert_across_batches_keeps_last_occurrence(target):
+    data = pa.table({"id": [1, 2, 1, 2, 1], "v": [1, 2, 3, 4, 5]})
+    target.dest.load(
+        data.to_reader(max_chunksize=2), LoadRequest("revenue", LoadMode.UPSERT, ["id"])
+    )
+    assert target.query("SELECT * FROM revenue ORDER BY id") == [(1, 5), (2, 4)]
+
+
+def test_compatible_types_are_accepted(target):
+    target.query(
+        "CREATE TABLE revenue (n NUMERIC(12,2), d DOUBLE PRECISION, t TIMESTAMP, "
+        "big BIGINT, f NUMERIC, code VARCHAR(5), id UUID)"
+    )
+    data = pa.table(
+        {
+            "n": pa.array([5], pa.int16()),
+            "d": pa.array([7], pa.int32()),
+            "t": [dt.date(2024, 1, 2)],
+            "big": pa.array([3], pa.int8()),
+            "f": [1.5],
+            "code": ["ab"],
+            "id": ["00000000-0000-0000-0000-000000000001"],
+        }
+    )
+    load(target.dest, data, create_table_if_missing=False)
+    row = target.query("SELECT n, d, t, big, f, code, id::text FROM revenue")
+    assert row == [
+        (
+            decimal.Decimal("5.00"),
+            7.0,
+            dt.datetime(2024, 1, 2),
+            3,
+            decimal.Decimal("1.5"),
+            "ab",
+            "00000000-0000-0000-0000-000000000001",
+        )
+    ]
+
+
+def test_narrower_numeric_column_takes_values_that_fit_and_refuses_an_overflow(target):
+    target.query("CREATE TABLE revenue (id INTEGER, amount NUMERIC(5,2))")
+    fits = pa.table({"id": pa.array([1], pa.int64()), "amount": [12.5]})
+    assert load(target.dest, fits).rows_loaded == 1
+    overflow = pa.table({"id": pa.array([2, 3_000_000_000], pa.int64()), "amount": [1.0, 2.0]})
+    with pytest.raises(ConnectorError) as error:
+        load(target.dest, overflow)
+    assert str(error.value) == (
+        "connection 'warehouse': loading table 'revenue' failed: "
+        'value "3000000000" is out of range for type integer'
+    )
+    assert target.query("SELECT id, amount FROM revenue") == [(1, decimal.Decimal("12.50"))]
+
+
+def test_null_and_empty_string_stay_distinct_through_copy(target):
+    texts = ["", None, "x", 'quote " comma , ', "line\nbreak", "\\.", "back\\slash", "ünï"]
+    load(target.dest, pa.table({"id": list(range(len(texts))), "s": texts}))
+    assert target.query("SELECT s, s IS NULL FROM revenue ORDER BY id") == [
+        (text, text is None) for text in texts
+    ]
+
+
+def test_timestamps_with_time_zone(target):
+    target.query("CREATE TABLE revenue (at TIMESTAMPTZ, naive TIMESTAMP)")
+    paris = pa.timestamp("ns", tz="Europe/Paris")
+    moment = dt.datetime(2024, 7, 1, 12, 0, 0, 250000, tzinfo=UTC)
+    load(
+        target.dest, pa.table({"at": pa.array([moment], paris), "naive": pa.array([moment], paris)})
+    )
+    # The zone-less column stores UTC wall time, as in DuckDB.
+    assert target.query("SELECT * FROM revenue") == [(moment, moment.replace(tzinfo=None))]
+
+
+def test_named_schema_and_discover(config):
+    dest = PostgresDestination("warehouse", {**config, "schema": "raw"})
+    data = pa.table({"id": pa.array([1], pa.int32()), "at": [dt.date(2024, 1, 1)]})
+    state = StateUpdate("p", "orders", CursorState(1))
+    dest.load(data.to_reader(), LoadRequest("orders", LoadMode.APPEND, state_updates=[state]))
+    assert [(t.name, t.schema) for t in dest.discover()] == [
+        ("orders", pa.schema([("id", pa.int32()), ("at", pa.date32())]))
+    ]
+    assert dest.read_state("p", "orders") == CursorState(1)
+
+
+def test_unreachable_port_is_reported_without_password(config):
+    port = free_port()
+    dest = PostgresDestination("warehouse", {**config, "port": port})
+    with pytest.raises(ConnectorError) as error:
+        dest.check()
+    assert str(error.value) == (
+        f"connection 'warehouse': cannot reach 127.0.0.1:{port} (connection refused); "
+        "check host and port"
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            {"username": "nobody"},
+            "authentication failed for user 'nobody'; check username and password",
+        ),
+        (
+            {"database": "missing_db"},
+            "database 'missing_db' does not exist on {where}; check database",
+        ),
+    ],
+)
+def test_connection_errors_never_contain_the_password(config, override, message):
+    dest = PostgresDestination("warehouse", {**config, **override})
+    with pytest.raises(ConnectorError) as error:
+        dest.load(pa.table({"id": [1]}).to_reader(), LoadRequest("t", LoadMode.APPEND))
+    where = f"{config['host']}:{config['port']}"
+    assert str(error.value) == f"connection 'warehouse': {message.format(where=where)}"
+    assert PASSWORD not in str(error.value)
+    assert error.value.__suppress_context__  # the driver's text is not shown either
+
+
+def test_missing_setting_is_reported(config):
+    del config["database"]
+    with pytest.raises(ConnectorError) as error:
+        PostgresDestination("warehouse", config).check()
+    assert str(error.value) == "connection 'warehouse': database is not set; set it"

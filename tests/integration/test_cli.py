@@ -1,0 +1,161 @@
+"""The `datapipe` command, run in-process against a pipelines folder of the test's own."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from datapipe_assets.cli.main import main
+from tests.support.project_files import SIX_NODE_TRANSFORM, postgres_config, write_project
+from tests.support.services import free_port
+
+ORDERS_CSV = """id,customer_id,status,amount_cents,updated_at
+1,10,paid,1000,2026-01-01 00:00:00
+2,10,paid,2550,2026-01-01 01:00:00
+3,20,pending,999,2026-01-01 02:00:00
+"""
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    directory = tmp_path / "pipelines"
+    (directory / "data").mkdir(parents=True)
+    (directory / "data" / "orders.csv").write_text(ORDERS_CSV)
+    write_project(
+        directory,
+        {
+            "orders_csv": {"connector": "csv", "config": {"path": "data/orders.csv"}},
+            "warehouse": {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}},
+            "down_db": {
+                "connector": "postgres",
+                "config": {
+                    "host": "127.0.0.1",
+                    "port": free_port(),
+                    "database": "x",
+                    "username": "u",
+                    "password": "${DOWN_DB_PASSWORD}",
+                },
+            },
+        },
+        {
+            "revenue.yaml": {
+                "name": "revenue",
+                "source": {"connection": "orders_csv", "tables": ["orders"]},
+                "transform": SIX_NODE_TRANSFORM,
+                "destination": {"connection": "warehouse", "target_table": "revenue"},
+            }
+        },
+    )
+    monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(directory))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    monkeypatch.setenv("DOWN_DB_PASSWORD", "never-printed-9913")
+    return directory
+
+
+def test_preview_prints_rows_at_a_node_without_loading(project, capsys):
+    assert main(["preview", "revenue", "--node", "usd", "--limit", "2"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "id  customer_id  status  amount  updated_at           amount_usd",
+        "--  -----------  ------  ------  -------------------  ----------",
+        "1   10           paid    1000    2026-01-01 00:00:00  10.0      ",
+        "2   10           paid    2550    2026-01-01 01:00:00  25.5      ",
+        "(2 row(s) shown)",
+    ]
+    assert not (project / "warehouse.duckdb").exists()
+
+
+def test_preview_of_an_unknown_node(project, capsys):
+    assert main(["preview", "revenue", "--node", "nope"]) == 1
+    assert capsys.readouterr().err == (
+        "error: pipeline 'revenue' has no node 'nope'; nodes: orders, paid, renamed, usd, "
+        "latest, by_customer, out\n"
+    )
+
+
+def test_run_materializes_with_progress_and_loads(project, capsys):
+    assert main(["run", "revenue"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "running revenue ..."
+    assert [line.split()[:2] for line in lines[1:-1]] == [
+        ["done", "default/revenue/raw/orders"],
+        ["done", "default/revenue/paid"],
+        ["done", "default/revenue/renamed"],
+        ["done", "default/revenue/usd"],
+        ["done", "default/revenue/latest"],
+        ["done", "default/revenue/by_customer"],
+        ["done", "default/revenue/load/revenue"],
+    ]
+    assert lines[-1].startswith("revenue: run ") and lines[-1].endswith(" succeeded")
+    with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT customer_id, revenue, orders FROM revenue").fetchall() == [
+            (10, 35.5, 2)
+        ]
+
+
+def test_status_lists_runs_with_rows_per_stage(project, capsys):
+    assert main(["status", "revenue"]) == 0
+    assert capsys.readouterr().out == "revenue: no runs yet\n"
+    assert main(["run", "revenue"]) == 0
+    (project / "data" / "orders.csv").write_text(ORDERS_CSV + "4,10,paid\n")
+    assert main(["run", "revenue"]) == 1
+    capsys.readouterr()
+    assert main(["status", "revenue"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [
+        "revenue",
+        "  run        status      seconds  extracted  transformed     loaded  failing checks",
+    ]
+    failed, succeeded = (line.split() for line in lines[2:])
+    assert failed[1:2] + failed[3:] == ["FAILURE", "0", "0", "0", "-"]
+    assert succeeded[1:2] + succeeded[3:] == ["SUCCESS", "3", "1", "1", "-"]
+    assert float(succeeded[2]) > 0
+
+
+def test_run_of_a_failing_pipeline_exits_1_with_the_reason(project, capsys):
+    (project / "data" / "orders.csv").write_text(ORDERS_CSV + "4,10,paid\n")
+    assert main(["run", "revenue"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1] == (
+        "  FAILED default__revenue__raw__orders: connection 'orders_csv': data/orders.csv line 5: "
+        "expected 5 fields, found 3; fix the row or the delimiter (',')"
+    )
+    assert captured.out.splitlines()[-1].endswith(" FAILED")
+
+
+def test_discover_and_check_a_csv_connection(project, capsys):
+    assert main(["discover", "orders_csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "orders",
+        "  id                               int64",
+        "  customer_id                      int64",
+        "  status                           string",
+        "  amount_cents                     int64",
+        "  updated_at                       timestamp[us]",
+        "1 table(s)",
+    ]
+    assert main(["check", "orders_csv"]) == 0
+    assert capsys.readouterr().out.startswith("ok: ")
+
+
+def test_check_an_unreachable_database_names_it_and_hides_the_password(project, capsys):
+    assert main(["check", "down_db"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: connection 'down_db': cannot reach 127.0.0.1:")
+    assert err.endswith("; check host and port\n")
+    assert "never-printed-9913" not in err
+
+
+def test_unknown_connection(project, capsys):
+    assert main(["check", "nope"]) == 1
+    assert capsys.readouterr().err == (
+        "error: unknown connection 'nope'; connections.yaml has: down_db, orders_csv, warehouse\n"
+    )
+
+
+def test_validate_real_postgres_connection_check(project, capsys, postgres, monkeypatch):
+    config = {**postgres_config(postgres, "postgres"), "password": "${PG_PASSWORD_FOR_TEST}"}
+    monkeypatch.setenv("PG_PASSWORD_FOR_TEST", postgres.password)
+    write_project(project, {"db": {"connector": "postgres", "config": config}}, {})
+    assert main(["check", "db"]) == 0
+    assert capsys.readouterr().out == "ok: connected to database postgres as postgres\n"

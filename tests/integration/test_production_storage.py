@@ -1,0 +1,215 @@
+"""deploy/dagster.yaml against real PostgreSQL and S3: runs, schedule and sensor ticks, daemon."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+from pyarrow import fs
+
+from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.defs.triggers import (
+    chain_sensors,
+    non_overlapping_schedule,
+    upstream_loads,
+)
+from datapipe_assets.pipeline.run_source import FILE_TAG
+from tests.integration.test_sensors import (
+    HEADER,
+    chained_project,
+    csv_pipeline,
+    evaluate_chain,
+    triggered_project,
+)
+from tests.support.project_files import run
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY_INSTANCE = REPO / "deploy" / "dagster.yaml"
+LOG_PREFIX = "compute-logs"
+SENSOR = "orders__new_file"
+
+
+@dataclass(frozen=True)
+class Production:
+    home: Path
+    pipelines: Path
+    bucket: str
+
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.home))
+
+
+@pytest.fixture
+def production(tmp_path, monkeypatch, postgres, pg_database, s3) -> Production:
+    """DAGSTER_HOME holding deploy/dagster.yaml as shipped, its variables set to test servers."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(DEPLOY_INSTANCE, home / "dagster.yaml")
+    bucket = s3.create_bucket()
+    env = {
+        **s3.env(),
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": postgres.host,
+        "DAGSTER_PG_PORT": str(postgres.port),
+        "DAGSTER_PG_USER": postgres.user,
+        "DAGSTER_PG_PASSWORD": postgres.password,
+        "DAGSTER_PG_DB": pg_database,
+        "DAGSTER_COMPUTE_LOG_BUCKET": bucket,
+        "DAGSTER_COMPUTE_LOG_PREFIX": LOG_PREFIX,
+        "DAGSTER_COMPUTE_LOG_ENDPOINT_URL": s3.endpoint_url,
+        "DATAPIPE_PIPELINES_DIR": str(tmp_path / "pipelines"),
+        "DATAPIPE_STAGING_URL": str(tmp_path / "staging"),
+        "DATAPIPE_SENSOR_INTERVAL_SECONDS": "1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "pipelines" / "incoming").mkdir(parents=True)
+    return Production(home, tmp_path / "pipelines", bucket)
+
+
+def test_deploy_instance_uses_postgres_the_run_queue_and_s3_logs(production, postgres, s3):
+    with production.instance() as instance:
+        assert [type(storage).__name__ for storage in (
+            instance.run_storage, instance.event_log_storage, instance.schedule_storage,
+            instance.run_coordinator, instance.compute_log_manager,
+        )] == ["PostgresRunStorage", "PostgresEventLogStorage", "PostgresScheduleStorage",
+               "QueuedRunCoordinator", "S3ComputeLogManager"]  # fmt: skip
+        queue = instance.run_coordinator.get_run_queue_config()
+        assert queue.max_concurrent_runs == 10
+        assert queue.tag_concurrency_limits == [
+            {"key": "datapipe/pipeline", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+        ]
+
+        chained_project(production.pipelines)
+        result = run(production.pipelines, "orders", instance)
+        assert result.success
+
+    with psycopg.connect(postgres.url(os.environ["DAGSTER_PG_DB"])) as conn:
+        runs = conn.execute("SELECT run_id, pipeline_name, status FROM runs").fetchall()
+    assert runs == [(result.run_id, "orders", "SUCCESS")]
+    store = fs.S3FileSystem(
+        access_key=s3.access_key, secret_key=s3.secret_key,
+        endpoint_override=s3.endpoint_url, region=s3.region,
+    )  # fmt: skip
+    logs = store.get_file_info(fs.FileSelector(f"{production.bucket}/{LOG_PREFIX}", recursive=True))
+    files = sorted(info.path for info in logs if info.is_file)
+    # One capture per run: the in-process executor runs every step in the run's process.
+    folder = f"{production.bucket}/{LOG_PREFIX}/storage/{result.run_id}/compute_logs/"
+    assert [(Path(f).parent.as_posix() + "/", Path(f).suffix) for f in files] == [
+        (folder, ".err"), (folder, ".out")
+    ]  # fmt: skip
+    with store.open_input_stream(files[0]) as stream:
+        assert "loaded 1 rows into orders_orders" in stream.read().decode()
+
+
+def test_schedule_and_sensor_ticks_read_postgres_storage(production):
+    project = chained_project(production.pipelines)
+    definitions = build_definitions(project)
+    job = definitions.jobs[0]
+    schedule = non_overlapping_schedule(project.get("orders"), job, "0 * * * *", "UTC")
+    (after,) = chain_sensors(project)
+    with production.instance() as instance:
+        for name in ("orders", "refunds"):
+            assert run(production.pipelines, name, instance).success
+        result, _ = evaluate_chain(after, project, instance, None)
+        ids = [
+            instance.fetch_materializations(key, limit=1).records[0].storage_id
+            for key in upstream_loads(project, project.get("report"))
+        ]
+        assert result == dg.RunRequest(run_key=f"{ids[0]}-{ids[1]}")
+
+        assert schedule(dg.build_schedule_context(instance=instance)) == dg.RunRequest()
+        job_def = definitions.resolve_job_def(job.name)
+        started = instance.create_run_for_job(
+            job_def, tags=job_def.tags, status=dg.DagsterRunStatus.STARTED
+        )
+        assert schedule(dg.build_schedule_context(instance=instance)) == dg.SkipReason(
+            f"pipeline 'orders' has an unfinished run ({started.run_id}, STARTED); "
+            "skipped this tick so two runs never overlap"
+        )
+
+
+def write_workspace(directory: Path) -> Path:
+    """A workspace loading DataPipe's own code location, as deploy/ runs it."""
+    workspace = directory / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_module:\n      module_name: datapipe_assets.definitions\n"
+        f"      working_directory: {REPO}\n"
+    )
+    return workspace
+
+
+@contextmanager
+def daemon_running(workspace: Path, log: Path) -> Iterator[None]:
+    """`dagster-daemon run` on $DAGSTER_HOME's instance, stopped with SIGTERM afterwards."""
+    binary = Path(sys.executable).parent / "dagster-daemon"
+    with log.open("ab") as output:
+        # Popen keeps signals at their defaults, so SIGTERM reaches the daemon's handler.
+        process = subprocess.Popen(
+            [str(binary), "run", "-w", str(workspace)], stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            yield
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+def wait_for(condition: Callable[[], bool], log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out; daemon log:\n{log.read_text()[-5000:]}")
+        time.sleep(0.5)
+
+
+def sensor_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return list(
+        reversed(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR})))
+    )
+
+
+def test_daemon_runs_each_new_file_once_across_restarts(production, tmp_path):
+    landing = production.pipelines / "incoming"
+    (landing / "a.csv").write_text(HEADER + "1,10\n")
+    triggered_project(
+        production.pipelines,
+        {"orders": csv_pipeline("orders", "incoming/*.csv", trigger={"on_new_file": True})},
+    )
+    workspace, log = write_workspace(tmp_path), tmp_path / "daemon.log"
+    with production.instance() as instance:
+
+        def finished(count: int) -> Callable[[], bool]:
+            def check() -> bool:
+                runs = sensor_runs(instance)
+                return len(runs) >= count and all(r.is_finished for r in runs)
+
+            return check
+
+        with daemon_running(workspace, log):
+            wait_for(finished(1), log)
+        (landing / "b.csv").write_text(HEADER + "2,20\n")
+        with daemon_running(workspace, log):
+            wait_for(finished(2), log)
+            # Several more ticks (one a second) must find nothing new.
+            time.sleep(4)
+
+        runs = sensor_runs(instance)
+        assert [(r.tags[FILE_TAG], r.status) for r in runs] == [
+            ("incoming/a.csv", dg.DagsterRunStatus.SUCCESS),
+            ("incoming/b.csv", dg.DagsterRunStatus.SUCCESS),
+        ]
+        assert {r.tags["datapipe/pipeline"] for r in runs} == {"orders"}
+        (state,) = [s for s in instance.all_instigator_state() if s.instigator_name == SENSOR]
+        assert state.instigator_data.cursor == '["incoming/a.csv", "incoming/b.csv"]'

@@ -1,0 +1,234 @@
+"""Triggers through Dagster's testing APIs: file arrival, chaining, non-overlapping schedules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from pyarrow import fs
+
+from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.defs.triggers import (
+    chain_sensors,
+    non_overlapping_schedule,
+    pipeline_sensors,
+    upstream_loads,
+)
+from datapipe_assets.pipeline.project import Project, load_project
+from datapipe_assets.pipeline.run_source import FILE_TAG, source_for_run
+from tests.support.project_files import run, write_project
+
+HEADER = "id,amount\n"
+
+
+def csv_pipeline(name: str, path: str, **spec: object) -> dict:
+    """A CSV -> DuckDB pipeline loading table `orders` into `<name>_orders`."""
+    return {"name": name, "org": "acme",
+            "source": {"connector": "csv", "config": {"path": path, "table": "orders"},
+                       "tables": ["orders"]},
+            "destination": {"connection": "warehouse", "table_prefix": f"{name}_",
+                            "load_mode": "append"},
+            **spec}  # fmt: skip
+
+
+def triggered_project(directory: Path, pipelines: dict[str, dict]) -> Project:
+    """A project loading into a DuckDB file in `directory`; one file per pipeline."""
+    warehouse = {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}}
+    write_project(
+        directory,
+        {"warehouse": warehouse},
+        {f"{name}.yaml": spec for name, spec in pipelines.items()},
+    )
+    return load_project(directory)
+
+
+def file_sensor(project: Project, name: str) -> dg.SensorDefinition:
+    loaded = project.get(name)
+    job = next(j for j in build_definitions(project).jobs if j.name == name)
+    (sensor,) = pipeline_sensors(loaded, job)
+    return sensor
+
+
+def tick(sensor: dg.SensorDefinition, cursor: str | None) -> dg.SensorResult | dg.SkipReason:
+    with dg.instance_for_test() as instance:
+        return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+
+
+@pytest.fixture
+def landing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The pipelines folder, with an `incoming/` folder watched by pipeline `orders`."""
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    (tmp_path / "pipelines" / "incoming").mkdir(parents=True)
+    return tmp_path / "pipelines"
+
+
+def test_file_sensor_requests_one_run_per_new_local_file(landing: Path):
+    project = triggered_project(
+        landing, {"orders": csv_pipeline("orders", "incoming/*.csv", trigger={"on_new_file": True})}
+    )
+    sensor = file_sensor(project, "orders")
+    assert (sensor.name, sensor.default_status) == (
+        "orders__new_file",
+        dg.DefaultSensorStatus.RUNNING,
+    )
+    assert sensor.job_name == "orders"
+
+    empty = tick(sensor, None)
+    assert empty == dg.SkipReason("no new file matches incoming/*.csv (0 seen)")
+
+    for name in ("b.csv", "a.csv", "notes.txt"):
+        (landing / "incoming" / name).write_text(HEADER + "1,10\n")
+    first = tick(sensor, None)
+    assert [(r.run_key, r.tags) for r in first.run_requests] == [
+        ("incoming/a.csv", {FILE_TAG: "incoming/a.csv"}),
+        ("incoming/b.csv", {FILE_TAG: "incoming/b.csv"}),
+    ]
+    assert first.cursor == '["incoming/a.csv", "incoming/b.csv"]'
+
+    assert tick(sensor, first.cursor) == dg.SkipReason(
+        "no new file matches incoming/*.csv (2 seen)"
+    )
+
+    (landing / "incoming" / "c.csv").write_text(HEADER + "3,30\n")
+    second = tick(sensor, first.cursor)
+    assert [r.run_key for r in second.run_requests] == ["incoming/c.csv"]
+    assert json.loads(second.cursor) == ["incoming/a.csv", "incoming/b.csv", "incoming/c.csv"]
+
+
+def test_file_sensor_watches_an_s3_prefix(landing: Path, s3, monkeypatch: pytest.MonkeyPatch):
+    for variable, value in s3.env().items():
+        monkeypatch.setenv(variable, value)
+    bucket = s3.create_bucket()
+    store = fs.S3FileSystem(
+        access_key=s3.access_key, secret_key=s3.secret_key,
+        endpoint_override=s3.endpoint_url, region=s3.region,
+    )  # fmt: skip
+    prefix = f"s3://{bucket}/landing/*.csv"
+    project = triggered_project(
+        landing, {"orders": csv_pipeline("orders", prefix, trigger={"on_new_file": True})}
+    )
+    sensor = file_sensor(project, "orders")
+    assert tick(sensor, None) == dg.SkipReason(f"no new file matches {prefix} (0 seen)")
+
+    # A file in a deeper folder is not matched: `*` stops at `/`, as in a shell.
+    for key in ("landing/2026-01.csv", "landing/old/2025-12.csv"):
+        with store.open_output_stream(f"{bucket}/{key}") as stream:
+            stream.write((HEADER + "1,10\n").encode())
+    result = tick(sensor, json.dumps([]))
+    expected = f"s3://{bucket}/landing/2026-01.csv"
+    assert [(r.run_key, r.tags) for r in result.run_requests] == [(expected, {FILE_TAG: expected})]
+    assert result.cursor == json.dumps([expected])
+
+
+def test_a_file_run_reads_only_its_file(landing: Path):
+    (landing / "incoming" / "a.csv").write_text(HEADER + "1,10\n2,20\n")
+    # Glob characters in a file's own name must not match other files.
+    (landing / "incoming" / "b[1].csv").write_text(HEADER + "3,30\n")
+    (landing / "incoming" / "b1.csv").write_text(HEADER + "4,40\n")
+    project = triggered_project(
+        landing, {"orders": csv_pipeline("orders", "incoming/*.csv", trigger={"on_new_file": True})}
+    )
+    loaded = project.get("orders")
+
+    def rows(tags: dict[str, str]) -> list[dict]:
+        source = source_for_run(loaded, "orders", tags).open_source()
+        return source.read("orders").read_all().to_pylist()
+
+    assert rows({FILE_TAG: "incoming/b[1].csv"}) == [{"id": 3, "amount": 30}]
+    assert rows({FILE_TAG: "incoming/a.csv"}) == [{"id": 1, "amount": 10}, {"id": 2, "amount": 20}]
+    assert len(rows({})) == 4  # a run without the tag reads every matched file
+
+
+def test_pipeline_without_file_trigger_has_no_sensor(landing: Path):
+    (landing / "incoming" / "a.csv").write_text(HEADER)
+    project = triggered_project(landing, {"orders": csv_pipeline("orders", "incoming/a.csv")})
+    loaded = project.get("orders")
+    assert pipeline_sensors(loaded, build_definitions(project).jobs[0]) == []
+
+
+def chained_project(landing: Path) -> Project:
+    """`report` runs after both `orders` and `refunds` have loaded."""
+    (landing / "incoming" / "orders.csv").write_text(HEADER + "1,10\n")
+    return triggered_project(
+        landing,
+        {"orders": csv_pipeline("orders", "incoming/orders.csv"),
+         "refunds": csv_pipeline("refunds", "incoming/orders.csv"),
+         "report": csv_pipeline("report", "incoming/orders.csv",
+                                trigger={"after": ["orders", "refunds"]})},
+    )  # fmt: skip
+
+
+def evaluate_chain(
+    sensor: dg.MultiAssetSensorDefinition, project: Project, instance, cursor: str | None
+) -> tuple[dg.RunRequest | dg.SkipReason, str | None]:
+    """One tick of a chain sensor; returns its result and the cursor it leaves."""
+    context = dg.build_multi_asset_sensor_context(
+        monitored_assets=upstream_loads(project, project.get("report")),
+        instance=instance,
+        cursor=cursor,
+        definitions=build_definitions(project),
+    )
+    return sensor(context), context.cursor
+
+
+def test_chained_pipeline_runs_once_all_named_pipelines_have_loaded(landing: Path):
+    project = chained_project(landing)
+    (sensor,) = chain_sensors(project)
+    assert (sensor.name, sensor.job_name) == ("report__after", "report")
+    assert upstream_loads(project, project.get("report")) == [
+        dg.AssetKey(["acme", "orders", "load", "orders_orders"]),
+        dg.AssetKey(["acme", "refunds", "load", "refunds_orders"]),
+    ]
+    with dg.instance_for_test() as instance:
+        result, cursor = evaluate_chain(sensor, project, instance, None)
+        assert result == dg.SkipReason(
+            "waiting for new loads of acme/orders/load/orders_orders, "
+            "acme/refunds/load/refunds_orders"
+        )
+        assert run(landing, "orders", instance).success
+        result, cursor = evaluate_chain(sensor, project, instance, cursor)
+        assert result == dg.SkipReason("waiting for new loads of acme/refunds/load/refunds_orders")
+        assert run(landing, "refunds", instance).success
+        result, cursor = evaluate_chain(sensor, project, instance, cursor)
+        ids = [
+            instance.fetch_materializations(key, limit=1).records[0].storage_id
+            for key in upstream_loads(project, project.get("report"))
+        ]
+        assert result == dg.RunRequest(run_key=f"{ids[0]}-{ids[1]}")
+        # Both loads are now consumed: the next tick waits for new ones again.
+        result, _ = evaluate_chain(sensor, project, instance, cursor)
+        assert isinstance(result, dg.SkipReason)
+
+
+def test_schedule_skips_while_the_pipeline_has_an_unfinished_run(landing: Path):
+    (landing / "incoming" / "a.csv").write_text(HEADER + "1,10\n")
+    project = triggered_project(landing, {"orders": csv_pipeline("orders", "incoming/a.csv")})
+    definitions = build_definitions(project)
+    job, refresh_job = definitions.jobs
+    schedule = non_overlapping_schedule(project.get("orders"), job, "0 * * * *", "Europe/Paris")
+    assert (schedule.name, schedule.cron_schedule, schedule.execution_timezone) == (
+        "orders__schedule", "0 * * * *", "Europe/Paris"
+    )  # fmt: skip
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    with dg.instance_for_test() as instance:
+
+        def evaluate() -> dg.RunRequest | dg.SkipReason:
+            return schedule(dg.build_schedule_context(instance=instance))
+
+        assert evaluate() == dg.RunRequest()
+        assert run(landing, "orders", instance).success
+        assert evaluate() == dg.RunRequest()  # a finished run does not hold the schedule
+
+        # A manual full refresh counts too: both jobs carry the pipeline's tag.
+        refresh = definitions.resolve_job_def(refresh_job.name)
+        unfinished = instance.create_run_for_job(
+            refresh, tags=refresh.tags, status=dg.DagsterRunStatus.STARTED
+        )
+        assert evaluate() == dg.SkipReason(
+            f"pipeline 'orders' has an unfinished run ({unfinished.run_id}, STARTED); "
+            "skipped this tick so two runs never overlap"
+        )
+        instance.report_run_canceled(unfinished)
+        assert evaluate() == dg.RunRequest()

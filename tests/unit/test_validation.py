@@ -1,0 +1,292 @@
+"""load_project over a folder of pipeline files: every error class, with its exact message."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from datapipe_assets.pipeline.project import load_project
+from datapipe_assets.pipeline.validation import find_cycle
+
+CONNECTIONS = """\
+orders_csv:
+  connector: csv
+  config: {path: data/orders.csv}
+warehouse:
+  connector: duckdb
+  config: {path: warehouse.duckdb}
+ftp_conn:
+  connector: ftp
+  config: {}
+"""
+ORDERS_CSV = "id,status,amount\n1,paid,10\n2,open,20\n3,paid,5\n"
+
+VALID = """\
+name: {name}
+source: {{connection: orders_csv, tables: [orders]}}
+transform:
+  nodes:
+    - {{id: s, type: source, data: {{table: orders}}}}
+    - {{id: paid, type: filter, data: {{column: status, operator: eq, value: paid}}}}
+    - {{id: o, type: destination}}
+  edges:
+    - {{source: s, target: paid}}
+    - {{source: paid, target: o}}
+destination: {{connection: warehouse, load_mode: upsert, upsert_key: id}}
+schedule: daily
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("DATAPIPE_CONNECTIONS_FILE", raising=False)
+    # Errors name files relative to the working directory.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "connections.yaml").write_text(CONNECTIONS)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "orders.csv").write_text(ORDERS_CSV)
+    return tmp_path
+
+
+def write(folder: Path, name: str, text: str) -> None:
+    (folder / name).write_text(textwrap.dedent(text))
+
+
+def errors(folder: Path) -> dict[str, list[str]]:
+    project = load_project(folder)
+    return {file: [str(e) for e in errs] for file, errs in project.errors.items()}
+
+
+def only_errors(folder: Path, file: str, text: str) -> list[str]:
+    """Write one pipeline file; return its errors, checking no other file has any."""
+    write(folder, file, text)
+    found = errors(folder)
+    assert set(found) == {file}
+    return found[file]
+
+
+def test_valid_pipeline_loads(folder):
+    write(folder, "good.yaml", VALID.format(name="good"))
+    project = load_project(folder)
+    assert project.errors == {}
+    assert [p.pipeline.name for p in project.pipelines] == ["good"]
+    loaded = project.pipelines[0]
+    assert loaded.file == folder / "good.yaml"
+    assert (loaded.source.name, loaded.source.connector) == ("orders_csv", "csv")
+    assert (loaded.destination.name, loaded.destination.connector) == ("warehouse", "duckdb")
+
+
+CASES = yaml.safe_load((Path(__file__).parent / "validation_cases.yaml").read_text())
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_file_errors(folder, case):
+    """Each file in validation_cases.yaml gets exactly its listed errors, and no other file any."""
+    assert only_errors(folder, case["file"], case["text"]) == case["errors"]
+
+
+def test_unknown_connection_without_connections_file(folder):
+    (folder / "connections.yaml").unlink()
+    text = """\
+    name: e
+    source: {connector: csv, config: {path: data/orders.csv}, tables: [orders]}
+    destination: {connection: warehouse}
+    """
+    assert only_errors(folder, "e.yaml", text) == [
+        "e.yaml: destination.connection: unknown connection 'warehouse'; add it to "
+        "connections.yaml or use one of: none defined"
+    ]
+
+
+BAD_SCHEDULE = (
+    "is not a schedule; use hourly, daily or a 5-field cron string such as '30 6 * * 1-5'"
+)
+BAD_TIMEZONE = "use an IANA name such as UTC or Europe/Berlin"
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "value", "message"),
+    [
+        *(("s", "schedule", cron, f"{cron!r} {BAD_SCHEDULE}")
+          for cron in ["61 * * * *", "* * * *", "weekly", "0 0 * * * *"]),
+        *(("t", "timezone", zone, f"unknown timezone {zone!r}; {BAD_TIMEZONE}")
+          for zone in ["Mars/Olympus", "utc+1", "../etc/passwd"]),
+    ],
+)  # fmt: skip
+def test_bad_schedule_or_timezone(folder, name, key, value, message):
+    text = f"""\
+    name: {name}
+    source: {{connection: orders_csv, tables: [orders]}}
+    destination: {{connection: warehouse}}
+    {key}: "{value}"
+    """
+    assert only_errors(folder, f"{name}.yaml", text) == [f"{name}.yaml: {key}: {message}"]
+
+
+@pytest.mark.parametrize("schedule", ["hourly", "daily", "30 6 * * 1-5", "*/15 * * * *"])
+def test_good_schedules(folder, schedule):
+    write(
+        folder,
+        "s.yaml",
+        f"""\
+        name: s
+        source: {{connection: orders_csv, tables: [orders]}}
+        destination: {{connection: warehouse}}
+        schedule: "{schedule}"
+        timezone: Europe/Berlin
+        """,
+    )
+    project = load_project(folder)
+    assert project.errors == {}
+    assert project.get("s").pipeline.schedule == schedule
+
+
+def test_duplicate_pipeline_names_across_files(folder):
+    write(folder, "a.yaml", VALID.format(name="same"))
+    write(folder, "b.yaml", VALID.format(name="same"))
+    project = load_project(folder)
+    assert [(p.pipeline.name, p.file.name) for p in project.pipelines] == [("same", "a.yaml")]
+    assert {f: [str(e) for e in errs] for f, errs in project.errors.items()} == {
+        "b.yaml": [
+            "b.yaml: name: pipeline name 'same' is already used by a.yaml; give each pipeline a "
+            "unique name"
+        ]
+    }
+
+
+def test_one_bad_file_does_not_stop_the_valid_ones(folder):
+    write(folder, "a_good.yaml", VALID.format(name="first"))
+    write(folder, "b_bad.yaml", "name: [unclosed\n")
+    write(folder, "c_bad.yaml", VALID.format(name="broken").replace("daily", "never"))
+    write(folder, "d_good.json", VALID_JSON)
+    write(folder, "notes.txt", "not a pipeline")
+    project = load_project(folder)
+    assert [p.pipeline.name for p in project.pipelines] == ["first", "second"]
+    assert sorted(project.errors) == ["b_bad.yaml", "c_bad.yaml"]
+    assert [str(e) for e in project.errors["c_bad.yaml"]] == [
+        "c_bad.yaml: schedule: 'never' is not a schedule; use hourly, daily or a 5-field cron "
+        "string such as '30 6 * * 1-5'"
+    ]
+    with pytest.raises(KeyError, match="valid pipelines: first, second"):
+        project.get("broken")
+
+
+VALID_JSON = """\
+{"name": "second",
+ "sourceConfig": {"connection": "orders_csv", "tables": ["orders"]},
+ "destinationConfig": {"connection": "warehouse", "loadMode": "append"}}
+"""
+
+
+def test_bad_connections_file_is_reported(folder):
+    (folder / "connections.yaml").write_text(
+        "good:\n  connector: csv\n  config: {path: data/orders.csv}\nbad:\n  config: {}\n"
+    )
+    write(
+        folder,
+        "p.yaml",
+        """\
+        name: p
+        source: {connection: good, tables: [orders]}
+        destination: {connection: bad}
+        """,
+    )
+    assert errors(folder) == {
+        "connections.yaml": ["connections.yaml: bad.connector: Field required; required; add it"],
+        "p.yaml": [
+            "p.yaml: destination.connection: unknown connection 'bad'; add it to "
+            "connections.yaml or use one of: good"
+        ],
+    }
+
+
+# --- find_cycle --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("nodes", "edges", "expected"),
+    [
+        (["a", "b", "c"], [("a", "b"), ("b", "c")], None),
+        (["a", "b", "c", "d"], [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")], None),
+        (["a", "b"], [("a", "b"), ("b", "a")], ["a", "b", "a"]),
+        (["a"], [("a", "a")], ["a", "a"]),
+        (["a", "b", "c"], [("a", "b"), ("b", "c"), ("c", "a")], ["a", "b", "c", "a"]),
+        # The path starts where the cycle starts, not at the first node visited.
+        (
+            ["s", "x", "y", "z"],
+            [("s", "x"), ("x", "y"), ("y", "z"), ("z", "x")],
+            ["x", "y", "z", "x"],
+        ),
+        (["s", "t", "a", "b"], [("s", "t"), ("a", "b"), ("b", "a")], ["a", "b", "a"]),
+        # Edges to unknown nodes are ignored (reported elsewhere).
+        (["a", "b"], [("a", "ghost"), ("ghost", "a"), ("a", "b")], None),
+        ([], [], None),
+    ],
+)
+def test_find_cycle(nodes, edges, expected):
+    assert find_cycle(nodes, edges) == expected
+
+
+def test_unknown_column_over_an_api_source_is_caught_without_its_secret(folder, monkeypatch):
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    text = (
+        "name: s\n"
+        "source: {connector: stripe, config: {api_key: '${STRIPE_API_KEY}'}, tables: [charges]}\n"
+        "transform:\n"
+        "  nodes:\n"
+        "    - {id: c, type: source, data: {table: charges}}\n"
+        "    - {id: f, type: filter, data: {column: amount_cents, operator: gt, value: 0}}\n"
+        "    - {id: o, type: destination}\n"
+        "  edges: [{source: c, target: f}, {source: f, target: o}]\n"
+        "destination: {connection: warehouse}\n"
+    )
+    [error] = only_errors(folder, "s.yaml", text)
+    assert error.startswith(
+        "s.yaml: transform.nodes[1].data: node 'f' (filter): unknown column 'amount_cents'; "
+        "the input has id, "
+    )
+
+
+def test_undeliverable_alerts_are_rejected_with_what_they_lack(folder):
+    text = (
+        "name: a\n"
+        "source: {connection: orders_csv, tables: [orders]}\n"
+        "destination: {connection: warehouse}\n"
+        "alerts:\n"
+        "  - {on: [failure, slow_run], channel: email}\n"
+        "  - {on: [failure], channel: slack, url: '${SLACK_WEBHOOK_URL}'}\n"
+    )
+    assert only_errors(folder, "a.yaml", text) == [
+        "a.yaml: alerts[0]: an email alert needs `to` addresses; a slow_run alert needs "
+        "`slow_run_after`, like 15m; fix the value"
+    ]
+
+
+def test_bad_triggers_are_reported_and_drop_their_pipelines(folder):
+    base = (
+        "source: {connection: orders_csv, tables: [orders]}\ndestination: {connection: warehouse}\n"
+    )
+    write(folder, "a.yaml", f"name: a\n{base}trigger: {{after: [b]}}\n")
+    write(folder, "b.yaml", f"name: b\n{base}trigger: {{after: [a]}}\n")
+    write(folder, "c.yaml", f"name: c\n{base}trigger: {{after: [nope]}}\n")
+    write(folder, "d.yaml", f"name: d\n{base}trigger: {{after: [c]}}\n")
+    write(folder, "e.yaml", f"name: e\n{base}trigger: {{after: [a]}}\n")
+    found = errors(folder)
+    assert found["a.yaml"] == [
+        "a.yaml: trigger.after: the pipelines wait for each other: a -> b -> a; "
+        "remove one of these links"
+    ]
+    assert found["c.yaml"] == [
+        "c.yaml: trigger.after: names 'nope', which is not another valid pipeline; "
+        "use one of: a, b, d, e"
+    ]
+    # Pipelines that wait for a dropped one are dropped in turn, each saying why.
+    assert found["b.yaml"] == [
+        "b.yaml: trigger.after: names 'a', which is not another valid pipeline; use one of: d, e"
+    ]
+    assert found["d.yaml"][0].startswith("d.yaml: trigger.after: names 'c', which is not")
+    assert found["e.yaml"][0].startswith("e.yaml: trigger.after: names 'a', which is not")
+    assert load_project(folder).pipelines == []
