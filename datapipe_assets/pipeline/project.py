@@ -51,6 +51,14 @@ class LoadedPipeline:
     source: ConnectionSpec
     destination: ConnectionSpec
 
+    def connections(self) -> list[ConnectionSpec]:
+        """Every connection the pipeline uses, for masking their secrets in any output."""
+        return [self.source, self.destination]
+
+    def table_connection(self, table: str) -> ConnectionSpec:
+        """The connection a source table (by its name in the pipeline) is read from."""
+        return self.source
+
 
 @dataclass
 class Project:

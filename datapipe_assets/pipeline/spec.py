@@ -222,7 +222,7 @@ class TransformSpec(SpecModel):
 
 CHECK_TYPES = (
     "not_null", "unique", "accepted_values", "range", "expression", "row_count", "freshness",
-    "schema", "reconcile",
+    "schema", "reconcile", "relationships",
 )  # fmt: skip
 ALERT_EVENTS = ("failure", "check_failed", "zero_rows", "slow_run", "schema_change")
 DURATION_PATTERN = r"^\d+(\.\d+)?\s*(s|m|h|d)$"
@@ -242,6 +242,8 @@ class CheckSpec(SpecModel):
 
     asset: str
     type: Literal[CHECK_TYPES]  # type: ignore[valid-type]
+    # The asset check's name in the UI and in `datapipe status`; default: type and columns.
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     column: str | None = None
     columns: ColumnList = []
     values: list[Any] = []
@@ -254,6 +256,9 @@ class CheckSpec(SpecModel):
     on_change: Literal["warn", "fail"] = "warn"
     severity: Literal["warn", "error"] = "error"
     blocking: bool = False
+    # relationships: every non-NULL `column` value must appear in `to_column` of asset `to`.
+    to: str | None = None
+    to_column: str | None = None
 
 
 def _yaml_on_key(value: Any) -> Any:
@@ -307,6 +312,10 @@ class Pipeline(SpecModel):
     trigger: TriggerSpec | None = None
     checks: list[CheckSpec] = []
     alerts: list[AlertSpec] = []
+
+    def table_names(self) -> list[str]:
+        """The names the pipeline's source tables go by: raw assets, source nodes, checks."""
+        return list(self.source.tables)
 
     def target_tables(self) -> dict[str, str]:
         """Destination table per loaded relation: the destination node, or each raw table."""
