@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import duckdb
@@ -51,10 +51,11 @@ def sandboxed_connection(
         con.close()
 
 
-def output_schema(sql: str, input_schema: pa.Schema) -> pa.Schema:
-    """Bind a query against an empty `input` with the given schema; raise on any error."""
+def output_schema(sql: str, inputs: Mapping[str, pa.Schema]) -> pa.Schema:
+    """Bind a query against empty relations of the given names and schemas; raise on error."""
     with sandboxed_connection() as con:
-        con.register("input", input_schema.empty_table())
+        for name, schema in inputs.items():
+            con.register(name, schema.empty_table())
         return con.sql(f"SELECT * FROM ({sql}) LIMIT 0").to_arrow_table().schema
 
 

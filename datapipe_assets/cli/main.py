@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from connectors.base import ConnectorError
 from datapipe_assets.cli.common import CommandError
-from datapipe_assets.cli.connections import check_command, discover_command
-from datapipe_assets.cli.preview import preview_command
-from datapipe_assets.cli.run import run_command
-from datapipe_assets.cli.status import status_command
 from datapipe_assets.pipeline.compiler import CompileError
 from datapipe_assets.pipeline.project import load_project
 
@@ -20,7 +17,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        # Each command's module is imported only when it runs: validate and preview never
+        # import Dagster, and only run and status pay for it.
+        module, function = args.handler.split(":")
+        handler = getattr(importlib.import_module(f"datapipe_assets.cli.{module}"), function)
+        return handler(args)
     except (CommandError, ConnectorError, CompileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -31,28 +32,28 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check every pipeline file; exit 1 on errors")
-    validate.set_defaults(handler=validate_command)
+    validate.set_defaults(handler="main:validate_command")
 
     preview = commands.add_parser("preview", help="rows at a node, without loading anything")
     preview.add_argument("pipeline")
     preview.add_argument("--node", help="node id or source table (default: the last node)")
     preview.add_argument("--limit", type=int, default=10)
-    preview.set_defaults(handler=preview_command)
+    preview.set_defaults(handler="preview:preview_command")
 
     run = commands.add_parser("run", help="materialize a pipeline end to end, in process")
     run.add_argument("pipeline", nargs="?", help="pipeline name (default: --all)")
     run.add_argument("--all", action="store_true", help="run every valid pipeline")
     run.add_argument("--full-refresh", action="store_true", help="ignore incremental cursors")
-    run.set_defaults(handler=run_command)
+    run.set_defaults(handler="run:run_command")
 
     status = commands.add_parser("status", help="last runs: status, rows per stage, checks")
     status.add_argument("pipeline", nargs="?", help="pipeline name (default: every pipeline)")
     status.add_argument("--limit", type=int, default=5, help="runs per pipeline")
-    status.set_defaults(handler=status_command)
+    status.set_defaults(handler="status:status_command")
 
     for name, handler, text in (
-        ("discover", discover_command, "list a connection's tables and columns"),
-        ("check", check_command, "test a connection"),
+        ("discover", "connections:discover_command", "list a connection's tables and columns"),
+        ("check", "connections:check_command", "test a connection"),
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("connection")
@@ -64,6 +65,8 @@ def validate_command(args: argparse.Namespace) -> int:
     project = load_project()
     for loaded in project.pipelines:
         print(f"ok     {loaded.pipeline.name} ({loaded.file.name})")
+        for note in loaded.notes:
+            print(f"note   {note}")
     for errors in project.errors.values():
         for error in errors:
             print(f"error  {error}")

@@ -9,9 +9,17 @@ import duckdb
 import pyarrow as pa
 
 from datapipe_assets.cli.common import CommandError, valid_pipeline
-from datapipe_assets.pipeline.compiler import CompileError, compile_node
+from datapipe_assets.pipeline.compiler import (
+    CompileError,
+    Relation,
+    compile_step,
+    quote_identifier,
+    relation_names,
+    relation_views,
+)
+from datapipe_assets.pipeline.graph import ancestors, topological_order
 from datapipe_assets.pipeline.project import LoadedPipeline, load_project
-from datapipe_assets.pipeline.validation import topological_order
+from datapipe_assets.pipeline.spec import Node
 from resources.duckdb_sandbox import first_line, sandboxed_connection
 
 MAX_CELL = 40
@@ -29,44 +37,67 @@ def preview_rows(loaded: LoadedPipeline, node_id: str | None, limit: int) -> pa.
     """The first rows at a node, computed in a scratch DuckDB; nothing is staged or loaded."""
     pipeline = loaded.pipeline
     transform = pipeline.transform
-    if transform is None or node_id in pipeline.source.tables:
-        table = node_id or pipeline.source.tables[0]
+    if transform is None or node_id in pipeline.table_names():
+        table = node_id or pipeline.table_names()[0]
         return _head(_extract(loaded, table), limit)
     order = topological_order(transform)
-    target = node_id or order[-1]
+    target = node_id or next(n.id for n in transform.nodes if n.type == "destination")
     if target not in order:
         raise CommandError(
             f"pipeline {pipeline.name!r} has no node {target!r}; nodes: {', '.join(order)}"
         )
-    # Only the chain that feeds the target is computed, not other branches.
-    chain = [target]
-    while transform.node(chain[0]).type != "source":
-        chain.insert(0, transform.input_of(chain[0]))
+    # Only the nodes that feed the target are computed, not other branches.
+    needed = ancestors(transform, target)
     with sandboxed_connection() as con:
-        for current in chain:
+        for current in (n for n in order if n in needed):
             node = transform.node(current)
-            if node.type == "source":
-                con.register("input", _extract(loaded, node.data.table))
-                con.execute(f'CREATE TEMP TABLE "{current}" AS SELECT * FROM input')
-                con.unregister("input")
-            else:
-                upstream = transform.input_of(current)
-                con.execute(f'CREATE OR REPLACE TEMP VIEW input AS SELECT * FROM "{upstream}"')
-                columns = [r[0] for r in con.execute("DESCRIBE input").fetchall()]
-                sql = "SELECT * FROM input" if node.type == "destination" else None
-                try:
-                    sql = sql or compile_node(node, columns)
-                    con.execute(f'CREATE TEMP TABLE "{current}" AS {sql}')
-                except (CompileError, duckdb.Error) as error:
-                    message = first_line(error) if isinstance(error, duckdb.Error) else error
-                    raise CommandError(
-                        f"pipeline {pipeline.name!r}, node {current!r} ({node.type}): {message}"
-                    ) from None
-        return con.sql(f'SELECT * FROM "{target}" LIMIT {int(limit)}').to_arrow_table()
+            try:
+                _compute(con, loaded, node)
+            except (CompileError, duckdb.Error) as error:
+                message = first_line(error) if isinstance(error, duckdb.Error) else error
+                raise CommandError(
+                    f"pipeline {pipeline.name!r}, node {current!r} ({node.type}): {message}"
+                ) from None
+        return con.sql(f"SELECT * FROM {_table(target)} LIMIT {int(limit)}").to_arrow_table()
+
+
+def _table(node_id: str) -> str:
+    """The scratch table holding a node's rows; prefixed so no node id clashes with the
+    names its consumers read their inputs by (input, left, right, ...)."""
+    return quote_identifier(f"__node_{node_id}")
+
+
+def _compute(con: duckdb.DuckDBPyConnection, loaded: LoadedPipeline, node: Node) -> None:
+    transform = loaded.pipeline.transform
+    assert transform is not None
+    if node.type == "source":
+        table = loaded.pipeline.node_table(node.data)
+        assert table is not None
+        con.register("extracted", _extract(loaded, table.name))
+        con.execute(f"CREATE TEMP TABLE {_table(node.id)} AS SELECT * FROM extracted")
+        con.unregister("extracted")
+        return
+    inputs = transform.inputs_of(node.id)
+    if node.type == "destination":
+        con.execute(
+            f"CREATE TEMP TABLE {_table(node.id)} AS SELECT * FROM {_table(inputs[0].source)}"
+        )
+        return
+    relations = []
+    for name, declared in zip(relation_names(node, inputs), inputs, strict=True):
+        schema = con.sql(f"SELECT * FROM {_table(declared.source)} LIMIT 0").to_arrow_table().schema
+        relations.append(Relation(name, declared.source, schema))
+    for view, relation in relation_views(node, relations).items():
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {quote_identifier(view)} AS "
+            f"SELECT * FROM {_table(relation.node_id)}"
+        )
+    con.execute(f"CREATE TEMP TABLE {_table(node.id)} AS {compile_step(node, relations)}")
 
 
 def _extract(loaded: LoadedPipeline, table: str) -> pa.RecordBatchReader:
-    extraction = loaded.source.open_source().extract(table)
+    source_table = loaded.pipeline.source_table(table)
+    extraction = loaded.table_connection(table).open_source().extract(source_table.source_name)
     return pa.RecordBatchReader.from_batches(extraction.schema, iter(extraction))
 
 

@@ -103,7 +103,7 @@ def _evaluate_file(
 ) -> dg.AssetCheckResult:
     pipeline = loaded.pipeline
     where = f"pipeline {pipeline.name!r}, {check.type} check on {check.asset!r}"
-    connections = [loaded.source, loaded.destination]
+    connections = loaded.connections()
     with (
         step_failures(where, connections),
         data.local_path() as path,

@@ -8,7 +8,7 @@ destination's own transaction. So a cursor only advances with the rows it covers
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from connectors.base import CursorState
 from resources.staging import StagedTable
@@ -31,9 +31,9 @@ def decode_states(staged: StagedTable) -> dict[str, CursorState]:
     return {table: CursorState.from_json(state) for table, state in raw.items()}
 
 
-def passthrough(staged: StagedTable) -> dict[str, str]:
-    """The input's cursor states, for a transform's output file."""
-    return encode_states(decode_states(staged))
+def passthrough(inputs: Sequence[StagedTable]) -> dict[str, str]:
+    """The inputs' cursor states together, for a transform's output file."""
+    return encode_states({t: s for staged in inputs for t, s in decode_states(staged).items()})
 
 
 def describe(state: CursorState | None) -> str:

@@ -38,7 +38,7 @@ def pipeline_assets(project: Project, loaded: LoadedPipeline) -> list[dg.AssetsD
     pipeline = loaded.pipeline
     # A chained pipeline's raw tables depend on the loads it waits for: lineage shows the chain.
     after = upstream_loads(project, loaded)
-    assets = [raw_asset(loaded, table, after) for table in pipeline.source.tables]
+    assets = [raw_asset(loaded, table, after) for table in pipeline.source_tables()]
     if pipeline.transform is None:
         return assets + [
             load_asset(loaded, dg.AssetKey(raw_key(pipeline, table)), target)

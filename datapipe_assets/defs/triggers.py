@@ -60,7 +60,9 @@ def file_arrival_sensor(
     run keys it has already launched, so a file is neither missed nor run twice.
     """
     name = loaded.pipeline.name
-    path = loaded.source.config.get("path")
+    # Validation allows on_new_file only for a pipeline with one CSV source block.
+    source = loaded.table_connection(loaded.pipeline.table_names()[0])
+    path = source.config.get("path")
 
     @dg.sensor(
         name=f"{name}__new_file",
@@ -72,7 +74,7 @@ def file_arrival_sensor(
     )
     def _new_files(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         seen = set(json.loads(context.cursor)) if context.cursor else set()
-        new = [file for file in landed_files(loaded.source) if file not in seen]
+        new = [file for file in landed_files(source) if file not in seen]
         if not new:
             return dg.SkipReason(f"no new file matches {path} ({len(seen)} seen)")
         return dg.SensorResult(

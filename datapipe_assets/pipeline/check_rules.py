@@ -38,7 +38,7 @@ class CheckTarget:
 def asset_names(pipeline: Pipeline) -> list[str]:
     """Every name a check's `asset` may use."""
     nodes = [n.id for n in pipeline.transform.nodes] if pipeline.transform else []
-    return list(dict.fromkeys([*nodes, *pipeline.source.tables, DESTINATION]))
+    return list(dict.fromkeys([*nodes, *pipeline.table_names(), DESTINATION]))
 
 
 def check_targets(pipeline: Pipeline, asset: str) -> list[CheckTarget]:
@@ -53,12 +53,12 @@ def check_targets(pipeline: Pipeline, asset: str) -> list[CheckTarget]:
                 CheckTarget(load_key(pipeline, target), table, destination=True)
                 for table, target in pipeline.target_tables().items()
             ]
-        if asset in pipeline.source.tables:
+        if asset in pipeline.table_names():
             return [CheckTarget(raw_key(pipeline, asset), asset, destination=False)]
         return []
     # A node id wins over a table of the same name; the two are usually the same asset.
     node = next((n for n in transform.nodes if n.id == asset), None)
-    if node is None and asset in pipeline.source.tables:
+    if node is None and asset in pipeline.table_names():
         readers = [n.id for n in transform.nodes if n.type == "source" and n.data.table == asset]
         return [
             CheckTarget(raw_key(pipeline, asset), next(iter(readers), asset), destination=False)

@@ -48,5 +48,7 @@ def upstream_key(pipeline: Pipeline, node_id: str) -> AssetPath:
     assert pipeline.transform is not None
     node = pipeline.transform.node(node_id)
     if node.type == "source":
-        return raw_key(pipeline, node.data.table)
+        table = pipeline.node_table(node.data)
+        assert table is not None, "validation resolves every source node's table"
+        return raw_key(pipeline, table.name)
     return node_key(pipeline, node_id)

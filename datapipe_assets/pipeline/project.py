@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,12 @@ from connectors.base import ConnectorError
 from connectors.registry import source_class
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.problems import Problem
-from datapipe_assets.pipeline.spec import Connection, Pipeline, normalize_editor_export
+from datapipe_assets.pipeline.spec import (
+    Connection,
+    ConnectionRef,
+    Pipeline,
+    normalize_editor_export,
+)
 from datapipe_assets.pipeline.validation import check_pipeline, trigger_problems
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -46,18 +51,23 @@ class SpecError:
 
 @dataclass(frozen=True)
 class LoadedPipeline:
+    """A valid pipeline with its connections resolved: the plan the Dagster layer builds."""
+
     pipeline: Pipeline
     file: Path
-    source: ConnectionSpec
+    sources: tuple[ConnectionSpec, ...]  # one per source block, in order
     destination: ConnectionSpec
+    # What validation noted but need not be fixed, e.g. columns a join renamed.
+    notes: tuple[str, ...] = ()
 
     def connections(self) -> list[ConnectionSpec]:
         """Every connection the pipeline uses, for masking their secrets in any output."""
-        return [self.source, self.destination]
+        by_name = {c.name: c for c in [*self.sources, self.destination]}
+        return list(by_name.values())
 
     def table_connection(self, table: str) -> ConnectionSpec:
         """The connection a source table (by its name in the pipeline) is read from."""
-        return self.source
+        return self.sources[self.pipeline.source_table(table).block]
 
 
 @dataclass
@@ -113,7 +123,10 @@ def load_project(directory: Path | None = None) -> Project:
 def _drop_bad_triggers(project: Project) -> None:
     """Report and drop pipelines whose triggers name missing pipelines, until none do."""
     while True:
-        valid = {p.pipeline.name: (p.pipeline, p.source.connector) for p in project.pipelines}
+        valid = {
+            p.pipeline.name: (p.pipeline, [s.connector for s in p.sources])
+            for p in project.pipelines
+        }
         problems = trigger_problems(valid)
         if not problems:
             return
@@ -214,27 +227,54 @@ def _load_pipeline(
     except ValidationError as error:
         project.errors[display] = pydantic_errors(file, error)
         return None
-    source = _connection(pipeline, "source", connections, file)
-    destination = _connection(pipeline, "destination", connections, file)
-    schemas = known_schemas(pipeline, source) if source else None
-    problems = check_pipeline(pipeline, connections, schemas)
-    if problems or source is None or destination is None:
-        project.errors[display] = [_spec_error(display, p) for p in problems]
+    sources = [
+        _connection(pipeline, block, connections, file, pipeline.connection_name(index))
+        for index, (_, block) in enumerate(pipeline.source_blocks())
+    ]
+    destination = _connection(
+        pipeline, pipeline.destination, connections, file, f"{pipeline.name}.destination"
+    )
+    schemas = known_schemas(pipeline, sources)
+    validation = check_pipeline(pipeline, connections, schemas)
+    if validation.problems or None in sources or destination is None:
+        project.errors[display] = [_spec_error(display, p) for p in validation.problems]
         return None
-    return LoadedPipeline(pipeline, file, source, destination)
+    return LoadedPipeline(
+        pipeline,
+        file,
+        tuple(s for s in sources if s is not None),
+        destination,
+        tuple(validation.notes),
+    )
 
 
 def _connection(
-    pipeline: Pipeline, block: str, connections: Mapping[str, ConnectionSpec], file: Path
+    pipeline: Pipeline,
+    ref: ConnectionRef,
+    connections: Mapping[str, ConnectionSpec],
+    file: Path,
+    inline_name: str,
 ) -> ConnectionSpec | None:
-    ref = getattr(pipeline, block)
     if ref.connection is not None:
         return connections.get(ref.connection)
-    return ConnectionSpec(f"{pipeline.name}.{block}", ref.connector, ref.config or {}, file.parent)
+    return ConnectionSpec(inline_name, str(ref.connector), ref.config or {}, file.parent)
 
 
-def known_schemas(pipeline: Pipeline, source: ConnectionSpec) -> dict[str, pa.Schema] | None:
-    """Source table schemas, where reading them is cheap and needs no secret."""
+def known_schemas(
+    pipeline: Pipeline, sources: Sequence[ConnectionSpec | None]
+) -> dict[str, pa.Schema]:
+    """Source table schemas by the tables' names in the pipeline, where reading them is
+    cheap and needs no secret."""
+    schemas: dict[str, pa.Schema] = {}
+    for index, source in enumerate(sources):
+        discovered = _discover_cheaply(source) if source is not None else {}
+        for table in pipeline.source_tables():
+            if table.block == index and table.source_name in discovered:
+                schemas[table.name] = discovered[table.source_name]
+    return schemas
+
+
+def _discover_cheaply(source: ConnectionSpec) -> dict[str, pa.Schema]:
     try:
         connector_class = source_class(source.connector, source.name)
         if connector_class.offline_discovery:
@@ -243,11 +283,10 @@ def known_schemas(pipeline: Pipeline, source: ConnectionSpec) -> dict[str, pa.Sc
         elif source.connector in CHEAP_DISCOVERY and not source.missing_variables():
             connector = source.open_source()
         else:
-            return None
-        discovered = connector.discover()
+            return {}
+        return {t.name: t.schema for t in connector.discover()}
     except ConnectorError:
-        return None  # the run reports an unreadable source, with the connection's name
-    return {t.name: t.schema for t in discovered if t.name in pipeline.source.tables}
+        return {}  # the run reports an unreadable source, with the connection's name
 
 
 def _spec_error(display: str, problem: Problem) -> SpecError:
@@ -286,6 +325,8 @@ NODE_TYPES = (
     "aggregate",
     "deduplicate",
     "sql",
+    "join",
+    "union",
 )
 
 

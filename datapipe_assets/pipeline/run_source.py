@@ -15,10 +15,12 @@ FILE_TAG = "datapipe/file"
 
 def source_for_run(loaded: LoadedPipeline, table: str, tags: Mapping[str, str]) -> ConnectionSpec:
     """The source a run reads: just the arrived file when a file-arrival run names one."""
+    source = loaded.table_connection(table)
     file = tags.get(FILE_TAG)
     if file is None:
-        return loaded.source
+        return source
     # Escaped, the file name is a glob matching only itself; the table name is pinned
     # because the CSV source would otherwise derive it from the (new) path.
-    config = {**loaded.source.config, "path": glob.escape(file), "table": table}
-    return dataclasses.replace(loaded.source, config=config)
+    name = loaded.pipeline.source_table(table).source_name
+    config = {**source.config, "path": glob.escape(file), "table": name}
+    return dataclasses.replace(source, config=config)

@@ -6,6 +6,7 @@ Keys are accepted in snake_case and camelCase alike, so one model parses both sh
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -15,6 +16,8 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 # Node ids and table names become Dagster asset-key parts and op names.
 NODE_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"
+# A table's name in the pipeline (`as:`) is one asset-key part and one SQL identifier.
+TABLE_ALIAS_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 
 FILTER_OPERATORS = (
     "eq",
@@ -39,7 +42,15 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _yaml_on_key(value: Any) -> Any:
+    """YAML 1.1 reads a bare `on:` key as the boolean True; mean the word."""
+    if isinstance(value, dict) and True in value:
+        value = {("on" if key is True else key): item for key, item in value.items()}
+    return value
+
+
 ColumnList = Annotated[list[str], BeforeValidator(_as_list)]
+SyncMode = Literal["full", "incremental"]
 
 
 class SpecModel(BaseModel):
@@ -68,13 +79,55 @@ class ConnectionRef(SpecModel):
         return self
 
 
+def _table_entry(value: Any) -> Any:
+    """A table given as a plain name means `{name: ...}` with the block's settings."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+class TableSpec(SpecModel):
+    """One table of a source block; each setting left out is the block's."""
+
+    name: Annotated[str, Field(pattern=TABLE_PATTERN)]
+    # `as` in the file: the table's name in this pipeline, when two connections share one.
+    alias: Annotated[str, Field(pattern=TABLE_ALIAS_PATTERN)] | None = Field(
+        default=None, alias="as"
+    )
+    sync_mode: SyncMode | None = None
+    incremental_key: str | None = None
+    primary_key: ColumnList | None = None
+
+
 class SourceSpec(ConnectionRef):
+    """A source block: one connection, its tables and their default sync settings."""
+
     tables: Annotated[
-        list[Annotated[str, Field(pattern=TABLE_PATTERN)]], BeforeValidator(_as_list)
+        list[Annotated[TableSpec, BeforeValidator(_table_entry)]], BeforeValidator(_as_list)
     ] = Field(min_length=1)
-    sync_mode: Literal["full", "incremental"] = "full"
+    sync_mode: SyncMode = "full"
     incremental_key: str | None = None
     primary_key: ColumnList = []
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """A source table with its block's settings applied: what one raw asset extracts."""
+
+    name: str  # its name in the pipeline: raw asset key, source nodes, checks, cursor state
+    source_name: str  # its name in the connection
+    block: int  # index of its source block
+    block_path: str  # `source` or `sources[i]`, for messages
+    index: int  # its index in the block's tables
+    sync_mode: str
+    incremental_key: str | None
+    primary_key: tuple[str, ...]
+
+    @property
+    def incremental(self) -> bool:
+        return self.sync_mode == "incremental"
+
+    @property
+    def path(self) -> str:
+        return f"{self.block_path}.tables[{self.index}]"
 
 
 class DestinationSpec(ConnectionRef):
@@ -87,6 +140,8 @@ class DestinationSpec(ConnectionRef):
 
 class SourceNodeData(SpecModel):
     table: str
+    # Only needed to say which connection's table is meant, e.g. by its name there.
+    connection: str | None = None
 
 
 class EmptyData(SpecModel):
@@ -140,6 +195,32 @@ class SqlData(SpecModel):
     query: str = Field(min_length=1)
 
 
+JOIN_TYPES = ("inner", "left", "right", "full", "semi", "anti")
+
+
+class JoinKey(SpecModel):
+    left: str
+    right: str
+
+
+def _join_key(value: Any) -> Any:
+    """A join key given as one name means the column of that name on both sides."""
+    return {"left": value, "right": value} if isinstance(value, str) else value
+
+
+class JoinData(SpecModel):
+    how: Literal[JOIN_TYPES] = "inner"  # type: ignore[valid-type]
+    on: Annotated[
+        list[Annotated[JoinKey, BeforeValidator(_join_key)]], BeforeValidator(_as_list)
+    ] = Field(min_length=1)
+    _on_key = model_validator(mode="before")(_yaml_on_key)
+
+
+class UnionData(SpecModel):
+    by: Literal["name", "position"] = "name"
+    distinct: bool = False
+
+
 def _drop_editor_keys(*keys: str) -> Any:
     """The visual editor's canvas positions and edge ids: accepted, then ignored."""
 
@@ -153,6 +234,8 @@ def _drop_editor_keys(*keys: str) -> Any:
 
 class _Node(SpecModel):
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
+    # The node's inputs, as an alternative to edges: a list of node ids, or handle -> node id.
+    inputs: list[str] | dict[str, str] | None = None
     _ignore_position = _drop_editor_keys("position")
 
 
@@ -196,7 +279,26 @@ class SqlNode(_Node):
     data: SqlData
 
 
-TransformNode = FilterNode | RenameNode | ComputedNode | AggregateNode | DeduplicateNode | SqlNode
+class JoinNode(_Node):
+    type: Literal["join"]
+    data: JoinData
+
+
+class UnionNode(_Node):
+    type: Literal["union"]
+    data: UnionData = UnionData()
+
+
+TransformNode = (
+    FilterNode
+    | RenameNode
+    | ComputedNode
+    | AggregateNode
+    | DeduplicateNode
+    | SqlNode
+    | JoinNode
+    | UnionNode
+)
 Node = Annotated[
     SourceNode | DestinationNode | TransformNode,
     Field(discriminator="type"),
@@ -204,9 +306,21 @@ Node = Annotated[
 
 
 class Edge(SpecModel):
-    _ignore_id = _drop_editor_keys("id")
+    _ignore_id = _drop_editor_keys("id", "sourceHandle", "source_handle")
     source: str
     target: str
+    # Which input of the target this edge feeds (React Flow's targetHandle): left/right of a
+    # join, or the name a sql node reads the input by.
+    target_handle: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeInput:
+    """One input of a node: the node it reads, through which handle, declared where."""
+
+    source: str
+    handle: str | None
+    path: str
 
 
 class TransformSpec(SpecModel):
@@ -216,8 +330,28 @@ class TransformSpec(SpecModel):
     def node(self, node_id: str) -> Any:
         return next(n for n in self.nodes if n.id == node_id)
 
+    def inputs_of(self, node_id: str) -> list[NodeInput]:
+        """A node's inputs in declared order: its incoming edges, then its `inputs`."""
+        found = [
+            NodeInput(e.source, e.target_handle, f"transform.edges[{i}]")
+            for i, e in enumerate(self.edges)
+            if e.target == node_id
+        ]
+        index = next(i for i, n in enumerate(self.nodes) if n.id == node_id)
+        declared = self.nodes[index].inputs
+        path = f"transform.nodes[{index}].inputs"
+        if isinstance(declared, dict):
+            found += [NodeInput(s, h, f"{path}.{h}") for h, s in declared.items()]
+        elif declared:
+            found += [NodeInput(s, None, f"{path}[{i}]") for i, s in enumerate(declared)]
+        return found
+
     def input_of(self, node_id: str) -> str:
-        return next(e.source for e in self.edges if e.target == node_id)
+        """The one input of a single-input node."""
+        return self.inputs_of(node_id)[0].source
+
+    def consumers_of(self, node_id: str) -> list[str]:
+        return [n.id for n in self.nodes if any(i.source == node_id for i in self.inputs_of(n.id))]
 
 
 CHECK_TYPES = (
@@ -261,13 +395,6 @@ class CheckSpec(SpecModel):
     to_column: str | None = None
 
 
-def _yaml_on_key(value: Any) -> Any:
-    """YAML 1.1 reads a bare `on:` key as the boolean True; mean the word."""
-    if isinstance(value, dict) and True in value:
-        value = {("on" if key is True else key): item for key, item in value.items()}
-    return value
-
-
 class AlertSpec(SpecModel):
     """Who hears about which events of a pipeline, and how."""
 
@@ -304,7 +431,9 @@ class Pipeline(SpecModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     org: Annotated[str, Field(pattern=NAME_PATTERN)] = "default"
     description: str = ""
-    source: SourceSpec
+    # One source block, or several (`sources`), each a connection with its tables.
+    source: SourceSpec | None = None
+    sources: list[SourceSpec] = []
     transform: TransformSpec | None = None
     destination: DestinationSpec
     schedule: str | None = None
@@ -313,16 +442,78 @@ class Pipeline(SpecModel):
     checks: list[CheckSpec] = []
     alerts: list[AlertSpec] = []
 
+    @model_validator(mode="after")
+    def _one_source_form(self) -> Pipeline:
+        if self.source is None and not self.sources:
+            raise ValueError("give `source` (one connection) or `sources` (a list of them)")
+        if self.source is not None and self.sources:
+            raise ValueError("give either `source` or `sources`, not both")
+        return self
+
+    def source_blocks(self) -> list[tuple[str, SourceSpec]]:
+        """Each source block with its path in the file (`source` or `sources[i]`)."""
+        if self.source is not None:
+            return [("source", self.source)]
+        return [(f"sources[{i}]", block) for i, block in enumerate(self.sources)]
+
+    def source_tables(self) -> list[SourceTable]:
+        """Every source table, with its block's settings where it sets none of its own."""
+        return [
+            SourceTable(
+                name=table.alias or table.name,
+                source_name=table.name,
+                block=block_index,
+                block_path=path,
+                index=index,
+                sync_mode=table.sync_mode or block.sync_mode,
+                incremental_key=(
+                    table.incremental_key
+                    if table.incremental_key is not None
+                    else block.incremental_key
+                ),
+                primary_key=tuple(
+                    table.primary_key if table.primary_key is not None else block.primary_key
+                ),
+            )
+            for block_index, (path, block) in enumerate(self.source_blocks())
+            for index, table in enumerate(block.tables)
+        ]
+
+    def source_table(self, name: str) -> SourceTable:
+        return next(t for t in self.source_tables() if t.name == name)
+
+    def connection_name(self, block: int) -> str:
+        """A source block's connection: its name, or `<pipeline>.<path>` when given inline."""
+        path, spec = self.source_blocks()[block]
+        return spec.connection or f"{self.name}.{path}"
+
+    def node_table(self, data: SourceNodeData) -> SourceTable | None:
+        """The table a source node reads: by its name in the pipeline, or, with `connection`,
+        by its name in that connection too."""
+        for table in self.source_tables():
+            if data.connection is not None:
+                if self.connection_name(table.block) == data.connection and data.table in (
+                    table.name,
+                    table.source_name,
+                ):
+                    return table
+            elif table.name == data.table:
+                return table
+        return None
+
     def table_names(self) -> list[str]:
         """The names the pipeline's source tables go by: raw assets, source nodes, checks."""
-        return list(self.source.tables)
+        return [table.name for table in self.source_tables()]
+
+    def incremental(self) -> bool:
+        return any(table.incremental for table in self.source_tables())
 
     def target_tables(self) -> dict[str, str]:
         """Destination table per loaded relation: the destination node, or each raw table."""
         if self.transform is not None:
             return {destination_node_id(self.transform): self.target_table_for_transform()}
         prefix = self.destination.table_prefix
-        return {table: prefix + table.split(".")[-1] for table in self.source.tables}
+        return {table: prefix + table.split(".")[-1] for table in self.table_names()}
 
     def target_table_for_transform(self) -> str:
         # Without an explicit target_table a transformed pipeline loads into its own name.
@@ -343,6 +534,7 @@ class Connection(SpecModel):
 # The visual editor exports the three config blocks under these names.
 EDITOR_BLOCKS = {
     "sourceConfig": "source",
+    "sourceConfigs": "sources",
     "transformConfig": "transform",
     "destinationConfig": "destination",
 }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
@@ -11,12 +13,25 @@ from croniter import croniter
 
 from connectors.registry import DESTINATIONS, SOURCES
 from datapipe_assets.pipeline.check_validation import check_problems
-from datapipe_assets.pipeline.compiler import CompileError, compile_node, result_type
+from datapipe_assets.pipeline.compiler import (
+    CompileError,
+    Relation,
+    compile_node,
+    compile_step,
+    join_renames,
+    relation_names,
+    relation_views,
+    result_type,
+)
 from datapipe_assets.pipeline.connections import ConnectionSpec
+from datapipe_assets.pipeline.graph import find_cycle, graph_edges, topological_order
 from datapipe_assets.pipeline.problems import Problem
 from datapipe_assets.pipeline.spec import (
+    TABLE_ALIAS_PATTERN,
     ComputedNode,
     FilterNode,
+    JoinNode,
+    NodeInput,
     Pipeline,
     SqlNode,
     TransformNode,
@@ -31,16 +46,29 @@ def cron_expression(schedule: str) -> str:
     return SCHEDULE_ALIASES.get(schedule, schedule)
 
 
+@dataclass(frozen=True)
+class Validation:
+    """What validating a pipeline found: problems that stop it, notes that do not."""
+
+    problems: list[Problem]
+    # Things a reader should know but need not fix, such as columns a join renamed.
+    notes: list[str]
+
+
 def check_pipeline(
     pipeline: Pipeline,
     connections: Mapping[str, ConnectionSpec],
     schemas: Mapping[str, pa.Schema] | None = None,
-) -> list[Problem]:
+) -> Validation:
+    """Every problem of a parsed pipeline. `schemas` holds the known source table schemas,
+    by the tables' names in the pipeline."""
     problems = [
         *_check_connections(pipeline, connections),
+        *_check_tables(pipeline),
         *_check_modes(pipeline),
         *_check_schedule(pipeline),
     ]
+    notes: list[str] = []
     # Known output schema per node id (per source table without a transform).
     node_schemas: dict[str, pa.Schema | None] = dict(schemas or {})
     loaded_schemas = dict(node_schemas)
@@ -49,7 +77,9 @@ def check_pipeline(
         problems += graph_problems
         node_schemas, loaded_schemas = {}, {}
         if not graph_problems:
-            node_problems, node_schemas = _check_nodes(pipeline, pipeline.transform, schemas or {})
+            node_problems, node_schemas, notes = _check_nodes(
+                pipeline, pipeline.transform, schemas or {}
+            )
             problems += node_problems
             loaded_schemas = {
                 n.id: node_schemas.get(n.id)
@@ -59,61 +89,89 @@ def check_pipeline(
     problems += _check_keys(pipeline, schemas or {})
     problems += _check_upsert_key(pipeline, loaded_schemas)
     problems += check_problems(pipeline, node_schemas)
-    return problems
+    return Validation(problems, notes)
 
 
 def _check_connections(
     pipeline: Pipeline, connections: Mapping[str, ConnectionSpec]
 ) -> list[Problem]:
+    refs = [(path, block, "source", SOURCES) for path, block in pipeline.source_blocks()]
+    refs.append(("destination", pipeline.destination, "destination", DESTINATIONS))
     problems = []
-    for block, registry in (("source", SOURCES), ("destination", DESTINATIONS)):
-        ref = getattr(pipeline, block)
+    for path, ref, role, registry in refs:
         if ref.connection is not None:
             spec = connections.get(ref.connection)
             if spec is None:
                 known = ", ".join(sorted(connections)) or "none defined"
                 problems.append(
                     Problem(
-                        f"{block}.connection",
+                        f"{path}.connection",
                         f"unknown connection {ref.connection!r}",
                         f"add it to connections.yaml or use one of: {known}",
                     )
                 )
                 continue
-            connector, path = spec.connector, f"{block}.connection"
+            connector, where = spec.connector, f"{path}.connection"
         else:
-            connector, path = ref.connector, f"{block}.connector"
+            connector, where = ref.connector, f"{path}.connector"
         if connector not in registry:
             problems.append(
                 Problem(
-                    path,
-                    f"connector {connector!r} cannot be used as a {block}",
+                    where,
+                    f"connector {connector!r} cannot be used as a {role}",
                     f"use one of: {', '.join(sorted(registry))}",
                 )
             )
     return problems
 
 
+def _check_tables(pipeline: Pipeline) -> list[Problem]:
+    """Table names are unique within a pipeline: they name raw assets and source nodes."""
+    problems = []
+    first_seen: dict[str, str] = {}
+    for table in pipeline.source_tables():
+        if table.name not in first_seen:
+            first_seen[table.name] = table.path
+            continue
+        block = pipeline.source_blocks()[table.block][1]
+        # Named after its connection where it has a name, e.g. stripe_orders.
+        suggestion = f"{block.connection}_{table.name}" if block.connection else f"{table.name}_2"
+        problems.append(
+            Problem(
+                table.path,
+                f"table name {table.name!r} is already used by {first_seen[table.name]}",
+                f"table names must be unique in a pipeline; rename one with as:, e.g. "
+                f"{{name: {table.source_name}, as: {suggestion}}}",
+            )
+        )
+    return problems
+
+
 def _check_modes(pipeline: Pipeline) -> list[Problem]:
     problems = []
-    source, destination = pipeline.source, pipeline.destination
-    if source.sync_mode == "incremental":
-        if not source.incremental_key:
-            problems.append(
-                Problem(
-                    "source.incremental_key",
-                    "incremental sync needs an incremental_key",
-                    "name the column that grows with every insert or update, e.g. updated_at",
-                )
+    destination = pipeline.destination
+    for table in pipeline.source_tables():
+        if table.incremental and not table.incremental_key:
+            block = pipeline.source_blocks()[table.block][1]
+            # A block-wide setting is reported once, where it is written.
+            inherited = (
+                block.sync_mode == "incremental" and block.tables[table.index].sync_mode is None
             )
-        if destination.load_mode == "replace":
-            problems.append(
-                Problem(
-                    "destination.load_mode",
-                    "incremental sync with load_mode replace keeps only each run's new rows",
-                    "use append or upsert, or sync_mode: full",
-                )
+            problem = Problem(
+                f"{table.block_path if inherited else table.path}.incremental_key",
+                "incremental sync needs an incremental_key",
+                "name the column that grows with every insert or update, e.g. updated_at",
             )
+            if problem not in problems:
+                problems.append(problem)
+    if pipeline.incremental() and destination.load_mode == "replace":
+        problems.append(
+            Problem(
+                "destination.load_mode",
+                "incremental sync with load_mode replace keeps only each run's new rows",
+                "use append or upsert, or sync_mode: full",
+            )
+        )
     if destination.load_mode == "upsert" and not destination.upsert_key:
         problems.append(
             Problem(
@@ -173,7 +231,17 @@ def _check_graph(pipeline: Pipeline, transform: TransformSpec) -> list[Problem]:
                         f"use one of the node ids: {', '.join(ids)}",
                     )
                 )
-    cycle = find_cycle(ids, [(e.source, e.target) for e in transform.edges])
+    for node in transform.nodes:
+        for declared in transform.inputs_of(node.id):
+            if declared.source not in known and not declared.path.startswith("transform.edges"):
+                problems.append(
+                    Problem(
+                        declared.path,
+                        f"input points to unknown node {declared.source!r}",
+                        f"use one of the node ids: {', '.join(ids)}",
+                    )
+                )
+    cycle = find_cycle(ids, graph_edges(transform))
     if cycle:
         problems.append(
             Problem(
@@ -199,119 +267,191 @@ def _check_inputs(pipeline: Pipeline, transform: TransformSpec) -> list[Problem]
         )
     used_tables = set()
     for index, node in enumerate(transform.nodes):
-        inputs = [e.source for e in transform.edges if e.target == node.id]
+        inputs = transform.inputs_of(node.id)
         path = f"transform.nodes[{index}]"
         if node.type == "source":
-            used_tables.add(node.data.table)
-            if node.data.table not in pipeline.source.tables:
+            table = pipeline.node_table(node.data)
+            if table is None:
                 problems.append(
-                    Problem(
-                        f"{path}.data.table",
-                        f"table {node.data.table!r} is not in source.tables",
-                        f"use one of: {', '.join(pipeline.source.tables)}",
-                    )
+                    _unknown_table(pipeline, node.data.table, node.data.connection, path)
                 )
+            else:
+                used_tables.add(table.name)
             if inputs:
                 problems.append(
                     Problem(
                         path, f"source node {node.id!r} has an input", "remove the edges into it"
                     )
                 )
-        elif len(inputs) != 1:
+        else:
+            problems += _input_problems(node, inputs, path)
+    for table in pipeline.source_tables():
+        if table.name not in used_tables:
             problems.append(
                 Problem(
-                    path,
-                    f"node {node.id!r} has {len(inputs)} inputs"
-                    + (f" ({', '.join(inputs)})" if inputs else ""),
-                    "connect exactly one edge into every node but source nodes",
-                )
-            )
-    for table in pipeline.source.tables:
-        if table not in used_tables:
-            problems.append(
-                Problem(
-                    "source.tables",
-                    f"table {table!r} is extracted but no source node reads it",
-                    "add a source node for it or remove it from source.tables",
+                    f"{table.block_path}.tables",
+                    f"table {table.name!r} is extracted but no source node reads it",
+                    f"add a source node for it or remove it from {table.block_path}.tables",
                 )
             )
     return problems
 
 
-def find_cycle(nodes: list[str], edges: list[tuple[str, str]]) -> list[str] | None:
-    """A cycle's path (first node repeated at the end), by three-colour depth-first search."""
-    children: dict[str, list[str]] = {n: [] for n in nodes}
-    for source, target in edges:
-        if source in children and target in children:
-            children[source].append(target)
-    colour = dict.fromkeys(nodes, "white")
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        colour[node] = "grey"
-        stack.append(node)
-        for child in children[node]:
-            if colour[child] == "grey":
-                return [*stack[stack.index(child) :], child]
-            if colour[child] == "white" and (found := visit(child)):
-                return found
-        stack.pop()
-        colour[node] = "black"
-        return None
-
-    for node in nodes:
-        if colour[node] == "white" and (found := visit(node)):
-            return found
-    return None
+def _unknown_table(pipeline: Pipeline, table: str, connection: str | None, path: str) -> Problem:
+    names = ", ".join(pipeline.table_names())
+    if connection is not None:
+        return Problem(
+            f"{path}.data.table",
+            f"connection {connection!r} gives this pipeline no table {table!r}",
+            f"use one of the pipeline's tables ({names}) and the connection it is read from",
+        )
+    where = "source.tables" if pipeline.source is not None else "the tables of sources"
+    return Problem(
+        f"{path}.data.table", f"table {table!r} is not in {where}", f"use one of: {names}"
+    )
 
 
-def topological_order(transform: TransformSpec) -> list[str]:
-    """Node ids with every node after its input (the graph is known to be acyclic)."""
-    order: list[str] = []
-    pending = [n.id for n in transform.nodes if n.type == "source"]
-    while pending:
-        node_id = pending.pop(0)
-        order.append(node_id)
-        pending += [e.target for e in transform.edges if e.source == node_id]
-    return order
+JOIN_HANDLES = ("left", "right")
+
+
+def _input_problems(node: TransformNode, inputs: list[NodeInput], path: str) -> list[Problem]:
+    """A node's inputs must fit its type: a join's left and right, two or more for a union,
+    distinctly named ones for sql, and exactly one for every other node."""
+    what = f"{node.type} node {node.id!r}"
+    if node.type == "join":
+        problems = [
+            Problem(
+                i.path,
+                f"{what}: input {i.source!r} "
+                + (f"has handle {i.handle!r}" if i.handle else "does not say which side it is"),
+                "give it target_handle: left or right (or inputs: {left: ..., right: ...})",
+            )
+            for i in inputs
+            if i.handle not in JOIN_HANDLES
+        ]
+        for handle in JOIN_HANDLES:
+            count = sum(i.handle == handle for i in inputs)
+            if count != 1:
+                problems.append(
+                    Problem(
+                        path,
+                        f"{what} has {count} {handle} inputs",
+                        f"connect exactly one input with target_handle: {handle}",
+                    )
+                )
+        return problems
+    if node.type == "union":
+        if len(inputs) < 2:
+            return [Problem(path, f"{what} has {len(inputs)} input(s)", "connect two or more")]
+        return []
+    if node.type == "sql":
+        return _sql_input_problems(what, inputs, path)
+    problems = []
+    if len(inputs) != 1:
+        problems.append(
+            Problem(
+                path,
+                f"node {node.id!r} has {len(inputs)} inputs"
+                + (f" ({', '.join(i.source for i in inputs)})" if inputs else ""),
+                "connect exactly one input into it; only join, union and sql nodes take several",
+            )
+        )
+    problems += [
+        Problem(
+            i.path,
+            f"{what} has one input; handle {i.handle!r} is not one of its inputs",
+            "remove target_handle",
+        )
+        for i in inputs
+        if i.handle not in (None, "input")
+    ]
+    return problems
+
+
+def _sql_input_problems(what: str, inputs: list[NodeInput], path: str) -> list[Problem]:
+    if not inputs:
+        return [Problem(path, f"{what} has no input", "connect one or more inputs")]
+    problems = []
+    names = [i.handle or i.source for i in inputs]
+    reported: set[str] = set()
+    for declared, name in zip(inputs, names, strict=True):
+        if declared.handle is not None and not re.fullmatch(TABLE_ALIAS_PATTERN, declared.handle):
+            problems.append(
+                Problem(
+                    declared.path,
+                    f"{what}: handle {declared.handle!r} cannot name a relation in SQL",
+                    "use letters, digits and _, starting with a letter",
+                )
+            )
+        elif names.count(name) > 1 and name not in reported:
+            reported.add(name)
+            problems.append(
+                Problem(
+                    declared.path,
+                    f"{what} reads two inputs by the name {name!r}",
+                    "give each a distinct target_handle: it is the input's name in the query",
+                )
+            )
+    return problems
 
 
 def _check_nodes(
     pipeline: Pipeline, transform: TransformSpec, schemas: Mapping[str, pa.Schema]
-) -> tuple[list[Problem], dict[str, pa.Schema | None]]:
-    """Problems of each node, and each node's known output schema."""
-    problems = []
+) -> tuple[list[Problem], dict[str, pa.Schema | None], list[str]]:
+    """Problems of each node, each node's known output schema, and notes on the nodes."""
+    problems, notes = [], []
     index_of = {n.id: i for i, n in enumerate(transform.nodes)}
     node_schemas: dict[str, pa.Schema | None] = {}
     for node_id in topological_order(transform):
         node = transform.node(node_id)
         path = f"transform.nodes[{index_of[node_id]}].data"
         if node.type == "source":
-            node_schemas[node_id] = schemas.get(node.data.table)
+            table = pipeline.node_table(node.data)
+            node_schemas[node_id] = schemas.get(table.name) if table else None
             continue
-        input_schema = node_schemas[transform.input_of(node_id)]
+        inputs = transform.inputs_of(node_id)
+        input_schemas = [node_schemas[i.source] for i in inputs]
         if node.type == "destination":
-            node_schemas[node_id] = input_schema
+            node_schemas[node_id] = input_schemas[0]
             continue
         message = static_problem(node)
-        if message is None and input_schema is not None:
-            schema, message = _bind(node, input_schema)
-            node_schemas[node_id] = schema
-        else:
-            node_schemas[node_id] = None
+        node_schemas[node_id] = None
+        if message is None and all(s is not None for s in input_schemas):
+            relations = [
+                Relation(name, i.source, schema)
+                for name, i, schema in zip(
+                    relation_names(node, inputs), inputs, input_schemas, strict=True
+                )
+            ]
+            node_schemas[node_id], message = _bind(node, relations)
+            if message is None and isinstance(node, JoinNode):
+                notes += _rename_notes(pipeline, node, relations)
         if message is not None:
             problems.append(
                 Problem(
                     path, f"node {node_id!r} ({node.type}): {message}", "fix the node's settings"
                 )
             )
-    return problems, node_schemas
+    return problems, node_schemas, notes
 
 
-def _bind(node: TransformNode, input_schema: pa.Schema) -> tuple[pa.Schema | None, str | None]:
-    """The node's output schema, or why DuckDB cannot compile it against its input."""
+def _rename_notes(pipeline: Pipeline, node: JoinNode, relations: Sequence[Relation]) -> list[str]:
+    by_name = {r.name: r for r in relations}
+    right = by_name["right"]
+    return [
+        f"pipeline {pipeline.name!r}, node {node.id!r} (join): column {column!r} of the right "
+        f"input {right.node_id!r} is renamed {renamed!r}, as the left input has {column!r}"
+        for column, renamed in join_renames(node, by_name["left"], right)
+    ]
+
+
+def _bind(
+    node: TransformNode, relations: Sequence[Relation]
+) -> tuple[pa.Schema | None, str | None]:
+    """The node's output schema, or why DuckDB cannot compile it against its inputs."""
     try:
-        return output_schema(compile_node(node, input_schema.names), input_schema), None
+        views = {name: r.schema for name, r in relation_views(node, relations).items()}
+        return output_schema(compile_step(node, relations), views), None
     except CompileError as error:
         return None, str(error)
     except duckdb.Error as error:
@@ -328,36 +468,46 @@ def static_problem(node: TransformNode) -> str | None:
                 _require_one_select(
                     f"SELECT CAST(({column.expression}) AS {result_type(column.result_type)})",
                     f"expression of {column.name!r}",
+                    "over the relation named input",
                 )
         elif isinstance(node, SqlNode):
-            _require_one_select(node.data.query, "query")
+            _require_one_select(node.data.query, "query", "over its inputs, named by node id")
     except CompileError as error:
         return str(error)
     return None
 
 
-def _require_one_select(sql: str, what: str) -> None:
+def _require_one_select(sql: str, what: str, reading: str) -> None:
     one_select, parse_error = parse_single_select(sql)
     if parse_error is not None:
         raise CompileError(f"{what} is not valid SQL: {parse_error}")
     if not one_select:
-        raise CompileError(f"{what} must be a single SELECT (over the relation named input)")
+        raise CompileError(f"{what} must be a single SELECT ({reading})")
 
 
 def _check_keys(pipeline: Pipeline, schemas: Mapping[str, pa.Schema]) -> list[Problem]:
     problems = []
-    for table in pipeline.source.tables:
-        schema = schemas.get(table)
+    for table in pipeline.source_tables():
+        schema = schemas.get(table.name)
         if schema is None:
             continue
-        keys = [("source.incremental_key", pipeline.source.incremental_key)]
-        keys += [("source.primary_key", k) for k in pipeline.source.primary_key]
+        own = pipeline.source_blocks()[table.block][1].tables[table.index]
+        keys = [
+            (
+                f"{table.path if own.incremental_key else table.block_path}.incremental_key",
+                table.incremental_key if table.incremental else None,
+            )
+        ]
+        keys += [
+            (f"{table.path if own.primary_key is not None else table.block_path}.primary_key", k)
+            for k in table.primary_key
+        ]
         for path, column in keys:
             if column and column not in schema.names:
                 problems.append(
                     Problem(
                         path,
-                        f"table {table!r} has no column {column!r}",
+                        f"table {table.name!r} has no column {column!r}",
                         f"use one of: {', '.join(schema.names)}",
                     )
                 )
@@ -382,22 +532,25 @@ def _check_upsert_key(pipeline: Pipeline, loaded: Mapping[str, pa.Schema | None]
     return problems
 
 
-def trigger_problems(pipelines: Mapping[str, tuple[Pipeline, str]]) -> dict[str, list[Problem]]:
+def trigger_problems(
+    pipelines: Mapping[str, tuple[Pipeline, list[str]]],
+) -> dict[str, list[Problem]]:
     """Problems of the pipelines' triggers, which only the set of valid pipelines can tell.
 
-    `pipelines` maps each valid pipeline's name to its spec and its source's connector.
+    `pipelines` maps each valid pipeline's name to its spec and its source blocks' connectors.
     """
     problems: dict[str, list[Problem]] = {}
-    for name, (pipeline, connector) in pipelines.items():
+    for name, (pipeline, connectors) in pipelines.items():
         trigger = pipeline.trigger
         if trigger is None:
             continue
         found = []
-        if trigger.on_new_file and connector != "csv":
+        if trigger.on_new_file and connectors != ["csv"]:
             found.append(
                 Problem(
                     "trigger.on_new_file",
-                    f"on_new_file needs a csv source (this one is {connector})",
+                    "on_new_file needs one csv source "
+                    f"(this pipeline reads {', '.join(connectors)})",
                     "use a csv connection whose path is a glob such as incoming/*.csv or "
                     "s3://bucket/prefix/*.csv",
                 )

@@ -209,4 +209,4 @@ def test_example_pipeline_parses_and_reads_real_tables(monkeypatch):
     config = ConnectionSpec("example", "hubspot", source.config or {}).resolve()
     schemas = {t.name: t.schema for t in HubSpotSource("example", config).discover()}
     assert (source.connector, config["access_token"]) == ("hubspot", "pat-example")
-    assert all(source.incremental_key in schemas[table].names for table in source.tables)
+    assert all(source.incremental_key in schemas[t.name].names for t in source.tables)

@@ -316,7 +316,7 @@ def test_example_pipeline_parses():
     pipeline = Pipeline.model_validate(yaml.safe_load(EXAMPLE.read_text()))
     assert pipeline.source.connector == "stripe"
     assert pipeline.source.config == {"api_key": "${STRIPE_API_KEY}"}
-    assert pipeline.source.tables == ["charges", "customers"]
+    assert pipeline.table_names() == ["charges", "customers"]
     assert (pipeline.source.sync_mode, pipeline.source.incremental_key) == (
         "incremental",
         "created",

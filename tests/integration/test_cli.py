@@ -159,3 +159,51 @@ def test_validate_real_postgres_connection_check(project, capsys, postgres, monk
     write_project(project, {"db": {"connector": "postgres", "config": config}}, {})
     assert main(["check", "db"]) == 0
     assert capsys.readouterr().out == "ok: connected to database postgres as postgres\n"
+
+
+def test_validate_and_preview_never_import_dagster(project):
+    """The pipeline core is enough for validate and preview: no Dagster import at all."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from datapipe_assets.cli.main import main; "
+        "codes = [main(['validate']), main(['preview', 'revenue', '--limit', '1'])]; "
+        "print(codes, sorted({m.split('.')[0] for m in sys.modules} & {'dagster'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines()[-1] == "[0, 0] []"
+
+
+def test_validate_lists_the_columns_a_join_renames(project, capsys):
+    (project / "joined.yaml").write_text(
+        """
+name: joined
+sources:
+  - {connection: orders_csv, tables: [orders]}
+  - {connection: orders_csv, tables: [{name: orders, as: again}]}
+transform:
+  nodes:
+    - {id: a, type: source, data: {table: orders}}
+    - {id: b, type: source, data: {table: again}}
+    - {id: j, type: join, inputs: {left: a, right: b}, data: {how: inner, on: [id]}}
+    - {id: out, type: destination, inputs: [j]}
+destination: {connection: warehouse}
+"""
+    )
+    assert main(["validate"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "ok     joined (joined.yaml)",
+        "note   pipeline 'joined', node 'j' (join): column 'customer_id' of the right input 'b' "
+        "is renamed 'customer_id_b', as the left input has 'customer_id'",
+        "note   pipeline 'joined', node 'j' (join): column 'status' of the right input 'b' is "
+        "renamed 'status_b', as the left input has 'status'",
+        "note   pipeline 'joined', node 'j' (join): column 'amount_cents' of the right input 'b' "
+        "is renamed 'amount_cents_b', as the left input has 'amount_cents'",
+        "note   pipeline 'joined', node 'j' (join): column 'updated_at' of the right input 'b' "
+        "is renamed 'updated_at_b', as the left input has 'updated_at'",
+        "ok     revenue (revenue.yaml)",
+        "2 valid pipeline(s), 0 error(s)",
+    ]

@@ -326,20 +326,44 @@ def test_computed_several_columns_are_added_after_existing_ones_in_order():
 @pytest.mark.parametrize(
     ("columns", "duplicate"),
     [
-        pytest.param([("cents", "1")], "cents", id="name_that_exists_in_the_input"),
         pytest.param([("c", "1"), ("c", "2")], "c", id="name_given_twice_in_one_node"),
         # The message names the duplicate, not the first column.
         pytest.param([("b", "1"), ("c", "1"), ("c", "2")], "c", id="duplicate_after_another"),
+        pytest.param([("cents", "1"), ("cents", "2")], "cents", id="replaced_twice"),
     ],
 )
-def test_computed_name_already_taken(columns, duplicate):
+def test_computed_name_given_twice(columns, duplicate):
     n = node(
         "computed",
         columns=[{"name": c, "expression": e, "resultType": "BIGINT"} for c, e in columns],
     )
     with pytest.raises(CompileError) as error:
         compile_node(n, PRICES.column_names)
-    assert str(error.value) == f"computed column '{duplicate}' already exists; choose a new name"
+    assert str(error.value) == f"computed column '{duplicate}' is given twice; compute it once"
+
+
+def test_computed_replaces_a_column_in_place_and_appends_new_ones():
+    n = node(
+        "computed",
+        columns=[
+            {"name": "doubled", "expression": "cents * 2", "resultType": "BIGINT"},
+            # Replaces `cents` where it stands, computed from the input's own value.
+            {"name": "cents", "expression": "cents / 100.0", "resultType": "DOUBLE"},
+            {"name": "stamp", "expression": "stamp", "resultType": "TIMESTAMP"},
+        ],
+    )
+    columns, rows = run(n, PRICES)
+    assert columns == ["id", "cents", "stamp", "doubled"]
+    assert rows == [
+        (1, 19.99, dt.datetime(2026, 1, 2, 3, 4, 5), 3998),
+        (2, 2.5, dt.datetime(2026, 12, 31, 23, 59, 59), 500),
+    ]
+    assert column_lineage(n, PRICES.column_names) == {
+        "id": ["id"],
+        "cents": ["cents"],
+        "stamp": ["stamp"],
+        "doubled": ["cents"],
+    }
 
 
 BAD_TYPE_HINT = (

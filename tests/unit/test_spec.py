@@ -120,7 +120,7 @@ def test_yaml_example_parses_to_the_expected_model():
         "UTC",
     )
     assert pipeline.source.connection == "orders_csv"
-    assert pipeline.source.tables == ["orders"]
+    assert pipeline.table_names() == ["orders"]
     assert [(n.id, n.type) for n in pipeline.transform.nodes] == [
         ("orders", "source"),
         ("paid", "filter"),
@@ -274,7 +274,9 @@ def test_key_given_as_string_equals_one_item_list(block, key, as_list):
     many = json.loads(json.dumps(base))
     many[block][key] = as_list
     assert Pipeline.model_validate(one) == Pipeline.model_validate(many)
-    assert getattr(Pipeline.model_validate(one), block).model_dump()[_snake(key)] == ["id"]
+    dumped = getattr(Pipeline.model_validate(one), block).model_dump()[_snake(key)]
+    # A table given by name is a table spec with that name and the block's settings.
+    assert [item["name"] if isinstance(item, dict) else item for item in dumped] == ["id"]
 
 
 def _snake(key: str) -> str:
@@ -359,15 +361,15 @@ def test_inline_connector_and_config_in_source_config(tmp_path: Path, monkeypatc
     assert pipeline.source.connection is None
     assert pipeline.source.connector == "csv"
     assert pipeline.source.config == {"path": "orders.csv", "delimiter": ","}
-    assert pipeline.source.tables == ["orders"]
+    assert pipeline.table_names() == ["orders"]
 
     (tmp_path / "inline.json").write_text(json.dumps(document))
     (tmp_path / "orders.csv").write_text("id,amount\n1,2\n")
     project = load_project(tmp_path)
     assert project.errors == {}
     [loaded] = project.pipelines
-    assert loaded.source == ConnectionSpec(
-        "inline.source", "csv", {"path": "orders.csv", "delimiter": ","}, tmp_path
+    assert loaded.sources == (
+        ConnectionSpec("inline.source", "csv", {"path": "orders.csv", "delimiter": ","}, tmp_path),
     )
     assert loaded.destination == ConnectionSpec(
         "inline.destination", "duckdb", {"path": "out.duckdb"}, tmp_path
@@ -403,7 +405,10 @@ def test_connection_and_connector_are_exclusive(source, message):
         ({"name": "1abc"}, ("name",)),
         ({"org": "Acme"}, ("org",)),
         ({"source": {"connection": "c", "tables": []}}, ("source", "tables")),
-        ({"source": {"connection": "c", "tables": ["bad-table"]}}, ("source", "tables", 0)),
+        (
+            {"source": {"connection": "c", "tables": ["bad-table"]}},
+            ("source", "tables", 0, "name"),
+        ),
         ({"destination": {"connection": "w", "load_mode": "merge"}}, ("destination", "load_mode")),
     ],
 )
@@ -430,6 +435,7 @@ def test_shipped_pipelines_folder_loads_with_zero_errors(monkeypatch):
     project = load_project(PROJECT_ROOT / "pipelines")
     assert project.errors == {}
     assert sorted(p.pipeline.name for p in project.pipelines) == [
+        "customer_ltv",
         "customers",
         "large_orders",
         "orders_revenue",
@@ -438,3 +444,81 @@ def test_shipped_pipelines_folder_loads_with_zero_errors(monkeypatch):
     assert large.transform.node("usd").data.columns[0].result_type == "DECIMAL(12,2)"
     assert large.destination.create_table_if_missing is True
     assert project.get("customers").pipeline.target_tables() == {"customers": "raw_customers"}
+
+
+def test_editor_export_with_several_sources_and_target_handles():
+    """The editor's JSON: `sourceConfigs` beside `sourceConfig`, React Flow's `targetHandle`
+    (and `sourceHandle`, ignored) on edges, camelCase per-table settings."""
+    document = {
+        "name": "ltv",
+        "sourceConfigs": [
+            {"connection": "shop_files", "tables": ["customers", "orders"], "syncMode": "full"},
+            {"connection": "stripe", "syncMode": "incremental", "incrementalKey": "created",
+             "tables": ["charges", {"name": "orders", "as": "stripe_orders", "primaryKey": "id"}]},
+        ],
+        "transformConfig": {
+            "nodes": [
+                {"id": "orders", "type": "source", "data": {"table": "orders"}},
+                {"id": "customers", "type": "source", "data": {"table": "customers"}},
+                {"id": "enriched", "type": "join", "position": {"x": 1, "y": 2},
+                 "data": {"how": "left", "on": [{"left": "customer_id", "right": "id"}]}},
+                {"id": "out", "type": "destination"},
+            ],
+            "edges": [
+                {"id": "e1", "source": "orders", "target": "enriched", "targetHandle": "left",
+                 "sourceHandle": "out"},
+                {"id": "e2", "source": "customers", "target": "enriched", "targetHandle": "right"},
+                {"id": "e3", "source": "enriched", "target": "out"},
+            ],
+        },
+        "destinationConfig": {"connection": "warehouse"},
+    }  # fmt: skip
+    pipeline = Pipeline.model_validate(normalize_editor_export(document))
+    assert [
+        (t.name, t.source_name, t.block_path, t.sync_mode, t.incremental_key, t.primary_key)
+        for t in pipeline.source_tables()
+    ] == [
+        ("customers", "customers", "sources[0]", "full", None, ()),
+        ("orders", "orders", "sources[0]", "full", None, ()),
+        ("charges", "charges", "sources[1]", "incremental", "created", ()),
+        ("stripe_orders", "orders", "sources[1]", "incremental", "created", ("id",)),
+    ]
+    assert [(i.source, i.handle) for i in pipeline.transform.inputs_of("enriched")] == [
+        ("orders", "left"),
+        ("customers", "right"),
+    ]
+    yaml_form = from_yaml(
+        """
+        name: ltv
+        sources:
+          - {connection: shop_files, tables: [customers, orders], sync_mode: full}
+          - connection: stripe
+            sync_mode: incremental
+            incremental_key: created
+            tables: [charges, {name: orders, as: stripe_orders, primary_key: id}]
+        transform:
+          nodes:
+            - {id: orders, type: source, data: {table: orders}}
+            - {id: customers, type: source, data: {table: customers}}
+            - {id: enriched, type: join, data: {how: left, on: [{left: customer_id, right: id}]}}
+            - {id: out, type: destination}
+          edges:
+            - {source: orders, target: enriched, target_handle: left}
+            - {source: customers, target: enriched, target_handle: right}
+            - {source: enriched, target: out}
+        destination: {connection: warehouse}
+        """
+    )
+    assert yaml_form == pipeline
+
+
+def test_node_inputs_as_a_list_or_by_handle_equal_edges():
+    as_inputs = NODE.validate_python(
+        {"id": "j", "type": "join", "inputs": {"left": "a", "right": "b"}, "data": {"on": "id"}}
+    )
+    assert as_inputs.inputs == {"left": "a", "right": "b"}
+    # A join key given as one name is that column on both sides; `how` defaults to inner.
+    assert [(k.left, k.right) for k in as_inputs.data.on] == [("id", "id")]
+    assert as_inputs.data.how == "inner"
+    union = NODE.validate_python({"id": "u", "type": "union", "inputs": ["a", "b"]})
+    assert (union.data.by, union.data.distinct) == ("name", False)

@@ -75,7 +75,7 @@ def test_valid_pipeline_loads(folder):
     assert [p.pipeline.name for p in project.pipelines] == ["good"]
     loaded = project.pipelines[0]
     assert loaded.file == folder / "good.yaml"
-    assert (loaded.source.name, loaded.source.connector) == ("orders_csv", "csv")
+    assert [(s.name, s.connector) for s in loaded.sources] == [("orders_csv", "csv")]
     assert (loaded.destination.name, loaded.destination.connector) == ("warehouse", "duckdb")
 
 

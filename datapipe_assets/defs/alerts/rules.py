@@ -107,7 +107,7 @@ def load_alert_rules(project: Project) -> AlertRules:
         own = [AlertRule(spec, "pipeline", i) for i, spec in enumerate(pipeline.alerts)]
         org = [AlertRule(spec, "org", i) for i, spec in enumerate(defaults.get(pipeline.org, []))]
         if own or org:
-            connections = (loaded.source, loaded.destination)
+            connections = loaded.connections()
             rules[pipeline.name] = PipelineAlerts(pipeline, tuple(own + org), connections)
     return rules
 
@@ -178,7 +178,7 @@ def pipeline_keys(pipeline: Pipeline) -> list[dg.AssetKey]:
     """Every asset key of a pipeline: its raw tables, transform nodes and loads."""
     nodes = pipeline.transform.nodes if pipeline.transform is not None else []
     return [
-        *(dg.AssetKey(raw_key(pipeline, table)) for table in pipeline.source.tables),
+        *(dg.AssetKey(raw_key(pipeline, table)) for table in pipeline.table_names()),
         *(
             dg.AssetKey(node_key(pipeline, n.id))
             for n in nodes

@@ -18,7 +18,6 @@ def load_asset(
 ) -> dg.AssetsDefinition:
     pipeline, destination = loaded.pipeline, loaded.destination
     spec = pipeline.destination
-    incremental = pipeline.source.sync_mode == "incremental"
     where = (
         f"pipeline {pipeline.name!r}, load into {target_table!r} (connection {destination.name!r})"
     )
@@ -41,7 +40,8 @@ def load_asset(
         full_refresh = context.run.tags.get(cursors.FULL_REFRESH_TAG) == "true"
         # A forced full refresh re-extracts everything, so the table is rebuilt from it.
         mode = LoadMode.REPLACE if full_refresh else LoadMode(spec.load_mode)
-        states = cursors.decode_states(data) if incremental else {}
+        # Only incremental tables' extracts carry a state: a full extract has none to commit.
+        states = cursors.decode_states(data)
         request = LoadRequest(
             table=target_table,
             mode=mode,
@@ -50,7 +50,7 @@ def load_asset(
             state_updates=[StateUpdate(pipeline.name, t, s) for t, s in states.items()],
         )
         started = time.perf_counter()
-        with step_failures(where, [loaded.source, destination]):
+        with step_failures(where, loaded.connections()):
             result = destination.open_destination().load(data.reader(), request)
         context.log.info(f"loaded {result.rows_loaded} rows into {target_table} ({mode})")
         return dg.MaterializeResult(

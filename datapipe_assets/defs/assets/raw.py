@@ -12,49 +12,55 @@ from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.pipeline.keys import raw_key
 from datapipe_assets.pipeline.project import LoadedPipeline
 from datapipe_assets.pipeline.run_source import source_for_run
+from datapipe_assets.pipeline.spec import SourceTable
 from resources.staging import StagedFile, scratch_file
 
 
-def raw_asset(loaded: LoadedPipeline, table: str, after: list[dg.AssetKey]) -> dg.AssetsDefinition:
-    pipeline, source = loaded.pipeline, loaded.source
-    incremental = pipeline.source.sync_mode == "incremental"
-    where = f"pipeline {pipeline.name!r}, table {table!r} (connection {source.name!r})"
+def raw_asset(
+    loaded: LoadedPipeline, table: SourceTable, after: list[dg.AssetKey]
+) -> dg.AssetsDefinition:
+    pipeline, source = loaded.pipeline, loaded.table_connection(table.name)
+    where = f"pipeline {pipeline.name!r}, table {table.name!r} (connection {source.name!r})"
+    named = f"`{table.source_name}`" + (
+        f" (as `{table.name}`)" if table.name != table.source_name else ""
+    )
 
     @dg.asset(
-        key=raw_key(pipeline, table),
+        key=raw_key(pipeline, table.name),
         deps=after,
         group_name=pipeline.name,
         kinds={source.connector},
         io_manager_key="staging",
         description=(
-            f"Table `{table}` extracted from connection `{source.name}` "
-            f"({pipeline.source.sync_mode} sync"
-            + (f" on `{pipeline.source.incremental_key}`" if incremental else "")
+            f"Table {named} extracted from connection `{source.name}` "
+            f"({table.sync_mode} sync"
+            + (f" on `{table.incremental_key}`" if table.incremental else "")
             + ")."
         ),
-        metadata={"connection": source.name, "source_table": table},
+        metadata={"connection": source.name, "source_table": table.source_name},
         retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     )
     def _extract(context: dg.AssetExecutionContext) -> dg.Output[StagedFile]:
         started = time.perf_counter()
-        with step_failures(where, [loaded.source, loaded.destination]), scratch_file() as path:
-            start = _committed_state(loaded, table, context) if incremental else None
-            context.log.info(f"extracting {table} from cursor {cursors.describe(start)}")
-            run_source = source_for_run(loaded, table, context.run.tags)
+        with step_failures(where, loaded.connections()), scratch_file() as path:
+            start = _committed_state(loaded, table.name, context) if table.incremental else None
+            context.log.info(f"extracting {table.name} from cursor {cursors.describe(start)}")
+            run_source = source_for_run(loaded, table.name, context.run.tags)
             extraction = run_source.open_source().extract(
-                table,
-                pipeline.source.incremental_key if incremental else None,
+                table.source_name,
+                table.incremental_key if table.incremental else None,
                 start,
-                pipeline.source.primary_key,
+                table.primary_key,
             )
+            # The cursor state travels under the table's name in the pipeline, unique in it.
             write_parquet(
                 path,
                 extraction.schema,
                 extraction,
-                lambda: cursors.encode_states({table: extraction.state}),
+                lambda: cursors.encode_states({table.name: extraction.state}),
             )
         metadata: dict[str, object] = {"duration_seconds": seconds_since(started)}
-        if incremental:
+        if table.incremental:
             metadata["cursor/start"] = cursors.describe(start)
             metadata["cursor/extracted_to"] = cursors.describe(extraction.state)
         return dg.Output(StagedFile(path, metadata))

@@ -1,17 +1,27 @@
 """Transform assets: one per transform node, compiled to SQL and run in sandboxed DuckDB."""
 
+import contextlib
 import time
 
 import dagster as dg
+import pyarrow.parquet as pq
 
 from connectors.shared.parquet import ROW_GROUP_ROWS, ZSTD_LEVEL
 from datapipe_assets.defs import cursors
 from datapipe_assets.defs.errors import step_failures
 from datapipe_assets.defs.stage_metadata import seconds_since
-from datapipe_assets.pipeline.compiler import column_lineage, compile_node, quote_literal
+from datapipe_assets.pipeline.compiler import (
+    Relation,
+    compile_step,
+    quote_identifier,
+    quote_literal,
+    relation_names,
+    relation_views,
+    step_lineage,
+)
 from datapipe_assets.pipeline.keys import node_key, upstream_key
 from datapipe_assets.pipeline.project import LoadedPipeline
-from datapipe_assets.pipeline.spec import TransformNode
+from datapipe_assets.pipeline.spec import NodeInput, TransformNode
 from resources.staging import StagedFile, StagedTable, scratch_file
 from resources.transform_engine import TransformEngine
 
@@ -19,35 +29,51 @@ from resources.transform_engine import TransformEngine
 def transform_asset(loaded: LoadedPipeline, node: TransformNode) -> dg.AssetsDefinition:
     pipeline = loaded.pipeline
     assert pipeline.transform is not None
-    input_key = dg.AssetKey(upstream_key(pipeline, pipeline.transform.input_of(node.id)))
+    inputs = pipeline.transform.inputs_of(node.id)
+    names = relation_names(node, inputs)
+    # One Dagster input per node input, in declared order: in_0, in_1, ...
+    ins = {
+        f"in_{i}": dg.AssetIn(key=upstream_key(pipeline, declared.source))
+        for i, declared in enumerate(inputs)
+    }
     where = f"pipeline {pipeline.name!r}, node {node.id!r} ({node.type})"
 
     @dg.asset(
         key=node_key(pipeline, node.id),
-        ins={"upstream": dg.AssetIn(key=input_key)},
+        ins=ins,
         group_name=pipeline.name,
         kinds={"duckdb"},
         io_manager_key="staging",
-        description=describe_node(node),
+        description=describe_node(node, inputs),
         metadata={"node_type": node.type},
     )
     def _transform(
-        context: dg.AssetExecutionContext, engine: TransformEngine, upstream: StagedTable
+        context: dg.AssetExecutionContext, engine: TransformEngine, **staged: StagedTable
     ) -> dg.Output[StagedFile]:
-        columns = upstream.schema.names
+        upstream = [staged[f"in_{i}"] for i in range(len(inputs))]
+        relations = [
+            Relation(name, declared.source, table.schema)
+            for name, declared, table in zip(names, inputs, upstream, strict=True)
+        ]
         started = time.perf_counter()
         with (
             step_failures(where, []),
             scratch_file() as output,
-            upstream.local_path() as input_path,
-            engine.connect([input_path], str(output.parent)) as con,
+            contextlib.ExitStack() as stack,
         ):
-            sql = compile_node(node, columns)
+            paths = {
+                r.name: stack.enter_context(t.local_path())
+                for r, t in zip(relations, upstream, strict=True)
+            }
+            con = stack.enter_context(engine.connect(list(paths.values()), str(output.parent)))
+            sql = compile_step(node, relations)
             # DuckDB reads and writes the parquet itself: its native, parallel reader and
             # writer are several times faster than streaming the rows through Python.
-            con.execute(
-                f"CREATE VIEW input AS SELECT * FROM read_parquet({quote_literal(input_path)})"
-            )
+            for view, relation in relation_views(node, relations).items():
+                con.execute(
+                    f"CREATE VIEW {quote_identifier(view)} AS "
+                    f"SELECT * FROM read_parquet({quote_literal(paths[relation.name])})"
+                )
             options = (
                 f"FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, "
                 f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
@@ -55,7 +81,8 @@ def transform_asset(loaded: LoadedPipeline, node: TransformNode) -> dg.AssetsDef
             )
             con.execute(f"COPY ({sql}) TO {quote_literal(str(output))} ({options})")
         context.log.info(f"{node.id}: ran {sql}")
-        metadata = _node_metadata(sql, node, columns, input_key)
+        output_columns = pq.read_schema(output).names
+        metadata = _node_metadata(loaded, sql, node, relations, output_columns)
         metadata["duration_seconds"] = seconds_since(started)
         return dg.Output(StagedFile(output, metadata))
 
@@ -69,21 +96,31 @@ def _struct(metadata: dict[str, str]) -> str:
 
 
 def _node_metadata(
-    sql: str, node: TransformNode, columns: list[str], input_key: dg.AssetKey
+    loaded: LoadedPipeline,
+    sql: str,
+    node: TransformNode,
+    relations: list[Relation],
+    output_columns: list[str],
 ) -> dict[str, object]:
     metadata: dict[str, object] = {"sql": dg.MetadataValue.md(f"```sql\n{sql}\n```")}
-    lineage = column_lineage(node, columns)
+    lineage = step_lineage(node, relations, output_columns)
     if lineage is not None:
+        pipeline = loaded.pipeline
         metadata["dagster/column_lineage"] = dg.TableColumnLineage(
             deps_by_column={
-                out: [dg.TableColumnDep(asset_key=input_key, column_name=c) for c in sources]
+                out: [
+                    dg.TableColumnDep(
+                        asset_key=dg.AssetKey(upstream_key(pipeline, source)), column_name=c
+                    )
+                    for source, c in sources
+                ]
                 for out, sources in lineage.items()
             }
         )
     return metadata
 
 
-def describe_node(node: TransformNode) -> str:
+def describe_node(node: TransformNode, inputs: list[NodeInput]) -> str:
     """A one-line description of what the node does, shown in the Dagster UI."""
     data = node.data
     match node.type:
@@ -96,7 +133,7 @@ def describe_node(node: TransformNode) -> str:
             added = ", ".join(
                 f"`{c.name}` = {c.expression} ({c.result_type})" for c in data.columns
             )
-            return f"Adds computed columns: {added}."
+            return f"Computes columns (a name that exists is replaced in place): {added}."
         case "aggregate":
             measures = ", ".join(
                 f"{m.function}(`{m.column}`) as `{m.alias}`" for m in data.measures
@@ -106,4 +143,16 @@ def describe_node(node: TransformNode) -> str:
         case "deduplicate":
             order = f" by `{data.order_by}`" if data.order_by else " in input order"
             return f"Keeps the {data.keep_strategy} row{order} per {', '.join(data.columns)}."
-    return f"Runs SQL: {data.query}"
+        case "join":
+            by_handle = {i.handle: i.source for i in inputs}
+            keys = " and ".join(f"`{k.left}` = `{k.right}`" for k in data.on)
+            return (
+                f"{data.how.capitalize()} join of `{by_handle.get('left')}` with "
+                f"`{by_handle.get('right')}` on {keys}."
+            )
+        case "union":
+            sources = ", ".join(f"`{i.source}`" for i in inputs)
+            kept = "distinct rows" if data.distinct else "all rows"
+            return f"Union ({kept}) of {sources}, columns lined up by {data.by}."
+    names = ", ".join(f"`{i.handle or i.source}`" for i in inputs)
+    return f"Runs SQL over {names}: {data.query}"
