@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
 # Create .venv and install DataPipe into it (pass `test` to add what the tests need).
+#
+# Works on a fresh Debian 12 with only its python3: Debian's python3 refuses `pip install`
+# outside a virtual environment (PEP 668), so uv is installed inside .venv when it is not
+# already on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="${1:-}"
-command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
-[ -x .venv/bin/python ] || uv venv --quiet --python 3.11 .venv
+if command -v uv >/dev/null 2>&1; then
+    uv=uv
+    [ -x .venv/bin/python ] || uv venv --quiet --python 3.11 .venv
+else
+    if [ ! -x .venv/bin/python ]; then
+        # Debian ships the venv module (with ensurepip) as its own package.
+        if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        fi
+        python3 -m venv .venv
+    fi
+    [ -x .venv/bin/uv ] || .venv/bin/python -m pip install --quiet --disable-pip-version-check uv
+    uv=.venv/bin/uv
+fi
 # Compiled bytecode: every Dagster process starts faster, even with PYTHONDONTWRITEBYTECODE set.
-VIRTUAL_ENV="$PWD/.venv" uv pip install --quiet --compile-bytecode -e ".${extras:+[$extras]}"
+VIRTUAL_ENV="$PWD/.venv" "$uv" pip install --quiet --compile-bytecode -e ".${extras:+[$extras]}"
