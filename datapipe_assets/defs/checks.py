@@ -1,18 +1,21 @@
 """Data-quality checks from a pipeline file, as Dagster asset checks run in DuckDB.
 
-What each check asserts, and which assets it runs on, comes from
+What each check asserts, which assets it runs on and its name come from
 `datapipe_assets.pipeline.check_rules`. Checks on data read the staged parquet file in a
 sandboxed DuckDB connection; the rows never pass through Python, only the counts and up to
-five failing rows do. `schema` and
-`reconcile` compare the asset's latest materialization metadata with the one before.
+five failing rows do. A relationships check reads a second staged file, the `to` asset's,
+which Dagster loads as an extra input (so the lineage shows it). `reconcile` compares the
+load's latest materialization metadata with the one before; `schema` is Dagster's own
+column-schema-change check (`dg.build_column_schema_change_checks`).
 
 No `from __future__ import annotations`: Dagster reads the check functions' annotations as
 objects.
 """
 
 import datetime as dt
-from collections import Counter
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -21,14 +24,15 @@ import duckdb
 from connectors.shared.secrets import mask
 from datapipe_assets.defs.errors import step_failures
 from datapipe_assets.pipeline.check_rules import (
-    HISTORY_CHECKS,
+    REFERENCED,
     CheckTarget,
-    check_name,
-    check_targets,
+    NamedCheck,
     describe_check,
     failing_condition,
     freshness_sql,
+    named_checks,
     only_warns,
+    reference_targets,
 )
 from datapipe_assets.pipeline.compiler import ROW_ORDER, quote_literal
 from datapipe_assets.pipeline.connections import secrets_of
@@ -49,57 +53,122 @@ def severity(check: CheckSpec) -> dg.AssetCheckSeverity:
 
 def pipeline_checks(loaded: LoadedPipeline) -> list[dg.AssetChecksDefinition]:
     """One Dagster asset check per check in the pipeline file and asset it names."""
-    pipeline = loaded.pipeline
-    uses: Counter[tuple[dg.AssetKey, str]] = Counter()
-    definitions = []
-    for check in pipeline.checks:
-        for target in check_targets(pipeline, check.asset):
-            # Names must be unique per asset: a second `expression` check becomes expression_2.
-            base = check_name(check)
-            uses[target.key, base] += 1
-            name = base if uses[target.key, base] == 1 else f"{base}_{uses[target.key, base]}"
-            definitions.append(_definition(loaded, check, target, name))
-    return definitions
+    named = named_checks(loaded.pipeline)
+    definitions = [_definition(loaded, n) for n in named if n.check.type != "schema"]
+    return definitions + schema_checks([n for n in named if n.check.type == "schema"])
 
 
-def _definition(
-    loaded: LoadedPipeline, check: CheckSpec, target: CheckTarget, name: str
-) -> dg.AssetChecksDefinition:
+def schema_checks(named: list[NamedCheck]) -> list[dg.AssetChecksDefinition]:
+    """Schema checks as Dagster's column-schema-change checks: one definition per severity.
+
+    Each compares the `dagster/column_schema` of the asset's last two materializations and
+    reports what changed in its description. Validation rejects what it cannot do: blocking,
+    a name of one's own.
+    """
+    keys: dict[dg.AssetCheckSeverity, list[dg.AssetKey]] = {}
+    for check in named:
+        keys.setdefault(severity(check.check), []).append(dg.AssetKey(check.target.key))
+    with warnings.catch_warnings():
+        # The builder is marked beta in Dagster 1.13; the warning would print on every load.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return [
+            definition
+            for level, assets in keys.items()
+            for definition in dg.build_column_schema_change_checks(assets=assets, severity=level)
+        ]
+
+
+def _definition(loaded: LoadedPipeline, named: NamedCheck) -> dg.AssetChecksDefinition:
+    check, target = named.check, named.target
     asset_key = dg.AssetKey(target.key)
+    reference = _reference(loaded, named)
+    # The `to` asset's staged file comes in through the staging IO manager; a load asset has
+    # none (its data is the file it loaded), so it is only a dependency, read by its metadata.
+    staged_reference = reference is not None and not reference.destination
     decorator = dg.asset_check(
         asset=asset_key,
-        name=name,
+        name=named.name,
         description=describe_check(check),
         blocking=check.blocking,
         metadata={"check_type": check.type},
+        additional_ins=(
+            {REFERENCED: dg.AssetIn(key=dg.AssetKey(reference.key))}
+            if reference is not None and staged_reference
+            else None
+        ),
+        additional_deps=(
+            [dg.AssetKey(reference.key)] if reference is not None and not staged_reference else None
+        ),
     )
-    if check.type in HISTORY_CHECKS:
 
-        def _history(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    def evaluate(
+        context: dg.AssetCheckExecutionContext,
+        data: StagedTable | None,
+        referenced: StagedTable | None = None,
+    ) -> dg.AssetCheckResult:
+        data = data or _loaded_rows(context, target.key)
+        if check.type == "relationships" and referenced is None:
+            # The check's own asset, or a load asset's rows.
+            referenced = data if reference is None else _loaded_rows(context, reference.key)
+        return _evaluate_file(loaded, check, data, referenced)
+
+    if check.type == "reconcile":
+
+        def _reconcile(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
             records = context.instance.fetch_materializations(asset_key, limit=2).records
             history = [r.asset_materialization for r in records if r.asset_materialization]
-            compare = schema_change if check.type == "schema" else reconcile
-            return _result(check, *compare(history))
+            return _result(check, *reconcile(history))
 
-        return decorator(_history)
+        return decorator(_reconcile)
+    if target.destination and staged_reference:
+
+        def _loaded_referencing(
+            context: dg.AssetCheckExecutionContext, referenced: StagedTable
+        ) -> dg.AssetCheckResult:
+            return evaluate(context, None, referenced)
+
+        return decorator(_loaded_referencing)
     if target.destination:
 
-        def _loaded_rows(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            event = context.instance.get_latest_materialization_event(asset_key)
-            assert event is not None and event.asset_materialization is not None
-            url = event.asset_materialization.metadata["loaded_from"].value
-            return _evaluate_file(loaded, check, StagedTable.open(str(url)))
+        def _loaded(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            return evaluate(context, None)
 
-        return decorator(_loaded_rows)
+        return decorator(_loaded)
+    if staged_reference:
 
-    def _staged(data: StagedTable) -> dg.AssetCheckResult:
-        return _evaluate_file(loaded, check, data)
+        def _staged_referencing(
+            context: dg.AssetCheckExecutionContext, data: StagedTable, referenced: StagedTable
+        ) -> dg.AssetCheckResult:
+            return evaluate(context, data, referenced)
+
+        return decorator(_staged_referencing)
+
+    def _staged(context: dg.AssetCheckExecutionContext, data: StagedTable) -> dg.AssetCheckResult:
+        return evaluate(context, data)
 
     return decorator(_staged)
 
 
+def _reference(loaded: LoadedPipeline, named: NamedCheck) -> CheckTarget | None:
+    """The other asset a relationships check reads; None for none or the check's own asset."""
+    references = reference_targets(loaded.pipeline, named.check)
+    if not references or references[0].key == named.target.key:
+        return None
+    return references[0]
+
+
+def _loaded_rows(context: dg.AssetCheckExecutionContext, key: tuple[str, ...]) -> StagedTable:
+    """The rows a load asset last loaded: the staged file its materialization names."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(key))
+    assert event is not None and event.asset_materialization is not None
+    return StagedTable.open(str(event.asset_materialization.metadata["loaded_from"].value))
+
+
 def _evaluate_file(
-    loaded: LoadedPipeline, check: CheckSpec, data: StagedTable
+    loaded: LoadedPipeline,
+    check: CheckSpec,
+    data: StagedTable,
+    referenced: StagedTable | None = None,
 ) -> dg.AssetCheckResult:
     pipeline = loaded.pipeline
     where = f"pipeline {pipeline.name!r}, {check.type} check on {check.asset!r}"
@@ -107,9 +176,14 @@ def _evaluate_file(
     with (
         step_failures(where, connections),
         data.local_path() as path,
-        sandboxed_connection(readable=[path]) as con,
+        _local_path(referenced) as referenced_path,
+        sandboxed_connection(readable=[path, *referenced_path]) as con,
     ):
         con.execute(f"CREATE VIEW input AS SELECT * FROM read_parquet({quote_literal(path)})")
+        for other in referenced_path:
+            con.execute(
+                f"CREATE VIEW {REFERENCED} AS SELECT * FROM read_parquet({quote_literal(other)})"
+            )
         evaluate = EVALUATORS.get(check.type, row_check)
         passed, metadata = evaluate(con, check)
     if "failing_rows" in metadata:
@@ -117,6 +191,16 @@ def _evaluate_file(
         secrets = secrets_of(connections)
         metadata["failing_rows"] = dg.MetadataValue.md(mask(metadata["failing_rows"], secrets))
     return _result(check, passed, metadata)
+
+
+@contextmanager
+def _local_path(data: StagedTable | None) -> Iterator[list[str]]:
+    """The staged file on local disk, as a list of one path; an empty list for no file."""
+    if data is None:
+        yield []
+        return
+    with data.local_path() as path:
+        yield [path]
 
 
 def _result(check: CheckSpec, passed: bool, metadata: Metadata) -> dg.AssetCheckResult:
@@ -177,28 +261,6 @@ EVALUATORS: dict[str, Callable[[duckdb.DuckDBPyConnection, CheckSpec], tuple[boo
 
 def _within(value: float, minimum: float | None, maximum: float | None) -> bool:
     return (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
-
-
-def schema_change(history: list[dg.AssetMaterialization]) -> tuple[bool, Metadata]:
-    """Columns added, removed or retyped since the previous materialization."""
-    current = _columns(history[0])
-    if len(history) < 2:
-        return True, {"previous_materialization": "none"}
-    previous = _columns(history[1])
-    added = [c for c in current if c not in previous]
-    removed = [c for c in previous if c not in current]
-    retyped = [f"{c}: {previous[c]} -> {t}" for c, t in current.items() if previous.get(c, t) != t]
-    metadata = {
-        "columns_added": ", ".join(added) or "none",
-        "columns_removed": ", ".join(removed) or "none",
-        "columns_retyped": ", ".join(retyped) or "none",
-    }
-    return not (added or removed or retyped), metadata
-
-
-def _columns(materialization: dg.AssetMaterialization) -> dict[str, str]:
-    schema = materialization.metadata["dagster/column_schema"].value
-    return {column.name: column.type for column in schema.columns}
 
 
 def reconcile(history: list[dg.AssetMaterialization]) -> tuple[bool, Metadata]:

@@ -4,26 +4,35 @@ A check names an asset: a transform node id, a source table, or `out` (the desti
 This module turns a check into the SQL that finds its failing rows and into its targets'
 asset paths; the Dagster layer (`datapipe_assets.defs.checks`) runs them.
 
-Row checks (not_null, unique, accepted_values, range, expression) count the rows that fail
-and pass when the pass rate (percent of rows passing) reaches `pass_threshold`. NULLs pass
-accepted_values and range (not_null checks for them), NULL keys are never duplicates, and
-an expression passes only where it is TRUE. Checks on `out` examine the rows the latest
-load wrote (its staged file), not the whole destination table; `reconcile` checks the table.
+Row checks (not_null, unique, accepted_values, range, expression, relationships) count the
+rows that fail and pass when the pass rate (percent of rows passing) reaches
+`pass_threshold`. NULLs pass accepted_values, range and relationships (not_null checks for
+them), NULL keys are never duplicates, and an expression passes only where it is TRUE.
+Checks on `out` examine the rows the latest load wrote (its staged file), not the whole
+destination table; `reconcile` checks the table.
+
+Every check has a name, unique on its asset: its own `name`, or its type and columns
+(`not_null_customer_id`, a second one `not_null_customer_id_2`). A `schema` check is run by
+Dagster's own column-schema-change check, whose name is always `column_schema_change`.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from datapipe_assets.pipeline.compiler import quote_identifier, quote_literal
+from datapipe_assets.pipeline.graph import ancestors
 from datapipe_assets.pipeline.keys import AssetPath, load_key, raw_key, upstream_key
 from datapipe_assets.pipeline.spec import CheckSpec, Pipeline, destination_node_id
 
 DESTINATION = "out"
-ROW_CHECKS = ("not_null", "unique", "accepted_values", "range", "expression")
-# Checks that compare materialization metadata rather than read the data.
-HISTORY_CHECKS = ("schema", "reconcile")
+ROW_CHECKS = ("not_null", "unique", "accepted_values", "range", "expression", "relationships")
+# The name dg.build_column_schema_change_checks gives every check it builds.
+SCHEMA_CHECK_NAME = "column_schema_change"
+# What a relationships check's SQL calls the `to` asset's rows (`input` is the checked asset's).
+REFERENCED = "referenced"
 
 
 @dataclass(frozen=True)
@@ -59,7 +68,8 @@ def check_targets(pipeline: Pipeline, asset: str) -> list[CheckTarget]:
     # A node id wins over a table of the same name; the two are usually the same asset.
     node = next((n for n in transform.nodes if n.id == asset), None)
     if node is None and asset in pipeline.table_names():
-        readers = [n.id for n in transform.nodes if n.type == "source" and n.data.table == asset]
+        reads = {n.id: pipeline.node_table(n.data) for n in transform.nodes if n.type == "source"}
+        readers = [n for n, table in reads.items() if table is not None and table.name == asset]
         return [
             CheckTarget(raw_key(pipeline, asset), next(iter(readers), asset), destination=False)
         ]
@@ -71,6 +81,25 @@ def check_targets(pipeline: Pipeline, asset: str) -> list[CheckTarget]:
         key = load_key(pipeline, pipeline.target_table_for_transform())
         return [CheckTarget(key, node.id, destination=True)]
     return [CheckTarget(upstream_key(pipeline, node.id), node.id, destination=False)]
+
+
+def reference_targets(pipeline: Pipeline, check: CheckSpec) -> list[CheckTarget]:
+    """The assets a relationships check's `to` names (validation keeps only exactly one)."""
+    return check_targets(pipeline, check.to) if check.to is not None else []
+
+
+def reads_from(pipeline: Pipeline, downstream: CheckTarget, upstream: CheckTarget) -> bool:
+    """Whether `downstream` is built from `upstream`, directly or not (never from itself).
+
+    A check on `upstream` that reads `downstream` and blocks would wait for itself.
+    """
+    if downstream.key == upstream.key or upstream.destination:
+        return False
+    transform = pipeline.transform
+    if transform is None:
+        # Each destination table is loaded from the raw table of its name.
+        return downstream.destination and downstream.schema_of == upstream.schema_of
+    return upstream.schema_of in ancestors(transform, downstream.schema_of) - {downstream.schema_of}
 
 
 def key_columns(check: CheckSpec) -> list[str]:
@@ -94,6 +123,13 @@ def failing_condition(check: CheckSpec) -> str:
             bounds = [(check.minimum, "<"), (check.maximum, ">")]
             outside = [f"{column} {op} {quote_literal(b)}" for b, op in bounds if b is not None]
             return "(" + " OR ".join(outside) + ")"
+        case "relationships":
+            # NULLs are left out of the subquery: one would make NOT IN unknown for every row.
+            to_column = quote_identifier(check.to_column or "")
+            return (
+                f"({column} IS NOT NULL AND {column} NOT IN "
+                f"(SELECT {to_column} FROM {REFERENCED} WHERE {to_column} IS NOT NULL))"
+            )
     return f"({check.expression}) IS NOT TRUE"
 
 
@@ -117,6 +153,8 @@ def describe_check(check: CheckSpec) -> str:
             text = f"{column} is within [{_bound(check.minimum)}, {_bound(check.maximum)}]"
         case "expression":
             text = f"`{check.expression}` is true"
+        case "relationships":
+            text = f"every {column} (or NULL) is an `{check.to_column}` of `{check.to}`"
         case "row_count":
             return f"Row count is within [{_bound(check.minimum)}, {_bound(check.maximum)}]."
         case "freshness":
@@ -141,5 +179,42 @@ def only_warns(check: CheckSpec) -> bool:
 
 
 def check_name(check: CheckSpec) -> str:
-    """`not_null_customer_id`: the check's type and columns, as a Dagster name."""
+    """The check's own name, else `not_null_customer_id`: its type and columns, as a Dagster name.
+
+    A schema check is always SCHEMA_CHECK_NAME: Dagster's builder names it.
+    """
+    if check.type == "schema":
+        return SCHEMA_CHECK_NAME
+    if check.name is not None:
+        return check.name
     return re.sub(r"[^A-Za-z0-9_]", "_", "_".join([check.type, *key_columns(check)]))
+
+
+@dataclass(frozen=True)
+class NamedCheck:
+    """One check on one asset it runs on, with its name there."""
+
+    index: int  # in pipeline.checks
+    check: CheckSpec
+    target: CheckTarget
+    name: str
+
+
+def named_checks(pipeline: Pipeline) -> list[NamedCheck]:
+    """Every check on every asset it runs on, in file order, named.
+
+    An unnamed check of a default name already used on the asset gets `_2`, `_3`, ... so two
+    `expression` checks need no names. Given names are kept as they are: validation reports
+    two checks of one name on one asset.
+    """
+    uses: Counter[tuple[AssetPath, str]] = Counter()
+    named = []
+    for index, check in enumerate(pipeline.checks):
+        for target in check_targets(pipeline, check.asset):
+            name = check_name(check)
+            if check.name is None and check.type != "schema":
+                uses[target.key, name] += 1
+                count = uses[target.key, name]
+                name = name if count == 1 else f"{name}_{count}"
+            named.append(NamedCheck(index, check, target, name))
+    return named

@@ -1,7 +1,7 @@
 """Problems of a pipeline's data-quality checks, found before anything runs.
 
-Asset names, required fields and bounds are checked always; columns and SQL are bound
-with DuckDB wherever the asset's schema is known.
+Asset names, check names, required fields and bounds are checked always; columns, types and
+SQL are bound with DuckDB wherever the asset's schema is known.
 """
 
 from __future__ import annotations
@@ -12,12 +12,18 @@ import duckdb
 import pyarrow as pa
 
 from datapipe_assets.pipeline.check_rules import (
+    REFERENCED,
     ROW_CHECKS,
+    SCHEMA_CHECK_NAME,
+    CheckTarget,
     asset_names,
     check_targets,
     failing_condition,
     key_columns,
+    named_checks,
     only_warns,
+    reads_from,
+    reference_targets,
 )
 from datapipe_assets.pipeline.compiler import CompileError
 from datapipe_assets.pipeline.problems import Problem
@@ -41,6 +47,11 @@ REQUIRED: dict[str, list[tuple[tuple[str, ...], str]]] = {
     "freshness": [
         (("column",), "name the timestamp column"),
         (("max_age",), "give the largest allowed age, e.g. max_age: 26h"),
+    ],
+    "relationships": [
+        (("column",), "name the column that refers to the other asset"),
+        (("to",), "name the asset it refers to: a node id, a source table or out"),
+        (("to_column",), "name the column it refers to, e.g. to_column: id"),
     ],
 }
 FIELDS = {"min": "minimum", "max": "maximum"}
@@ -77,15 +88,84 @@ def check_problems(
                     "use asset: out",
                 )
             )
+        if check.type == "relationships" and check.to is not None:
+            field_problems += _reference_problems(path, pipeline, check, targets)
         problems += field_problems
         if field_problems:
             continue
+        reference = node_schemas.get(_reference(pipeline, check))
         for target in targets:
             schema = node_schemas.get(target.schema_of)
             if schema is not None:
-                problems += _schema_problems(path, check, target.schema_of, schema)
+                problems += _schema_problems(path, check, target.schema_of, schema, reference)
+    problems += _name_problems(pipeline)
     # `out` of several tables can report one problem per table: keep each once.
     return list(dict.fromkeys(problems))
+
+
+def _name_problems(pipeline: Pipeline) -> list[Problem]:
+    """A name may be used once per asset: it is the asset check's key in Dagster."""
+    first: dict[tuple[tuple[str, ...], str], int] = {}
+    problems = []
+    for named in named_checks(pipeline):
+        earlier = first.setdefault((named.target.key, named.name), named.index)
+        if earlier == named.index:
+            continue
+        check = named.check
+        hint = (
+            "keep one schema check per asset"
+            if named.name == SCHEMA_CHECK_NAME
+            else "give one of them another name (name: ...)"
+        )
+        field = "name" if check.name is not None else "type"
+        problems.append(
+            Problem(
+                f"checks[{named.index}].{field}",
+                f"check name {named.name!r} is already used on asset {check.asset!r} by "
+                f"checks[{earlier}]",
+                hint,
+            )
+        )
+    return problems
+
+
+def _reference(pipeline: Pipeline, check: CheckSpec) -> str | None:
+    """The node id or table whose schema a relationships check's `to` asset has."""
+    targets = reference_targets(pipeline, check)
+    return targets[0].schema_of if len(targets) == 1 else None
+
+
+def _reference_problems(
+    path: str, pipeline: Pipeline, check: CheckSpec, targets: list[CheckTarget]
+) -> list[Problem]:
+    """`to` must name one asset, which a blocking check must not be upstream of."""
+    references = reference_targets(pipeline, check)
+    if not references:
+        return [
+            Problem(
+                f"{path}.to",
+                f"unknown asset {check.to!r}",
+                f"use a node id, a source table or out: {', '.join(asset_names(pipeline))}",
+            )
+        ]
+    if len(references) > 1:
+        return [
+            Problem(
+                f"{path}.to",
+                f"{check.to!r} names {len(references)} destination tables",
+                "name the source table of the one meant",
+            )
+        ]
+    if check.blocking and any(reads_from(pipeline, references[0], t) for t in targets):
+        return [
+            Problem(
+                f"{path}.blocking",
+                f"{check.to!r} is built from {check.asset!r}, so a blocking check on "
+                f"{check.asset!r} that reads it would wait for itself",
+                "remove blocking, or put the check on an asset built from both",
+            )
+        ]
+    return []
 
 
 def _field_problems(path: str, check: CheckSpec) -> list[Problem]:
@@ -107,16 +187,42 @@ def _field_problems(path: str, check: CheckSpec) -> list[Problem]:
                 "swap them",
             )
         )
-    if check.blocking and only_warns(check):
+    if check.type == "schema":
+        problems += _schema_check_problems(path, check)
+    elif check.blocking and only_warns(check):
         problems.append(
             Problem(
                 f"{path}.blocking",
                 "a check that only warns never blocks",
-                "set severity: error (for schema checks, on_change: fail) or remove blocking",
+                "set severity: error or remove blocking",
             )
         )
     if check.type == "expression" and check.expression:
         problems += _expression_problems(path, check.expression)
+    return problems
+
+
+def _schema_check_problems(path: str, check: CheckSpec) -> list[Problem]:
+    """Dagster's column-schema-change check runs schema checks: it neither blocks nor renames."""
+    problems = []
+    if check.blocking:
+        problems.append(
+            Problem(
+                f"{path}.blocking",
+                "a schema check cannot block: Dagster's column-schema-change check, which runs "
+                "it, never blocks",
+                "remove blocking; to stop a load on missing columns, add a blocking "
+                "not_null or expression check on the columns the destination needs",
+            )
+        )
+    if check.name is not None:
+        problems.append(
+            Problem(
+                f"{path}.name",
+                f"a schema check is always named {SCHEMA_CHECK_NAME} (Dagster names it)",
+                "remove name",
+            )
+        )
     return problems
 
 
@@ -135,7 +241,10 @@ def _expression_problems(path: str, expression: str) -> list[Problem]:
     ]
 
 
-def _schema_problems(path: str, check: CheckSpec, asset: str, schema: pa.Schema) -> list[Problem]:
+def _schema_problems(
+    path: str, check: CheckSpec, asset: str, schema: pa.Schema, reference: pa.Schema | None
+) -> list[Problem]:
+    """Problems of a check against its asset's schema (and its `to` asset's, when known)."""
     field = "columns" if check.columns else "column"
     missing = [c for c in key_columns(check) if c not in schema.names]
     if missing:
@@ -166,9 +275,51 @@ def _schema_problems(path: str, check: CheckSpec, asset: str, schema: pa.Schema)
                 "use accepted_values or an expression for other types",
             )
         ]
+    if check.type == "relationships":
+        if reference is None:
+            return []  # its SQL needs the other asset's columns too
+        problems = _relationship_type_problems(path, check, column_type, reference)
+        if problems:
+            return problems
     if check.type in ROW_CHECKS:
-        return _bind_problems(path, check, schema)
+        return _bind_problems(path, check, schema, reference)
     return []
+
+
+def _relationship_type_problems(
+    path: str, check: CheckSpec, column_type: pa.DataType | None, reference: pa.Schema
+) -> list[Problem]:
+    if check.to_column not in reference.names:
+        return [
+            Problem(
+                f"{path}.to_column",
+                f"asset {check.to!r} has no column {check.to_column!r}",
+                f"use one of: {', '.join(reference.names)}",
+            )
+        ]
+    to_type = reference.field(check.to_column).type
+    if column_type is not None and _kind(column_type) != _kind(to_type):
+        return [
+            Problem(
+                f"{path}.to_column",
+                f"{check.column!r} ({column_type}) cannot be compared with {check.to_column!r} "
+                f"of {check.to!r} ({to_type})",
+                "refer to a column of the same kind (number, text, date and time, boolean), "
+                "or cast one in a computed node",
+            )
+        ]
+    return []
+
+
+def _kind(data_type: pa.DataType) -> str:
+    """What values of a type compare with: numbers with numbers, text with text, and so on."""
+    if _is_number(data_type):
+        return "number"
+    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+        return "text"
+    if pa.types.is_timestamp(data_type) or pa.types.is_date(data_type):
+        return "datetime"
+    return str(data_type)
 
 
 def _is_number(data_type: pa.DataType | None) -> bool:
@@ -179,17 +330,20 @@ def _is_number(data_type: pa.DataType | None) -> bool:
     )
 
 
-def _bind_problems(path: str, check: CheckSpec, schema: pa.Schema) -> list[Problem]:
+def _bind_problems(
+    path: str, check: CheckSpec, schema: pa.Schema, reference: pa.Schema | None
+) -> list[Problem]:
     """The check's SQL must run over a row of the asset's columns and types.
 
     Run, not only bound: a value that does not convert to the column's type (accepted_values
     ['big'] on a number) fails only when DuckDB evaluates the constant.
     """
-    field = "expression" if check.type == "expression" else "values"
-    null_row = pa.Table.from_arrays([pa.nulls(1, f.type) for f in schema], schema=schema)
+    field = {"expression": "expression", "relationships": "to_column"}.get(check.type, "values")
     try:
         with sandboxed_connection() as con:
-            con.register("input", null_row)
+            con.register("input", _null_row(schema))
+            if reference is not None:
+                con.register(REFERENCED, _null_row(reference))
             con.execute(f"SELECT {failing_condition(check)} FROM input").fetchall()
     except (duckdb.Error, CompileError) as error:
         reason = first_line(error) if isinstance(error, duckdb.Error) else str(error)
@@ -201,3 +355,7 @@ def _bind_problems(path: str, check: CheckSpec, schema: pa.Schema) -> list[Probl
             )
         ]
     return []
+
+
+def _null_row(schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays([pa.nulls(1, f.type) for f in schema], schema=schema)

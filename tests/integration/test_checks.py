@@ -8,15 +8,17 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import psycopg
 import pyarrow as pa
 import pytest
 
+from datapipe_assets.cli.status import recent_runs
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.pipeline.check_validation import check_problems
 from datapipe_assets.pipeline.problems import Problem
 from datapipe_assets.pipeline.project import load_project
 from datapipe_assets.pipeline.spec import Pipeline
-from tests.support.project_files import failure_messages, write_project
+from tests.support.project_files import failure_messages, postgres_config, write_project
 
 TOKEN = "s3cr3t-t0ken"
 HEADER = "id,customer_id,status,amount_cents,currency,updated_at\n"
@@ -247,7 +249,18 @@ def test_warn_check_and_passing_blocking_check_do_not_stop_the_load(tmp_path, mo
     assert _destination_rows(project, "paid_orders") == 5
 
 
+def _descriptions(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    """`asset.check_name` -> (passed, severity, description): what a schema check reports."""
+    return {
+        f"{'/'.join(e.asset_key.path[2:])}.{e.check_name}": (
+            e.passed, e.severity.value, e.description
+        )
+        for e in result.get_asset_check_evaluations()
+    }  # fmt: skip
+
+
 def test_schema_check_reports_added_removed_and_retyped_columns(tmp_path, monkeypatch):
+    """Dagster's column-schema-change check: severity from on_change, details in the text."""
     checks = [
         {"asset": "orders", "type": "schema"},
         {"asset": "out", "type": "schema", "on_change": "fail"},
@@ -255,26 +268,31 @@ def test_schema_check_reports_added_removed_and_retyped_columns(tmp_path, monkey
     first = "id,amount,note\n1,10,a\n2,20,b\n"
     project = _project(tmp_path, monkeypatch, checks, csv=first, transform=None)
     with dg.instance_for_test() as instance:
-        unchanged = {"previous_materialization": "none"}
-        assert _evaluations(_run(project, instance)) == {
-            "raw/orders.schema": (True, "WARN", unchanged),
-            "load/orders.schema": (True, "ERROR", unchanged),
+        once = "The asset has been materialized fewer than 2 times"
+        assert _descriptions(_run(project, instance)) == {
+            "raw/orders.column_schema_change": (True, "WARN", once),
+            "load/orders.column_schema_change": (True, "ERROR", once),
         }
-        same = _evaluations(_run(project, instance))
-        assert same["raw/orders.schema"] == (
+        same = _descriptions(_run(project, instance))
+        assert same["raw/orders.column_schema_change"] == (
             True, "WARN",
-            {"columns_added": "none", "columns_removed": "none", "columns_retyped": "none"},
+            "No changes to column schema between previous and latest materialization",
         )  # fmt: skip
         (project / "data" / "orders.csv").write_text("id,amount,channel\n1,10.5,web\n")
-        changed = {
-            "columns_added": "channel",
-            "columns_removed": "note",
-            "columns_retyped": "amount: int64 -> double",
+        changed = (
+            "Column schema changed between previous and latest materialization.\n\n"
+            "Added columns: channel\n\n"
+            "Removed columns: note\n\n"
+            "Column type changes:\n- amount: int64 -> double"
+        )
+        result = _run(project, instance)
+        # A failed schema check never blocks: the changed data is loaded.
+        assert result.success
+        assert _descriptions(result) == {
+            "raw/orders.column_schema_change": (False, "WARN", changed),
+            "load/orders.column_schema_change": (False, "ERROR", changed),
         }
-        assert _evaluations(_run(project, instance)) == {
-            "raw/orders.schema": (False, "WARN", changed),
-            "load/orders.schema": (False, "ERROR", changed),
-        }
+        assert _evaluations(result)["load/orders.column_schema_change"][2] == {}
 
 
 @pytest.mark.parametrize(
@@ -345,8 +363,16 @@ def test_valid_checks_have_no_problems():
         {"asset": "paid", "type": "expression", "expression": "amount < 1000000"},
         {"asset": "orders", "type": "freshness", "column": "updated_at", "max_age": "26h"},
         {"asset": "orders", "type": "row_count", "min": 1},
-        {"asset": "orders", "type": "schema", "on_change": "fail", "blocking": True},
+        {"asset": "orders", "type": "schema", "on_change": "fail"},
         {"asset": "out", "type": "reconcile"},
+        {"asset": "paid", "type": "relationships", "column": "id", "to": "orders",
+         "to_column": "id", "blocking": True},
+        {"asset": "orders", "type": "relationships", "column": "id", "to": "out",
+         "to_column": "id"},
+        {"asset": "out", "type": "relationships", "column": "id", "to": "out", "to_column": "id",
+         "blocking": True, "name": "self_reference"},
+        {"asset": "paid", "type": "not_null", "column": "id", "name": "id_present"},
+        {"asset": "orders", "type": "not_null", "column": "id", "name": "id_present"},
     ]) == []  # fmt: skip
 
 
@@ -396,9 +422,13 @@ def test_check_problems_exact_text():
         Problem("checks[9].max_age", needs.format("freshness", "max_age"),
                 "give the largest allowed age, e.g. max_age: 26h"),
         Problem("checks[10].min", "min 10 is greater than max 1", "swap them"),
-        *[Problem(f"checks[{i}].blocking", "a check that only warns never blocks",
-                  "set severity: error (for schema checks, on_change: fail) or remove blocking")
-          for i in (11, 12)],
+        Problem("checks[11].blocking", "a check that only warns never blocks",
+                "set severity: error or remove blocking"),
+        Problem("checks[12].blocking",
+                "a schema check cannot block: Dagster's column-schema-change check, which runs "
+                "it, never blocks",
+                "remove blocking; to stop a load on missing columns, add a blocking not_null or "
+                "expression check on the columns the destination needs"),
         Problem("checks[13].asset",
                 "reconcile compares the destination table with the load, and 'paid' is not "
                 "the destination", "use asset: out"),
@@ -436,3 +466,229 @@ def test_unknown_schema_skips_column_checks_only():
                 "expression 'a >' is not valid SQL: Parser Error: syntax error at or near \")\"",
                 "write a DuckDB condition over the asset's columns, e.g. amount >= 0"),
     ]  # fmt: skip
+
+
+def test_relationships_check_problems_exact_text():
+    needs = "a relationships check needs {}"
+    relationship = {"asset": "paid", "type": "relationships", "column": "id"}
+    assert _problems([
+        {"asset": "paid", "type": "relationships"},
+        {**relationship, "to": "nowhere", "to_column": "id"},
+        {**relationship, "to": "orders", "to_column": "customer"},
+        {**relationship, "to": "orders", "to_column": "currency"},
+        {**relationship, "column": "nope", "to": "orders", "to_column": "id"},
+        {"asset": "orders", "type": "relationships", "column": "id", "to": "paid",
+         "to_column": "id", "blocking": True},
+        {"asset": "paid", "type": "relationships", "column": "id", "to": "out",
+         "to_column": "id", "blocking": True},
+    ]) == [
+        Problem("checks[0].column", needs.format("column"),
+                "name the column that refers to the other asset"),
+        Problem("checks[0].to", needs.format("to"),
+                "name the asset it refers to: a node id, a source table or out"),
+        Problem("checks[0].to_column", needs.format("to_column"),
+                "name the column it refers to, e.g. to_column: id"),
+        Problem("checks[1].to", "unknown asset 'nowhere'",
+                "use a node id, a source table or out: orders, paid, out"),
+        Problem("checks[2].to_column", "asset 'orders' has no column 'customer'",
+                "use one of: id, currency, amount, updated_at"),
+        Problem("checks[3].to_column",
+                "'id' (int64) cannot be compared with 'currency' of 'orders' (string)",
+                "refer to a column of the same kind (number, text, date and time, boolean), "
+                "or cast one in a computed node"),
+        Problem("checks[4].column", "asset 'paid' has no column 'nope'",
+                "use one of: id, currency, amount, updated_at"),
+        Problem("checks[5].blocking",
+                "'paid' is built from 'orders', so a blocking check on 'orders' that reads it "
+                "would wait for itself",
+                "remove blocking, or put the check on an asset built from both"),
+        Problem("checks[6].blocking",
+                "'out' is built from 'paid', so a blocking check on 'paid' that reads it would "
+                "wait for itself",
+                "remove blocking, or put the check on an asset built from both"),
+    ]  # fmt: skip
+
+
+def test_relationships_to_an_unknown_schema_checks_names_only():
+    checks = [{"asset": "paid", "type": "relationships", "column": "id", "to": "orders",
+               "to_column": "anything"}]  # fmt: skip
+    pipeline = Pipeline.model_validate(
+        {"name": "shop", "checks": checks, "source": {"connector": "csv", "tables": ["orders"]},
+         "transform": TRANSFORM, "destination": {"connector": "duckdb"}}
+    )  # fmt: skip
+    assert check_problems(pipeline, {"paid": SCHEMA, "orders": None}) == []
+
+
+def test_relationships_to_out_of_several_tables_is_ambiguous():
+    pipeline = Pipeline.model_validate(
+        {"name": "shop", "source": {"connector": "csv", "tables": ["orders", "customers"]},
+         "destination": {"connector": "duckdb"},
+         "checks": [{"asset": "orders", "type": "relationships", "column": "customer_id",
+                     "to": "out", "to_column": "id"}]}
+    )  # fmt: skip
+    assert check_problems(pipeline, {}) == [
+        Problem("checks[0].to", "'out' names 2 destination tables",
+                "name the source table of the one meant"),
+    ]  # fmt: skip
+
+
+def test_check_name_problems_exact_text():
+    not_null = {"asset": "paid", "type": "not_null", "column": "id"}
+    assert _problems([
+        {**not_null, "name": "id_present"},
+        {**not_null, "name": "id_present"},
+        not_null,
+        {**not_null, "name": "not_null_id"},
+        {"asset": "orders", "type": "schema"},
+        {"asset": "orders", "type": "schema", "on_change": "fail"},
+        {"asset": "paid", "type": "schema", "name": "columns_stable"},
+    ]) == [
+        Problem("checks[6].name", "a schema check is always named column_schema_change "
+                "(Dagster names it)", "remove name"),
+        Problem("checks[1].name",
+                "check name 'id_present' is already used on asset 'paid' by checks[0]",
+                "give one of them another name (name: ...)"),
+        Problem("checks[3].name",
+                "check name 'not_null_id' is already used on asset 'paid' by checks[2]",
+                "give one of them another name (name: ...)"),
+        Problem("checks[5].type",
+                "check name 'column_schema_change' is already used on asset 'orders' by "
+                "checks[4]",
+                "keep one schema check per asset"),
+    ]  # fmt: skip
+
+
+def _check_specs(definitions: dg.Definitions) -> dict[str, dg.AssetCheckSpec]:
+    """Every asset check of the definitions, by name."""
+    graph = definitions.resolve_asset_graph()
+    return {key.name: graph.get_check_spec(key) for key in graph.asset_check_keys}
+
+
+def test_named_checks_in_the_ui_and_in_status(tmp_path, monkeypatch):
+    checks = [
+        {"asset": "paid", "type": "not_null", "column": "customer_id", "name": "has_customer"},
+        {"asset": "paid", "type": "not_null", "column": "customer_id", "severity": "warn"},
+        {"asset": "paid", "type": "expression", "expression": "amount_cents > 0",
+         "name": "positive_amount"},
+    ]  # fmt: skip
+    project = _project(tmp_path, monkeypatch, checks)
+    with dg.instance_for_test() as instance:
+        definitions = build_definitions(load_project(project))
+        result = definitions.resolve_job_def("shop").execute_in_process(instance=instance)
+        [summary] = recent_runs(instance, "shop")
+    assert sorted(_check_specs(definitions)) == [
+        "has_customer", "not_null_customer_id", "positive_amount"
+    ]  # fmt: skip
+    assert {name: (passed, severity) for name, (passed, severity, _) in
+            _evaluations(result).items()} == {
+        "paid.has_customer": (False, "ERROR"),
+        "paid.not_null_customer_id": (False, "WARN"),
+        "paid.positive_amount": (False, "ERROR"),
+    }  # fmt: skip
+    assert summary.failing_checks == [
+        "acme/shop/paid:has_customer",
+        "acme/shop/paid:not_null_customer_id",
+        "acme/shop/paid:positive_amount",
+    ]
+
+
+# Orders 3 and 5 name customers that do not exist; order 2 has none, which passes.
+SHOP_TABLES = (
+    "CREATE TABLE customers (id integer, name text, referred_by integer)",
+    "INSERT INTO customers VALUES (10, 'Ada', NULL), (20, 'Bo', 10), (30, 'Cy', 99)",
+    "CREATE TABLE orders (id integer, customer_id integer, amount integer)",
+    "INSERT INTO orders VALUES (1, 10, 5), (2, NULL, 6), (3, 77, 7), (4, 20, 8), (5, 88, 9)",
+)
+ORDER_HEADER = ["| id | customer_id | amount |", "|---|---|---|"]
+
+
+def _database_project(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    postgres: Any,
+    database: str,
+    checks: list[dict[str, Any]],
+) -> Path:
+    """Pipeline `shop`: tables customers and orders from PostgreSQL, loaded as is into DuckDB."""
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    with psycopg.connect(postgres.url(database), autocommit=True) as conn:
+        for statement in SHOP_TABLES:
+            conn.execute(statement)
+    return write_project(
+        tmp_path / "pipelines",
+        {"shop_db": {"connector": "postgres", "config": postgres_config(postgres, database)},
+         "warehouse": {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}}},
+        {"shop.yaml": {
+            "name": "shop", "org": "acme", "checks": checks,
+            "source": {"connection": "shop_db", "tables": ["customers", "orders"]},
+            "destination": {"connection": "warehouse"},
+        }},
+    )  # fmt: skip
+
+
+def test_relationships_check_finds_rows_without_a_match(tmp_path, monkeypatch, postgres,
+                                                        pg_database):  # fmt: skip
+    known = {"asset": "orders", "type": "relationships", "column": "customer_id",
+             "to": "customers", "to_column": "id"}  # fmt: skip
+    checks = [
+        known,
+        {**known, "name": "customer_mostly_known", "pass_threshold": 60},
+        {"asset": "customers", "type": "relationships", "column": "referred_by",
+         "to": "customers", "to_column": "id", "severity": "warn"},
+    ]  # fmt: skip
+    project = _database_project(tmp_path, monkeypatch, postgres, pg_database, checks)
+    with dg.instance_for_test() as instance:
+        definitions = build_definitions(load_project(project))
+        result = definitions.resolve_job_def("shop").execute_in_process(instance=instance)
+    unknown = "\n".join([*ORDER_HEADER, "| 3 | 77 | 7 |", "| 5 | 88 | 9 |"])
+    assert result.success
+    assert _evaluations(result) == {
+        "raw/orders.relationships_customer_id": (
+            False, "ERROR", {**_row_result(5, 2, 60.0), "failing_rows": unknown},
+        ),
+        "raw/orders.customer_mostly_known": (
+            True, "ERROR", {**_row_result(5, 2, 60.0, 60.0), "failing_rows": unknown},
+        ),
+        # A check on an asset's own column reads no second file.
+        "raw/customers.relationships_referred_by": (
+            False, "WARN",
+            {**_row_result(3, 1, 66.67),
+             "failing_rows": "| id | name | referred_by |\n|---|---|---|\n| 30 | Cy | 99 |"},
+        ),
+    }  # fmt: skip
+    # The referenced asset is an input of the check: the lineage shows it.
+    specs = _check_specs(definitions)
+    customers = dg.AssetKey(["acme", "shop", "raw", "customers"])
+    assert [d.asset_key for d in specs["relationships_customer_id"].additional_deps] == [customers]
+    assert list(specs["relationships_referred_by"].additional_deps) == []
+
+
+def test_blocking_relationships_check_stops_only_its_load(tmp_path, monkeypatch, postgres,
+                                                         pg_database):  # fmt: skip
+    check = {"asset": "orders", "type": "relationships", "column": "customer_id",
+             "to": "customers", "to_column": "id", "blocking": True}  # fmt: skip
+    project = _database_project(tmp_path, monkeypatch, postgres, pg_database, [check])
+    with dg.instance_for_test() as instance:
+        result = _run(project, instance)
+    assert not result.success
+    assert failure_messages(result) == [
+        "dagster._core.errors.DagsterAssetCheckFailedError: 1 blocking asset check failed with "
+        "ERROR severity: acme/shop/raw/orders: relationships_customer_id"
+    ]
+    assert _destination_rows(project, "customers") == 3
+    assert _destination_rows(project, "orders") is None
+
+
+def test_relationships_to_the_destination_reads_the_loaded_rows(tmp_path, monkeypatch):
+    """Which orders were not loaded: raw orders against the rows the load wrote."""
+    checks = [{"asset": "orders", "type": "relationships", "column": "id", "to": "out",
+               "to_column": "id", "severity": "warn"}]  # fmt: skip
+    project = _project(tmp_path, monkeypatch, checks)
+    with dg.instance_for_test() as instance:
+        result = _run(project, instance)
+    pending = "| 3 | 20 | pending | 999 | usd | 2026-01-01 02:00:00 |"
+    assert _evaluations(result) == {
+        "raw/orders.relationships_id": (
+            False, "WARN", {**_row_result(6, 1, 83.33), "failing_rows": _failing(pending)},
+        ),
+    }  # fmt: skip
