@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from datapipe_assets.cli.check_report import details, outcome
 from datapipe_assets.defs.errors import failure_message
 
 FOLLOWED = {
@@ -47,15 +48,22 @@ def _follow(instance: dg.DagsterInstance, run_id: str, stop: threading.Event) ->
         stop.wait(POLL_SECONDS)
 
 
+def check_lines(evaluation: dg.AssetCheckEvaluation) -> str:
+    """`check  key: name passed`, or FAILED with the figures and the failing rows below."""
+    line = f"  check  {evaluation.asset_key.to_user_string()}: {evaluation.check_name}"
+    if evaluation.passed:
+        return f"{line} passed"
+    blocking = ", blocking" if evaluation.blocking else ""
+    figures = outcome(evaluation)
+    failed = f"{line} FAILED ({evaluation.severity.value}{blocking})"
+    return "\n".join([f"{failed}: {figures}" if figures else failed, *details(evaluation)])
+
+
 def progress_line(event: dg.DagsterEvent) -> str:
     if event.is_step_failure:
         return f"  FAILED {event.step_key}: {failure_message(event)}"
     if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-        evaluation = event.event_specific_data
-        outcome = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
-        return (
-            f"  check  {evaluation.asset_key.to_user_string()}: {evaluation.check_name} {outcome}"
-        )
+        return check_lines(event.asset_check_evaluation_data)
     materialization = event.step_materialization_data.materialization
     metadata = materialization.metadata
     rows = metadata.get("rows_loaded") or metadata.get("dagster/row_count")

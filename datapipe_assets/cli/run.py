@@ -1,4 +1,7 @@
-"""`datapipe run`: materialize pipelines end to end in this process, printing progress."""
+"""`datapipe run`: materialize pipelines end to end in this process, printing progress.
+
+The command fails (exit 1) when a run fails or a check of severity error fails.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,13 @@ import uuid
 
 import dagster as dg
 
+from datapipe_assets.cli.check_report import failed_error_checks, skipped_loads
 from datapipe_assets.cli.common import CommandError, dagster_home, valid_pipeline
 from datapipe_assets.cli.progress import printed_progress
 from datapipe_assets.defs.cursors import FULL_REFRESH_TAG
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.pipeline.project import load_project
+from datapipe_assets.pipeline.spec import Pipeline
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -43,6 +48,34 @@ def run_command(args: argparse.Namespace) -> int:
                     # console log stays quiet.
                     run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
                 )
-            print(f"{name}: run {run_id} {'succeeded' if result.success else 'FAILED'}")
-            failed += not result.success
+            ok = report(project.get(name).pipeline, run_id, result)
+            failed += not ok
     return 1 if failed else 0
+
+
+def report(pipeline: Pipeline, run_id: str, result: dg.ExecuteInProcessResult) -> bool:
+    """Print the loads blocking checks skipped and the run's outcome; whether all went well.
+
+    A failed check of severity error fails the command even when it did not fail the run
+    (a check that does not block lets the load go ahead).
+    """
+    evaluations = result.get_asset_check_evaluations()
+    materialized = {
+        event.asset_key
+        for event in result.all_events
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+        and event.asset_key is not None
+    }
+    for line in skipped_loads(pipeline, evaluations, materialized):
+        print(line)
+    errors = failed_error_checks(evaluations)
+    if not result.success:
+        print(f"{pipeline.name}: run {run_id} FAILED")
+    elif errors:
+        print(
+            f"{pipeline.name}: run {run_id} succeeded, but checks of severity error failed: "
+            + ", ".join(errors)
+        )
+    else:
+        print(f"{pipeline.name}: run {run_id} succeeded")
+    return result.success and not errors
