@@ -25,7 +25,7 @@ from datapipe_assets.pipeline.check_rules import (
     reads_from,
     reference_targets,
 )
-from datapipe_assets.pipeline.compiler import CompileError
+from datapipe_assets.pipeline.compiler import CompileError, type_family
 from datapipe_assets.pipeline.problems import Problem
 from datapipe_assets.pipeline.spec import CheckSpec, Pipeline
 from resources.duckdb_sandbox import first_line, parse_single_select, sandboxed_connection
@@ -298,7 +298,9 @@ def _relationship_type_problems(
             )
         ]
     to_type = reference.field(check.to_column).type
-    if column_type is not None and _kind(column_type) != _kind(to_type):
+    families = (type_family(column_type), type_family(to_type)) if column_type else (None, None)
+    # A column of NULLs (family None) compares with anything.
+    if None not in families and families[0] != families[1]:
         return [
             Problem(
                 f"{path}.to_column",
@@ -309,17 +311,6 @@ def _relationship_type_problems(
             )
         ]
     return []
-
-
-def _kind(data_type: pa.DataType) -> str:
-    """What values of a type compare with: numbers with numbers, text with text, and so on."""
-    if _is_number(data_type):
-        return "number"
-    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
-        return "text"
-    if pa.types.is_timestamp(data_type) or pa.types.is_date(data_type):
-        return "datetime"
-    return str(data_type)
 
 
 def _is_number(data_type: pa.DataType | None) -> bool:
