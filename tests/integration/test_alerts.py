@@ -40,7 +40,11 @@ FAST = Notifier(backoff=Backoff(attempts=3, base_seconds=0.001, max_seconds=0.00
 
 
 def _project(
-    directory: Path, node: dict[str, Any], alerts: list[dict[str, Any]], org_alerts: Any = None
+    directory: Path,
+    node: dict[str, Any],
+    alerts: list[dict[str, Any]],
+    org_alerts: Any = None,
+    checks: list[dict[str, Any]] | None = None,
 ) -> Path:
     """One pipeline `orders` (org acme): CSV -> node -> DuckDB, with the given alerts."""
     directory.mkdir(parents=True)
@@ -58,7 +62,7 @@ def _project(
                           "edges": [{"source": "orders", "target": "bad"},
                                     {"source": "bad", "target": "out"}]},
             "destination": {"connection": "warehouse", "target_table": "orders_out"},
-            "alerts": alerts,
+            "alerts": alerts, "checks": checks or [],
         }},
     )  # fmt: skip
 
@@ -251,6 +255,7 @@ def test_check_failed_and_schema_change_from_real_checks(tmp_path, hooks, smtp):
         NO_ROWS,
         [{"on": "check_failed", "channel": "webhook", "url": "${ALERT_WEBHOOK_URL}"},
          {"on": "schema_change", "channel": "email", "to": ["data@example.com"]}],
+        checks=[{"asset": "out", "type": "schema", "on_change": "fail"}],
     )  # fmt: skip
     load = dg.AssetKey(["acme", "orders", "load", "orders_out"])
 
@@ -259,33 +264,35 @@ def test_check_failed_and_schema_change_from_real_checks(tmp_path, hooks, smtp):
         # A description that leaks a secret: alerts must mask it.
         return dg.AssetCheckResult(passed=False, description=f"3 rows < 0 (pw {smtp.password})")
 
-    @dg.asset_check(asset=load, name="schema_columns")
-    def schema_columns() -> dg.AssetCheckResult:
-        return dg.AssetCheckResult(
-            passed=False, severity=dg.AssetCheckSeverity.WARN, description="column added: note"
-        )
-
     definitions = dg.Definitions.merge(
         build_definitions(load_project(directory)),
-        dg.Definitions(asset_checks=[positive_amount, schema_columns]),
+        dg.Definitions(asset_checks=[positive_amount]),
     )
     sensor = _sensors(directory)["datapipe_alerts__events"]
+    job = definitions.resolve_job_def("orders")
     with dg.instance_for_test() as instance:
+        assert job.execute_in_process(instance=instance).success
+        # The sensor starts after that run: its failed check is history, never alerted.
         started = _tick(sensor, instance, None, definitions)
-        result = definitions.resolve_job_def("orders").execute_in_process(instance=instance)
+        (directory / "orders.csv").write_text("id,status,amount,note\n1,paid,10,x\n")
+        result = job.execute_in_process(instance=instance)
         assert result.success  # a failed check does not fail its run
-        _tick(sensor, instance, started.cursor, definitions)
+        second = _tick(sensor, instance, started.cursor, definitions)
+        third = _tick(sensor, instance, second.cursor, definitions)
 
     stage = "acme/orders/load/orders_out check"
     assert sorted((r.json()["stage"], r.json()["error"]) for r in hooks.requests) == [
+        (f"{stage} column_schema_change",
+         "check column_schema_change failed (severity ERROR): Column schema changed between "
+         "previous and latest materialization.\n\nAdded columns: note"),
         (f"{stage} positive_amount",
          "check positive_amount failed (severity ERROR): 3 rows < 0 (pw ***)"),
-        (f"{stage} schema_columns",
-         "check schema_columns failed (severity WARN): column added: note"),
     ]  # fmt: skip
+    assert {r.json()["run_id"] for r in hooks.requests} == {result.run_id}
     [mail] = smtp.messages
-    assert mail["Subject"] == f"[DataPipe] orders: schema changed at {stage} schema_columns"
+    assert mail["Subject"] == f"[DataPipe] orders: schema changed at {stage} column_schema_change"
     _assert_no_secret([r.body.decode() for r in hooks.requests], smtp.password)
+    assert [len(second.asset_events), len(third.asset_events)] == [3, 0]
 
 
 def test_slow_run_finished_and_still_running(tmp_path, hooks):
@@ -432,3 +439,36 @@ def test_failure_alert_from_postgres_run_storage(tmp_path, hooks, postgres, pg_d
     (hook,) = hooks.requests
     assert (hook.json()["run_id"], hook.json()["stage"]) == (result.run_id, "acme/orders/bad")
     assert [entry["status"] for entry in log] == ["sent"]
+
+
+def test_check_alert_from_postgres_event_log(tmp_path, hooks, postgres, pg_database):
+    """A failed check from the pipeline file, alerted once, with Dagster's storage in PostgreSQL."""
+    paid = {"id": "bad", "type": "filter",
+            "data": {"column": "status", "operator": "eq", "value": "paid"}}  # fmt: skip
+    directory = _project(
+        tmp_path / "p",
+        paid,
+        [{"on": "check_failed", "channel": "webhook", "url": "${ALERT_WEBHOOK_URL}"}],
+        checks=[{"asset": "bad", "type": "expression", "expression": "amount > 10",
+                 "name": "big_enough"}],
+    )  # fmt: skip
+    sensor = _sensors(directory)["datapipe_alerts__events"]
+    storage = {"postgres_db": {"hostname": postgres.host, "port": postgres.port,
+                               "username": postgres.user, "password": postgres.password,
+                               "db_name": pg_database}}  # fmt: skip
+    with dg.instance_for_test(overrides={"storage": {"postgres": storage}}) as instance:
+        started = _tick(sensor, instance, None)
+        result = run(directory, "orders", instance)
+        second = _tick(sensor, instance, started.cursor)
+        third = _tick(sensor, instance, second.cursor)
+        log = _alert_log(instance)
+    assert result.success
+    [hook] = hooks.requests
+    assert hook.json() == {
+        "event": "check_failed", "org": "acme", "pipeline": "orders", "run_id": result.run_id,
+        "stage": "acme/orders/bad check big_enough",
+        "error": "check big_enough failed (severity ERROR)",
+        "run_url": f"http://127.0.0.1:3000/runs/{result.run_id}",
+    }  # fmt: skip
+    assert third.asset_events == []
+    assert [(entry["event"], entry["status"]) for entry in log] == [("check_failed", "sent")]

@@ -70,3 +70,14 @@ def test_pipeline_core_builds_no_dagster_object() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_no_private_dagster_imports() -> None:
+    """Only Dagster's public API (`import dagster as dg`): `dagster._...` changes without notice."""
+    private = {
+        (name, imported)
+        for name, deps in _imports().items()
+        for imported in deps
+        if imported.startswith("dagster._")
+    }
+    assert private == set()

@@ -17,6 +17,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from datapipe_assets.defs.errors import failure_message
+from datapipe_assets.pipeline.check_rules import SCHEMA_CHECK_NAME
 from datapipe_assets.pipeline.connections import ConnectionSpec, secrets_of
 from datapipe_assets.pipeline.keys import LOAD, PIPELINE_TAG, key_stage, load_key, node_key, raw_key
 from datapipe_assets.pipeline.project import (
@@ -223,15 +224,22 @@ def zero_rows_event(entry: dg.EventLogEntry) -> AlertEvent | None:
 
 
 def check_event(entry: dg.EventLogEntry) -> AlertEvent | None:
-    """A failed asset check; one named `schema...` reports a schema change as well."""
-    evaluation = entry.dagster_event.event_specific_data if entry.dagster_event else None
-    if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.passed:
+    """A failed asset check; a column-schema-change check reports a schema change as well.
+
+    Every schema check of a pipeline file is Dagster's column-schema-change check, and so
+    is any other built by `dg.build_column_schema_change_checks`: its name tells.
+    """
+    event = entry.dagster_event
+    if event is None or event.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+        return None
+    evaluation = event.asset_check_evaluation_data
+    if evaluation.passed:
         return None
     path = evaluation.asset_key.path
     if len(path) < 3:
         return None
     name = evaluation.check_name
-    kinds = ("schema_change", "check_failed") if name.startswith("schema") else ("check_failed",)
+    kinds = ("schema_change", "check_failed") if name == SCHEMA_CHECK_NAME else ("check_failed",)
     error = f"check {name} failed (severity {evaluation.severity.value})"
     if evaluation.description:
         error += f": {evaluation.description}"

@@ -2,7 +2,9 @@
 
 - Failed runs: `dg.run_failure_sensor`; Dagster's own cursor visits each failure once.
 - Zero-row loads and failed checks: a `dg.sensor` whose cursor is the last event-log storage id
-  read of each event type. A failed check does not fail its run, so it needs this watch.
+  read per load asset (its materializations) and per finished-run status (the status changes,
+  whose runs' check evaluations it reads). A failed check does not fail its run, so it needs
+  this watch. Only Dagster's public instance APIs are used.
 - Slow runs: a `dg.sensor` over running and just-finished runs. A run stays slow through many
   ticks, so a run tag per rule marks it alerted (and shows that on the run's page).
 
@@ -21,9 +23,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import (
-    AssetCheckExecutionRecordStatus,  # not exported by dagster; the status filter needs it
-)
 
 from connectors.shared.secrets import mask
 from datapipe_assets.defs.alerts.rules import (
@@ -36,7 +35,6 @@ from datapipe_assets.defs.alerts.rules import (
     failure_event,
     failure_streak_reached,
     load_keys,
-    pipeline_keys,
     render,
     slow_run_event,
     zero_rows_event,
@@ -45,8 +43,16 @@ from datapipe_assets.pipeline.keys import PIPELINE_TAG
 from resources.notifications import NotificationError, Notifier, channel_secrets, target_label
 
 BATCH = 100
-FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
-COMPLETED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+FINISHED = [
+    dg.DagsterEventType.RUN_SUCCESS,
+    dg.DagsterEventType.RUN_FAILURE,
+    dg.DagsterEventType.RUN_CANCELED,
+]
+FINISHED_STATUSES = [
+    dg.DagsterRunStatus.SUCCESS,
+    dg.DagsterRunStatus.FAILURE,
+    dg.DagsterRunStatus.CANCELED,
+]
 SLOW_RUN_TAG = "datapipe/slow_run_alert.{rule}"
 
 
@@ -103,19 +109,18 @@ def run_failure_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefini
 def event_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinition:
     @_alert_sensor("events", "Alerts on zero-row loads, failed checks and schema changes.")
     def _alert(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        # One cursor per watched load and check: the id of the last event read of it.
+        # One cursor per watched stream: the storage id of the last record read of it.
         starting = context.cursor is None
         cursor: dict[str, int] = json.loads(context.cursor or "{}")
         observations: list[dg.AssetObservation] = []
-        for name, fetch, detect in _watched(context, rules):
-            entries = fetch(None if starting else cursor.get(name, -1))
-            if entries:
-                cursor[name] = entries[-1][0]
-            # A new sensor starts at the newest events: alerting on history would flood.
-            for _, entry in [] if starting else entries:
-                event = detect(entry)
-                alerts = rules.get(event.pipeline) if event is not None else None
-                if event is not None and alerts is not None and alerts.pipeline.org == event.org:
+        for name, fetch in _watched(context.instance, rules):
+            found = fetch(None if starting else cursor.get(name, -1))
+            if found:
+                cursor[name] = found[-1][0]
+            # A new sensor starts at the newest records: alerting on history would flood.
+            for event in [] if starting else [e for _, events in found for e in events]:
+                alerts = rules.get(event.pipeline)
+                if alerts is not None and alerts.pipeline.org == event.org:
                     observations += deliver(
                         context.log, alerts, event, alerts.matching(event), notifier
                     )
@@ -128,54 +133,61 @@ def event_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinition:
     return _alert
 
 
-# Fetches a watched key's events after a storage id, oldest first; given None, the newest.
-Fetch = Callable[[int | None], list[tuple[int, dg.EventLogEntry]]]
+# Reads a watched stream after a storage id, oldest first (given None, only its newest
+# record, to start from): each record's storage id with the alert events it holds.
+Fetch = Callable[[int | None], list[tuple[int, list[AlertEvent]]]]
 
 
-def _watched(
-    context: dg.SensorEvaluationContext, rules: AlertRules
-) -> list[tuple[str, Fetch, Callable[[dg.EventLogEntry], AlertEvent | None]]]:
-    """Each load asset and each asset check of a pipeline with alerts, with its fetch."""
-    instance = context.instance
-    graph = context.repository_def.asset_graph if context.repository_def else None
-    checks = graph.asset_check_keys if graph is not None else set()
-    watched: list[tuple[str, Fetch, Callable[[dg.EventLogEntry], AlertEvent | None]]] = []
-    for alerts in rules.values():
-        keys = pipeline_keys(alerts.pipeline)
-        for key in load_keys(alerts.pipeline):
-            watched.append(
-                (key.to_user_string(), _materializations(instance, key), zero_rows_event)
-            )
-        for check in sorted(c for c in checks if c.asset_key in keys):
-            watched.append((check.to_user_string(), _check_results(instance, check), check_event))
+def _watched(instance: dg.DagsterInstance, rules: AlertRules) -> list[tuple[str, Fetch]]:
+    """The load assets of pipelines with alerts, and the runs that finished, with their fetch."""
+    watched = [
+        (key.to_user_string(), _zero_row_loads(instance, key))
+        for alerts in rules.values()
+        for key in load_keys(alerts.pipeline)
+    ]
+    watched += [(f"runs/{status.value}", _failed_checks(instance, status)) for status in FINISHED]
     return watched
 
 
-def _materializations(instance: dg.DagsterInstance, key: dg.AssetKey) -> Fetch:
-    def fetch(after: int | None) -> list[tuple[int, dg.EventLogEntry]]:
+def _zero_row_loads(instance: dg.DagsterInstance, key: dg.AssetKey) -> Fetch:
+    def fetch(after: int | None) -> list[tuple[int, list[AlertEvent]]]:
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=key, after_storage_id=after),
             limit=1 if after is None else BATCH,
             ascending=after is not None,
         ).records
-        return [(r.storage_id, r.event_log_entry) for r in records]
+        return [(r.storage_id, _present([zero_rows_event(r.event_log_entry)])) for r in records]
 
     return fetch
 
 
-def _check_results(instance: dg.DagsterInstance, check: dg.AssetCheckKey) -> Fetch:
-    """Completed evaluations of a check, by the id of their row in the check-execution table.
+def _failed_checks(instance: dg.DagsterInstance, status: dg.DagsterEventType) -> Fetch:
+    """The failed asset checks of each run that finished with `status`, as the run ends.
 
-    Read from that table, as the event log's own ids are per run on SQLite storage.
+    Runs are read by the storage id of their status change, an id unique across runs on
+    every storage; a check evaluation's own id is per run on SQLite storage.
     """
 
-    def fetch(after: int | None) -> list[tuple[int, dg.EventLogEntry]]:
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            check, limit=1 if after is None else BATCH, status=COMPLETED
-        )  # newest first
-        return [(r.id, r.event) for r in reversed(records) if r.event and r.id > (after or -1)]
+    def fetch(after: int | None) -> list[tuple[int, list[AlertEvent]]]:
+        changes = instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(event_type=status, after_storage_id=after),
+            limit=1 if after is None else BATCH,
+            ascending=after is not None,
+        ).records
+        return [(c.storage_id, _run_check_events(instance, c.run_id)) for c in changes]
 
     return fetch
+
+
+def _run_check_events(instance: dg.DagsterInstance, run_id: str) -> list[AlertEvent]:
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    return _present([check_event(record.event_log_entry) for record in records])
+
+
+def _present(events: list[AlertEvent | None]) -> list[AlertEvent]:
+    return [event for event in events if event is not None]
 
 
 def slow_run_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinition:
@@ -187,7 +199,9 @@ def slow_run_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinitio
         instance = context.instance
         records = [
             *instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])),
-            *instance.get_run_records(dg.RunsFilter(statuses=FINISHED, updated_after=since)),
+            *instance.get_run_records(
+                dg.RunsFilter(statuses=FINISHED_STATUSES, updated_after=since)
+            ),
         ]
         observations: list[dg.AssetObservation] = []
         for record in records:
