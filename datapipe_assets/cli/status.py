@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from datapipe_assets.cli.common import dagster_home
-from datapipe_assets.pipeline.keys import key_stage
+from datapipe_assets.pipeline.keys import PIPELINE_TAG, key_stage
 from datapipe_assets.pipeline.project import load_project
 
 STAGES = ("extracted", "transformed", "loaded")
@@ -24,8 +24,14 @@ class RunSummary:
 
 
 def recent_runs(instance: dg.DagsterInstance, pipeline: str, limit: int = 5) -> list[RunSummary]:
-    """The pipeline's latest runs, newest first, with rows per stage and failing checks."""
-    records = instance.get_run_records(filters=dg.RunsFilter(job_name=pipeline), limit=limit)
+    """The pipeline's latest runs, newest first, with rows per stage and failing checks.
+
+    Runs are the pipeline's by its tag, which its jobs and its chain sensor's runs (of
+    Dagster's implicit asset job) all carry.
+    """
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(tags={PIPELINE_TAG: pipeline}), limit=limit
+    )
     return [_summary(instance, record) for record in records]
 
 

@@ -16,6 +16,7 @@ from datapipe_assets.defs.assets.raw import raw_asset
 from datapipe_assets.defs.assets.transform import transform_asset
 from datapipe_assets.defs.checks import pipeline_checks
 from datapipe_assets.defs.triggers import (
+    chain_conditions,
     chain_sensors,
     non_overlapping_schedule,
     pipeline_sensors,
@@ -91,7 +92,7 @@ def build_definitions(project: Project) -> dg.Definitions:
     sensors: list[dg.SensorDefinition] = []
     for loaded in project.pipelines:
         pipeline = loaded.pipeline
-        assets += pipeline_assets(project, loaded)
+        assets += chain_conditions(project, loaded, pipeline_assets(project, loaded))
         checks += pipeline_checks(loaded)
         pipeline_job, refresh_job = pipeline_jobs(loaded)
         jobs += [pipeline_job, refresh_job]

@@ -4,8 +4,12 @@
   requests one run per file newly matched by its `path` (a folder glob or an S3 prefix glob).
   The run carries the file in the `datapipe/file` tag; `source_for_run` (in the pipeline
   core) narrows the source to that file inside the run.
-- `chain_sensors`: `trigger: {after: [...]}` runs a pipeline once every named pipeline has
-  loaded again; `upstream_loads` gives the asset keys behind it, for lineage.
+- Chained pipelines (`trigger: {after: [...]}`) run by Dagster's declarative automation:
+  `chain_conditions` gives the pipeline's assets automation conditions (its raw assets: every
+  upstream load materialized since they were last requested; the rest: their inputs are
+  requested), and `chain_sensors` an automation-condition sensor per pipeline, running by
+  default, whose runs carry the pipeline's tag. `upstream_loads` gives the upstream load
+  asset keys, the raw assets' dependencies, so the chain shows as lineage.
 - `non_overlapping_schedule`: a cron schedule that skips, and says why, while its pipeline
   still has a run queued or in progress.
 """
@@ -13,13 +17,15 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
+from functools import reduce
 
 import dagster as dg
 
 from connectors.sources.csv import CsvSource
 from datapipe_assets.pipeline.connections import ConnectionSpec
-from datapipe_assets.pipeline.keys import load_key
+from datapipe_assets.pipeline.keys import PIPELINE_TAG, load_key
 from datapipe_assets.pipeline.project import LoadedPipeline, Project
 from datapipe_assets.pipeline.run_source import FILE_TAG
 
@@ -106,42 +112,74 @@ def upstream_loads(project: Project, loaded: LoadedPipeline) -> list[dg.AssetKey
     ]
 
 
-def chain_sensors(project: Project) -> list[dg.MultiAssetSensorDefinition]:
-    """One sensor per pipeline with `trigger.after`, requesting that pipeline's job."""
+def chain_conditions(
+    project: Project, loaded: LoadedPipeline, assets: list[dg.AssetsDefinition]
+) -> list[dg.AssetsDefinition]:
+    """The pipeline's assets; a chained pipeline's with the conditions that run it whole.
+
+    Its raw assets (those depending on upstream loads) start it; every other asset of it is
+    requested on the same tick as its inputs, so one run materializes the whole pipeline,
+    with its checks.
+    """
+    upstream = upstream_loads(project, loaded)
+    if not upstream:
+        return assets
+    start = loads_arrived(upstream)
+    follow = dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.will_be_requested()
+    ).with_label("runs with its inputs")
+
+    def with_condition(spec: dg.AssetSpec) -> dg.AssetSpec:
+        is_root = any(dep.asset_key in upstream for dep in spec.deps)
+        return spec.replace_attributes(automation_condition=start if is_root else follow)
+
+    return list(dg.map_asset_specs(with_condition, assets))
+
+
+def loads_arrived(upstream: list[dg.AssetKey]) -> dg.AutomationCondition:
+    """True once every upstream load has materialized since the asset was last requested,
+    while no run of the asset is in progress (it waits for that run instead of overlapping).
+
+    Each load is followed through `asset_matches`, not `any_deps_match(...).allow(...)`:
+    Dagster keys a condition's remembered state by its structure without the `allow`
+    selection, so per-load `since` conditions of that form would share one state.
+    """
+    loaded_again = [
+        dg.AutomationCondition.asset_matches(key, dg.AutomationCondition.newly_updated())
+        .since(dg.AutomationCondition.newly_requested())
+        .with_label(f"{key.to_user_string()} loaded since the last request")
+        for key in upstream
+    ]
+    return (reduce(operator.and_, loaded_again) & ~dg.AutomationCondition.in_progress()).with_label(
+        "every upstream load arrived, and no run of it in progress"
+    )
+
+
+def chain_sensors(project: Project) -> list[dg.AutomationConditionSensorDefinition]:
+    """One automation-condition sensor per pipeline with `trigger.after`, running by default.
+
+    A sensor of its own per pipeline, as run tags are per sensor: each run carries the
+    pipeline's tag, which `datapipe status`, the run queue's per-pipeline limit and the alert
+    sensors go by. The runs are of Dagster's implicit asset job, not the pipeline's job.
+    """
     return [
-        chain_sensor(loaded, upstream_loads(project, loaded))
+        dg.AutomationConditionSensorDefinition(
+            f"{loaded.pipeline.name}__after",
+            target=dg.AssetSelection.groups(loaded.pipeline.name),
+            run_tags={PIPELINE_TAG: loaded.pipeline.name},
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=sensor_interval(),
+            description=(
+                f"Runs {loaded.pipeline.name} once "
+                f"{', '.join(key.to_user_string() for key in upstream_loads(project, loaded))} "
+                "have all loaded again."
+            ),
+            # One run per tick for the whole pipeline; a backfill is for partitions.
+            emit_backfills=False,
+        )
         for loaded in project.pipelines
         if loaded.pipeline.trigger is not None and loaded.pipeline.trigger.after
     ]
-
-
-def chain_sensor(
-    loaded: LoadedPipeline, upstream: list[dg.AssetKey]
-) -> dg.MultiAssetSensorDefinition:
-    """Runs the pipeline once every upstream load has materialized since its last trigger."""
-    name = loaded.pipeline.name
-
-    @dg.multi_asset_sensor(
-        name=f"{name}__after",
-        monitored_assets=upstream,
-        # The pipeline's job (named after it) is found in the same Definitions.
-        job_name=name,
-        minimum_interval_seconds=sensor_interval(),
-        description=f"Runs {name} once {', '.join(map(str, upstream))} have all loaded again.",
-        default_status=dg.DefaultSensorStatus.RUNNING,
-    )
-    def _after(context: dg.MultiAssetSensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        latest = context.latest_materialization_records_by_key()
-        waiting = [key.to_user_string() for key, record in latest.items() if record is None]
-        if waiting:
-            # The cursors stay put, so loads already seen still count on a later tick.
-            return dg.SkipReason(f"waiting for new loads of {', '.join(waiting)}")
-        context.advance_all_cursors()
-        # The materializations' storage ids make the key unique to this set of loads.
-        run_key = "-".join(str(record.storage_id) for record in latest.values() if record)
-        return dg.RunRequest(run_key=run_key)
-
-    return _after
 
 
 def non_overlapping_schedule(

@@ -18,18 +18,15 @@ import psycopg
 import pytest
 from pyarrow import fs
 
+from datapipe_assets.cli.status import recent_runs
 from datapipe_assets.defs.factory import build_definitions
-from datapipe_assets.defs.triggers import (
-    chain_sensors,
-    non_overlapping_schedule,
-    upstream_loads,
-)
+from datapipe_assets.defs.triggers import non_overlapping_schedule
 from datapipe_assets.pipeline.run_source import FILE_TAG
 from tests.integration.test_sensors import (
     HEADER,
+    ChainTicks,
     chained_project,
     csv_pipeline,
-    evaluate_chain,
     triggered_project,
 )
 from tests.support.project_files import run
@@ -118,16 +115,13 @@ def test_schedule_and_sensor_ticks_read_postgres_storage(production):
     definitions = build_definitions(project)
     job = definitions.jobs[0]
     schedule = non_overlapping_schedule(project.get("orders"), job, "0 * * * *", "UTC")
-    (after,) = chain_sensors(project)
     with production.instance() as instance:
+        chain = ChainTicks(project, instance)
+        assert chain.tick() == {}
         for name in ("orders", "refunds"):
             assert run(production.pipelines, name, instance).success
-        result, _ = evaluate_chain(after, project, instance, None)
-        ids = [
-            instance.fetch_materializations(key, limit=1).records[0].storage_id
-            for key in upstream_loads(project, project.get("report"))
-        ]
-        assert result == dg.RunRequest(run_key=f"{ids[0]}-{ids[1]}")
+        assert chain.tick() == {"report/raw/orders": 1, "report/load/report_orders": 1}
+        assert chain.tick() == {}
 
         assert schedule(dg.build_schedule_context(instance=instance)) == dg.RunRequest()
         job_def = definitions.resolve_job_def(job.name)
@@ -213,3 +207,53 @@ def test_daemon_runs_each_new_file_once_across_restarts(production, tmp_path):
         assert {r.tags["datapipe/pipeline"] for r in runs} == {"orders"}
         (state,) = [s for s in instance.all_instigator_state() if s.instigator_name == SENSOR]
         assert state.instigator_data.cursor == '["incoming/a.csv", "incoming/b.csv"]'
+
+
+def test_daemon_runs_a_chained_pipeline_once_per_upstream_loads(production, tmp_path):
+    """The automation-condition sensor, run by the daemon: one whole run, with the tag."""
+    chained_project(production.pipelines)
+    workspace, log = write_workspace(tmp_path), tmp_path / "daemon.log"
+    report_tag = {"datapipe/pipeline": "report"}
+    with production.instance() as instance:
+
+        def report_runs() -> list[dg.DagsterRun]:
+            return list(reversed(instance.get_runs(filters=dg.RunsFilter(tags=report_tag))))
+
+        def finished(count: int) -> Callable[[], bool]:
+            return lambda: len(runs := report_runs()) >= count and all(r.is_finished for r in runs)
+
+        with daemon_running(workspace, log):
+            # The sensor's first tick starts its state: loads before it do not count.
+            wait_for(lambda: _ticked(instance, "report__after"), log)
+            for name in ("orders", "refunds"):
+                assert run(production.pipelines, name, instance).success
+            wait_for(finished(1), log)
+            # Several more ticks (one a second) must start nothing: the loads are consumed.
+            time.sleep(5)
+            assert len(report_runs()) == 1
+
+        [report] = report_runs()
+        assert report.status == dg.DagsterRunStatus.SUCCESS
+        assert report.tags["dagster/sensor_name"] == "report__after"
+        assert set(report.asset_selection or ()) == {
+            dg.AssetKey(["acme", "report", "raw", "orders"]),
+            dg.AssetKey(["acme", "report", "load", "report_orders"]),
+        }
+        # The pipeline's checks ride along with its assets.
+        [check] = instance.get_records_for_run(
+            report.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        evaluation = check.event_log_entry.dagster_event.asset_check_evaluation_data
+        assert (evaluation.check_name, evaluation.passed) == ("not_null_id", True)
+        # datapipe status finds the run by the pipeline's tag, though its job is Dagster's own.
+        [summary] = recent_runs(instance, "report")
+        assert (summary.run_id, summary.status, summary.rows["loaded"]) == (
+            report.run_id, "SUCCESS", 1
+        )  # fmt: skip
+
+
+def _ticked(instance: dg.DagsterInstance, sensor: str) -> bool:
+    """Whether the sensor has evaluated at least once."""
+    states = [s for s in instance.all_instigator_state() if s.instigator_name == sensor]
+    return bool(states) and bool(instance.get_ticks(states[0].instigator_origin_id,
+                                                    states[0].selector_id))  # fmt: skip

@@ -149,57 +149,88 @@ def test_pipeline_without_file_trigger_has_no_sensor(landing: Path):
 
 
 def chained_project(landing: Path) -> Project:
-    """`report` runs after both `orders` and `refunds` have loaded."""
+    """`report` (with a check on its raw table) runs after `orders` and `refunds` have loaded."""
     (landing / "incoming" / "orders.csv").write_text(HEADER + "1,10\n")
     return triggered_project(
         landing,
         {"orders": csv_pipeline("orders", "incoming/orders.csv"),
          "refunds": csv_pipeline("refunds", "incoming/orders.csv"),
          "report": csv_pipeline("report", "incoming/orders.csv",
-                                trigger={"after": ["orders", "refunds"]})},
+                                trigger={"after": ["orders", "refunds"]},
+                                checks=[{"asset": "orders", "type": "not_null", "column": "id"}])},
     )  # fmt: skip
 
 
-def evaluate_chain(
-    sensor: dg.MultiAssetSensorDefinition, project: Project, instance, cursor: str | None
-) -> tuple[dg.RunRequest | dg.SkipReason, str | None]:
-    """One tick of a chain sensor; returns its result and the cursor it leaves."""
-    context = dg.build_multi_asset_sensor_context(
-        monitored_assets=upstream_loads(project, project.get("report")),
-        instance=instance,
-        cursor=cursor,
-        definitions=build_definitions(project),
-    )
-    return sensor(context), context.cursor
+REPORT_ASSETS = [
+    dg.AssetKey(["acme", "report", "raw", "orders"]),
+    dg.AssetKey(["acme", "report", "load", "report_orders"]),
+]
+
+
+class ChainTicks:
+    """Ticks of Dagster's declarative automation over a project, as its daemon evaluates them."""
+
+    def __init__(self, project: Project, instance: dg.DagsterInstance) -> None:
+        self.definitions = build_definitions(project)
+        self.instance = instance
+        self.cursor = None
+
+    def tick(self) -> dict[str, int]:
+        """The assets requested on this tick: `pipeline/asset` -> count, for every one."""
+        result = dg.evaluate_automation_conditions(
+            self.definitions, self.instance, cursor=self.cursor
+        )
+        self.cursor = result.cursor
+        return {
+            "/".join(key.path[1:]): result.get_num_requested(key)
+            for key in REPORT_ASSETS
+            if result.get_num_requested(key)
+        }
 
 
 def test_chained_pipeline_runs_once_all_named_pipelines_have_loaded(landing: Path):
     project = chained_project(landing)
     (sensor,) = chain_sensors(project)
-    assert (sensor.name, sensor.job_name) == ("report__after", "report")
+    assert (sensor.name, sensor.default_status, sensor.run_tags) == (
+        "report__after", dg.DefaultSensorStatus.RUNNING, {"datapipe/pipeline": "report"}
+    )  # fmt: skip
+    assert sensor.asset_selection == dg.AssetSelection.groups("report")
     assert upstream_loads(project, project.get("report")) == [
         dg.AssetKey(["acme", "orders", "load", "orders_orders"]),
         dg.AssetKey(["acme", "refunds", "load", "refunds_orders"]),
     ]
     with dg.instance_for_test() as instance:
-        result, cursor = evaluate_chain(sensor, project, instance, None)
-        assert result == dg.SkipReason(
-            "waiting for new loads of acme/orders/load/orders_orders, "
-            "acme/refunds/load/refunds_orders"
-        )
+        chain = ChainTicks(project, instance)
+        assert chain.tick() == {}
         assert run(landing, "orders", instance).success
-        result, cursor = evaluate_chain(sensor, project, instance, cursor)
-        assert result == dg.SkipReason("waiting for new loads of acme/refunds/load/refunds_orders")
+        assert chain.tick() == {}  # refunds has not loaded yet
         assert run(landing, "refunds", instance).success
-        result, cursor = evaluate_chain(sensor, project, instance, cursor)
-        ids = [
-            instance.fetch_materializations(key, limit=1).records[0].storage_id
-            for key in upstream_loads(project, project.get("report"))
-        ]
-        assert result == dg.RunRequest(run_key=f"{ids[0]}-{ids[1]}")
-        # Both loads are now consumed: the next tick waits for new ones again.
-        result, _ = evaluate_chain(sensor, project, instance, cursor)
-        assert isinstance(result, dg.SkipReason)
+        # The whole pipeline is requested on one tick: one run, as its checks ride along.
+        assert chain.tick() == {"report/raw/orders": 1, "report/load/report_orders": 1}
+        # Both loads are now consumed: the next ticks wait for new ones again.
+        assert chain.tick() == {}
+        assert run(landing, "orders", instance).success
+        assert run(landing, "orders", instance).success
+        assert chain.tick() == {}
+        assert run(landing, "refunds", instance).success
+        assert chain.tick() == {"report/raw/orders": 1, "report/load/report_orders": 1}
+
+
+def test_chained_pipeline_waits_for_its_unfinished_run(landing: Path):
+    project = chained_project(landing)
+    with dg.instance_for_test() as instance:
+        chain = ChainTicks(project, instance)
+        assert chain.tick() == {}
+        report = chain.definitions.resolve_job_def("report")
+        unfinished = instance.create_run_for_job(
+            report, tags=report.tags, status=dg.DagsterRunStatus.STARTED
+        )
+        for name in ("orders", "refunds"):
+            assert run(landing, name, instance).success
+        # Loads arrived, but a run of the pipeline is still going: no second run beside it.
+        assert chain.tick() == {}
+        instance.report_run_canceled(unfinished)
+        assert chain.tick() == {"report/raw/orders": 1, "report/load/report_orders": 1}
 
 
 def test_schedule_skips_while_the_pipeline_has_an_unfinished_run(landing: Path):
