@@ -112,6 +112,8 @@ def _definition(loaded: LoadedPipeline, named: NamedCheck) -> dg.AssetChecksDefi
             referenced = data if reference is None else _loaded_rows(context, reference.key)
         return _evaluate_file(loaded, check, data, referenced)
 
+    # Dagster loads one input per parameter besides the context (the asset's own data, then
+    # `referenced`), so each shape of inputs needs a function of its own.
     if check.type == "reconcile":
 
         def _reconcile(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:

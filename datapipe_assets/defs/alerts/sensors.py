@@ -110,14 +110,14 @@ def event_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinition:
     @_alert_sensor("events", "Alerts on zero-row loads, failed checks and schema changes.")
     def _alert(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         # One cursor per watched stream: the storage id of the last record read of it.
-        starting = context.cursor is None
         cursor: dict[str, int] = json.loads(context.cursor or "{}")
         observations: list[dg.AssetObservation] = []
         for name, fetch in _watched(context.instance, rules):
-            found = fetch(None if starting else cursor.get(name, -1))
-            if found:
-                cursor[name] = found[-1][0]
-            # A new sensor starts at the newest records: alerting on history would flood.
+            # A stream not watched before (a new sensor, a pipeline given alerts) starts at
+            # its newest record: alerting on its history would flood.
+            starting = name not in cursor
+            found = fetch(cursor.get(name))
+            cursor[name] = found[-1][0] if found else cursor.get(name, -1)
             for event in [] if starting else [e for _, events in found for e in events]:
                 alerts = rules.get(event.pipeline)
                 if alerts is not None and alerts.pipeline.org == event.org:
