@@ -8,8 +8,10 @@ of that back on.
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -26,6 +28,19 @@ def sandboxed_connection(
     memory_limit: str | None = None,
     threads: int | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = _open_sandbox(readable, writable_directory, memory_limit, threads)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def _open_sandbox(
+    readable: Sequence[str],
+    writable_directory: str | None,
+    memory_limit: str | None,
+    threads: int | None,
+) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(
         ":memory:",
         config={
@@ -38,31 +53,52 @@ def sandboxed_connection(
             "temp_directory": SPILL_DIRECTORY,
         },
     )
+    # Exceptions to the lockdown must be granted before external access is switched off.
+    con.execute("SET allowed_paths = ?", [list(readable)])
+    con.execute("SET allowed_directories = ?", [[writable_directory] if writable_directory else []])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+_binders = threading.local()
+
+
+@contextmanager
+def binding_connection(
+    relations: Mapping[str, pa.Table] | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A sandboxed connection for parsing SQL and binding it against a few tiny relations
+    (empty tables, or a row of NULLs), registered for the block only.
+
+    One per thread, kept open: validating a folder binds every node and check, and opening
+    a database for each would cost more than all the binding.
+    """
+    con = getattr(_binders, "connection", None)
+    if con is None:
+        # One thread: binding reads no data, and no worker thread outlives the process.
+        con = _binders.connection = _open_sandbox((), None, None, 1)
+        atexit.register(con.close)
+    relations = relations or {}
     try:
-        # Exceptions to the lockdown must be granted before external access is switched off.
-        con.execute("SET allowed_paths = ?", [list(readable)])
-        con.execute(
-            "SET allowed_directories = ?", [[writable_directory] if writable_directory else []]
-        )
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        for name, table in relations.items():
+            con.register(name, table)
         yield con
     finally:
-        con.close()
+        for name in relations:
+            con.unregister(name)
 
 
 def output_schema(sql: str, inputs: Mapping[str, pa.Schema]) -> pa.Schema:
     """Bind a query against empty relations of the given names and schemas; raise on error."""
-    with sandboxed_connection() as con:
-        for name, schema in inputs.items():
-            con.register(name, schema.empty_table())
+    with binding_connection({name: s.empty_table() for name, s in inputs.items()}) as con:
         return con.sql(f"SELECT * FROM ({sql}) LIMIT 0").to_arrow_table().schema
 
 
 def parse_single_select(sql: str) -> tuple[bool, str | None]:
     """Whether `sql` is exactly one SELECT, and DuckDB's parse error when it does not parse."""
     try:
-        with sandboxed_connection() as con:
+        with binding_connection() as con:
             statements = con.extract_statements(sql)
     except duckdb.Error as error:
         return False, first_line(error)

@@ -28,7 +28,7 @@ from datapipe_assets.pipeline.check_rules import (
 from datapipe_assets.pipeline.compiler import CompileError, type_family
 from datapipe_assets.pipeline.problems import Problem
 from datapipe_assets.pipeline.spec import CheckSpec, Pipeline
-from resources.duckdb_sandbox import first_line, parse_single_select, sandboxed_connection
+from resources.duckdb_sandbox import binding_connection, first_line, parse_single_select
 
 # Per check type: the fields it needs (any one of a group), with what to write.
 REQUIRED: dict[str, list[tuple[tuple[str, ...], str]]] = {
@@ -331,10 +331,10 @@ def _bind_problems(
     """
     field = {"expression": "expression", "relationships": "to_column"}.get(check.type, "values")
     try:
-        with sandboxed_connection() as con:
-            con.register("input", _null_row(schema))
-            if reference is not None:
-                con.register(REFERENCED, _null_row(reference))
+        relations = {"input": _null_row(schema)}
+        if reference is not None:
+            relations[REFERENCED] = _null_row(reference)
+        with binding_connection(relations) as con:
             con.execute(f"SELECT {failing_condition(check)} FROM input").fetchall()
     except (duckdb.Error, CompileError) as error:
         reason = first_line(error) if isinstance(error, duckdb.Error) else str(error)
