@@ -144,11 +144,19 @@ def display_path(file: Path) -> str:
         return str(file)
 
 
+# libyaml parses several times faster than PyYAML's pure-Python loader, where it is built.
+FAST_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_document(file: Path) -> Any:
     text = file.read_text()
     if file.suffix == ".json":
         return json.loads(text)
-    return yaml.safe_load(text)
+    try:
+        return yaml.load(text, Loader=FAST_YAML_LOADER)
+    except yaml.YAMLError:
+        # PyYAML's own loader words its errors more plainly than libyaml: report with it.
+        return yaml.safe_load(text)
 
 
 def parse_error(file: Path, error: Exception) -> SpecError:
