@@ -18,6 +18,9 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.config.model import ConnectorConfig
+from connectors.config.problems import error_text, validate
+
 # Rows per Arrow record batch that sources aim for: large enough to amortise per-batch
 # overhead, small enough that a batch of wide rows stays a few tens of megabytes.
 BATCH_ROWS = 65_536
@@ -30,6 +33,16 @@ class ConnectorError(Exception):
 def connection_error(connection: str, message: str) -> ConnectorError:
     """A ConnectorError whose message starts with the connection's name."""
     return ConnectorError(f"connection {connection!r}: {message}")
+
+
+def checked_settings(
+    model: type[ConnectorConfig], connection: str, config: Mapping[str, Any]
+) -> ConnectorConfig:
+    """A resolved config validated through its model; one ConnectorError if it is invalid."""
+    settings, problems = validate(model, connection, config, resolved=True)
+    if settings is None:
+        raise ConnectorError(error_text(problems))
+    return settings
 
 
 class LoadMode(StrEnum):
@@ -219,10 +232,13 @@ class Source(ABC):
     # neither the network nor any secret: pipelines can then be checked column by column
     # while definitions load.
     offline_discovery: ClassVar[bool] = False
+    # Every key the connector accepts; a config is validated through it when opened.
+    config_model: ClassVar[type[ConnectorConfig]]
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         self.connection = connection
         self.config = dict(config)
+        self.settings = checked_settings(self.config_model, connection, config)
 
     @abstractmethod
     def check(self) -> str:
@@ -260,9 +276,13 @@ class Source(ABC):
 class Destination(ABC):
     """A connection that tables are loaded into, all-or-nothing."""
 
+    # Every key the connector accepts; a config is validated through it when opened.
+    config_model: ClassVar[type[ConnectorConfig]]
+
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         self.connection = connection
         self.config = dict(config)
+        self.settings = checked_settings(self.config_model, connection, config)
 
     @abstractmethod
     def check(self) -> str:

@@ -48,6 +48,7 @@ from connectors.base import (
     LoadResult,
     TableSchema,
 )
+from connectors.config.bigquery import BigQueryConfig
 from connectors.shared.google_auth import service_account_info
 from connectors.shared.parquet import write_parquet
 from connectors.shared.sql_destination import STATE_TABLE, check_upsert_key
@@ -135,17 +136,14 @@ class TablePlan:
 class BigQueryDestination(Destination):
     """Loads into tables of one BigQuery dataset."""
 
+    config_model = BigQueryConfig
+    settings: BigQueryConfig
+
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        missing = [k for k in ("project", "dataset", "service_account_json") if not config.get(k)]
-        if missing:
-            raise ConnectorError(
-                f"connection {connection!r}: bigquery needs {', '.join(missing)}; "
-                "add them to the connection's config"
-            )
-        self.project = str(config["project"])
-        self.dataset = str(config["dataset"])
-        self.location = str(config.get("location") or "US")
+        self.project = self.settings.project
+        self.dataset = self.settings.dataset
+        self.location = self.settings.location
 
     # --- the Destination contract -------------------------------------------------------
 
@@ -395,7 +393,7 @@ class BigQueryDestination(Destination):
         return _sql_name(self._table_ref(table))
 
     def _credentials(self) -> service_account.Credentials:
-        info = service_account_info(self.connection, self.config)
+        info = service_account_info(self.connection, self.settings.model_dump())
         try:
             return service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
         except (ValueError, KeyError):
@@ -408,7 +406,7 @@ class BigQueryDestination(Destination):
     @contextlib.contextmanager
     def _client(self, action: str) -> Iterator[bigquery.Client]:
         """A client whose errors become one-line ConnectorErrors naming `action`."""
-        base_url = self.config.get("base_url")
+        base_url = self.settings.base_url
         client = bigquery.Client(
             project=self.project,
             credentials=self._credentials(),

@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from connectors.base import ConnectorError
+from connectors.config.duckdb import DuckDBConfig
 from connectors.shared.sql_destination import SqlDestination, SqlSession, TableRef, quote
 from connectors.shared.sql_types import DUCKDB, is_json
 
@@ -90,19 +91,16 @@ def _value_expression(field: pa.Field) -> str:
 
 
 class DuckDBDestination(SqlDestination):
-    """A DuckDB database file. Config: `path` (relative to `base_dir`, if given), `schema`."""
+    """A DuckDB database file. Config: see DuckDBConfig (`path` is relative to `base_dir`)."""
 
     dialect = DUCKDB
+    config_model = DuckDBConfig
+    settings: DuckDBConfig
 
     @property
     def path(self) -> Path:
-        if not self.config.get("path"):
-            raise ConnectorError(
-                f"connection {self.connection!r}: no path is set; set path to the DuckDB "
-                "database file"
-            )
-        path = Path(str(self.config["path"])).expanduser()
-        return Path(str(self.config.get("base_dir") or ".")) / path
+        path = Path(self.settings.path).expanduser()
+        return Path(self.settings.base_dir or ".") / path
 
     def _connect(self) -> SqlSession:
         path = self.path.resolve()

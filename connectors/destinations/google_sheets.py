@@ -29,8 +29,8 @@ from connectors.base import (
     TableSchema,
     connection_error,
 )
+from connectors.config.google_sheets import GoogleSheetsDestinationConfig
 from connectors.shared.google_sheets_api import (
-    CELL_LIMIT,
     WRITE_SCOPE,
     Spreadsheet,
     a1,
@@ -95,18 +95,20 @@ def _stage(data: pa.RecordBatchReader, path: Path) -> _Staged:
 class GoogleSheetsDestination(Destination):
     """Tables loaded into sheets of one spreadsheet (a sheet per table, named as the table).
 
-    Config: `spreadsheet_id`, `service_account_json`, `base_url`, `requests_per_second` (1),
-    `cell_limit` (10,000,000, Google's limit). Modes: replace (clear, resize the grid to the
+    Config: see GoogleSheetsDestinationConfig. Modes: replace (clear, resize the grid to the
     table, write) and append (add rows; header only into an empty sheet; new columns are
     added to the header). Upsert is refused. Sheets keeps no cursor state, so `read_state`
     is always None and an incremental append is refused (every run would re-append all rows).
     A load is not atomic: a failure part-way leaves the rows written so far.
     """
 
+    config_model = GoogleSheetsDestinationConfig
+    settings: GoogleSheetsDestinationConfig
+
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        self.book = Spreadsheet(connection, self.config, WRITE_SCOPE)
-        self.cell_limit = int(self.config.get("cell_limit") or CELL_LIMIT)
+        self.book = Spreadsheet(connection, self.settings, WRITE_SCOPE)
+        self.cell_limit = self.settings.cell_limit
 
     def check(self) -> str:
         sheets = self.book.sheets()

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from connectors.base import ConnectorError
+from connectors.config.postgres import PostgresConfig
 from connectors.shared.sql_destination import SqlDestination, SqlSession, TableRef, quote
 from connectors.shared.sql_types import POSTGRES, is_json
 from connectors.sources.postgres import connect_problem
@@ -150,29 +151,29 @@ def _bytea_hex(array: pa.Array) -> pa.Array:
 class PostgresDestination(SqlDestination):
     """A PostgreSQL database.
 
-    Config: host, port (5432), database, username, password, sslmode (prefer), schema (public).
+    Config: see PostgresConfig.
     """
 
     dialect = POSTGRES
-
-    def _setting(self, name: str) -> str:
-        value = self.config.get(name)
-        if value is None or value == "":
-            raise ConnectorError(f"connection {self.connection!r}: {name} is not set; set it")
-        return str(value)
+    config_model = PostgresConfig
+    settings: PostgresConfig
 
     def _connect(self) -> SqlSession:
-        host, database = self._setting("host"), self._setting("database")
-        user = self._setting("username")
-        port = int(self.config.get("port") or 5432)
+        settings = self.settings
+        host, port, database, user = (
+            settings.host,
+            settings.port,
+            settings.database,
+            settings.username,
+        )
         try:
             conn = psycopg.connect(
                 host=host,
                 port=port,
                 dbname=database,
                 user=user,
-                password=str(self.config.get("password") or ""),
-                sslmode=str(self.config.get("sslmode") or "prefer"),
+                password=settings.password or "",
+                sslmode=settings.sslmode,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 # Explicit BEGIN/COMMIT; UTC so naive timestamps mean the same everywhere.
                 autocommit=True,

@@ -17,6 +17,7 @@ from typing import Any
 from google.auth import crypt, jwt
 
 from connectors.base import connection_error
+from connectors.config.common import GoogleConfig
 from connectors.shared.http import RefreshingTokenAuth, api_client
 
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -144,30 +145,30 @@ def _signer(connection: str, info: Mapping[str, Any]) -> crypt.RSASigner:
 
 
 class GoogleApi:
-    """One connection's authorised JSON API: config in, parsed responses or one-line errors out.
+    """One connection's authorised JSON API: settings in, parsed responses or one-line errors out.
 
-    Config: `service_account_json`, `base_url` (the real API when not given) and
-    `requests_per_second`. `credential_hint` ends a rejected-credentials error; it may name
-    `{client_email}`.
+    `settings` gives `service_account_json`, `base_url` (`default_base_url` when not set)
+    and `requests_per_second`. `credential_hint` ends a rejected-credentials error; it may
+    name `{client_email}`.
     """
 
     def __init__(
         self,
         connection: str,
-        config: Mapping[str, Any],
+        settings: GoogleConfig,
         *,
         default_base_url: str,
         scopes: Sequence[str],
-        requests_per_second: float,
         credential_hint: str,
     ) -> None:
         self.connection = connection
-        auth = ServiceAccountAuth(connection, service_account_info(connection, config), scopes)
+        info = service_account_info(connection, settings.model_dump())
+        auth = ServiceAccountAuth(connection, info, scopes)
         self.http = api_client(
             connection,
-            str(config.get("base_url") or default_base_url).rstrip("/"),
+            (settings.base_url or default_base_url).rstrip("/"),
             auth=auth,
-            requests_per_second=float(config.get("requests_per_second") or requests_per_second),
+            requests_per_second=settings.requests_per_second,
             # Naming the account says exactly whom to share the sheet or property with.
             credential_fields=credential_hint.format(client_email=auth.client_email),
         )

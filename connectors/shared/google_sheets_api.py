@@ -14,17 +14,12 @@ from typing import Any
 from urllib.parse import quote
 
 from connectors.base import connection_error
+from connectors.config.google_sheets import GoogleSheetsConfig
 from connectors.shared.google_auth import GoogleApi
 
 SHEETS_URL = "https://sheets.googleapis.com"
 READ_SCOPE = "https://www.googleapis.com/auth/spreadsheets.readonly"
 WRITE_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
-# Sheets allows 60 requests a minute per user: one a second never trips the quota.
-REQUESTS_PER_SECOND = 1.0
-# Google's limit for a whole spreadsheet, checked against each table before loading it.
-CELL_LIMIT = 10_000_000
-# Rows per read request (config `page_rows`): one page is what a read holds in memory.
-PAGE_ROWS = 10_000
 CREDENTIAL_HINT = "service_account_json, and that the spreadsheet is shared with {client_email}"
 
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]+")
@@ -63,19 +58,14 @@ def grid_rows(sheet: Mapping[str, Any]) -> int:
 class Spreadsheet:
     """The Sheets API calls of one spreadsheet, shared by the source and the destination."""
 
-    def __init__(self, connection: str, config: Mapping[str, Any], scope: str) -> None:
+    def __init__(self, connection: str, settings: GoogleSheetsConfig, scope: str) -> None:
         self.connection = connection
-        if not config.get("spreadsheet_id"):
-            raise connection_error(
-                self.connection, "config needs `spreadsheet_id` (from the spreadsheet's URL)"
-            )
-        self.spreadsheet_id = str(config["spreadsheet_id"])
+        self.spreadsheet_id = settings.spreadsheet_id
         self.api = GoogleApi(
             connection,
-            config,
+            settings,
             default_base_url=SHEETS_URL,
             scopes=[scope],
-            requests_per_second=REQUESTS_PER_SECOND,
             credential_hint=CREDENTIAL_HINT,
         )
         self.path = f"/v4/spreadsheets/{quote(self.spreadsheet_id, safe='')}"

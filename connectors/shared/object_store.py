@@ -13,8 +13,14 @@ from urllib.parse import urlparse
 from pyarrow import fs
 
 
-def s3_filesystem(endpoint_url: str | None = None, region: str | None = None) -> fs.S3FileSystem:
-    """An S3 client from AWS_ENDPOINT_URL / AWS_REGION / the usual credential chain."""
+def s3_filesystem(
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+) -> fs.S3FileSystem:
+    """An S3 client from AWS_ENDPOINT_URL / AWS_REGION / the usual credential chain, or from
+    the given values where set."""
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
     options: dict[str, object] = {
         "region": region or os.environ.get("AWS_REGION", "us-east-1"),
@@ -22,6 +28,8 @@ def s3_filesystem(endpoint_url: str | None = None, region: str | None = None) ->
         "request_timeout": 60,
         "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=3),
     }
+    if access_key and secret_key:
+        options["access_key"], options["secret_key"] = access_key, secret_key
     if endpoint:
         parsed = urlparse(endpoint)
         options["endpoint_override"] = parsed.netloc or parsed.path

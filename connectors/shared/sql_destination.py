@@ -122,7 +122,7 @@ class SqlDestination(Destination):
     @property
     def schema(self) -> str:
         """The schema that unqualified tables and the cursor states live in."""
-        return str(self.config.get("schema") or self.dialect.default_schema)
+        return str(getattr(self.settings, "schema_", None) or self.dialect.default_schema)
 
     def check(self) -> str:
         with self._session() as session:

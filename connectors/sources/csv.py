@@ -1,21 +1,28 @@
-"""CSV files as a source: one local file, a glob of files, or objects on S3.
+"""CSV files as a source: local files, globs of files, or objects on S3, as one or more tables.
+
+A connection offers one table (`path`, named by `table` or the file name), one table per
+file (`path` + `table_per_file`), or named tables (`tables: {name: path}`); a glob that is
+one table reads all its files, which must share the same header.
 
 Files are streamed with `pyarrow.csv.open_csv`, one block (a few MB) at a time, so memory
 stays bounded whatever the file size. Column types are sniffed from the first block of the
 first file and then fixed for every later block and file, so a batch can never change type
 half-way through a load; a later value that does not fit is reported with its line number.
+
+NULLs are honest: an unquoted empty field (or one of `null_values`) is NULL in every column,
+while a quoted one ("") is an empty string in a text column. A column of another type cannot
+hold text, so there a quoted marker is NULL too. To tell the two apart per column, every
+column is parsed as text and the typed ones are converted here, batch by batch.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import glob
 import io
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -24,41 +31,38 @@ import pyarrow.csv as pacsv
 from pyarrow import fs
 
 from connectors.base import ConnectorError, Source, TableSchema, rows_since
+from connectors.config.csv import TABLE_NAME, CsvConfig
+from connectors.shared.column_types import parse_type
+from connectors.shared.csv_files import (
+    CsvFile,
+    default_table_name,
+    has_glob,
+    local_files,
+    s3_files,
+)
 from connectors.shared.object_store import s3_filesystem
-from connectors.shared.sql_types import decimal_type
+
+__all__ = ["BLOCK_SIZE", "CsvSource", "default_table_name", "parse_type"]
 
 # Bytes per parsed block: the sniffing window, and the unit of memory a read holds.
 BLOCK_SIZE = 4 << 20
 
-GLOB_CHARS = "*?["
-
-_TYPE_NAMES: dict[str, pa.DataType] = {
-    **dict.fromkeys(("VARCHAR", "TEXT", "STRING"), pa.string()),
-    # Every integer name reads as int64: a CSV value can never overflow it, and the
-    # destination can still narrow the column.
-    **dict.fromkeys(("BIGINT", "INTEGER", "INT", "SMALLINT"), pa.int64()),
-    **dict.fromkeys(("DOUBLE", "FLOAT", "REAL"), pa.float64()),
-    **dict.fromkeys(("BOOLEAN", "BOOL"), pa.bool_()),
-    "DATE": pa.date32(),
-    "TIMESTAMP": pa.timestamp("us"),
-    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
-}
-_DECIMAL = re.compile(r"(?:DECIMAL|NUMERIC)\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)")
-_BRACKET_SET = re.compile(r"\[[^\]]*\]")
-_CONVERSION_COLUMN = re.compile(r"In CSV column #(\d+)")
-
 
 @dataclass(frozen=True)
-class CsvFile:
-    """One matched file: where to open it, and how to name it in messages."""
+class CsvTable:
+    """A table the connection offers: its files, and the column types set in config.
 
-    filesystem: fs.FileSystem
+    `where` is the config key that names its files, for messages (`path`, `tables.orders`).
+    `overrides` must name columns the files have; `shared` ones (the connection-wide
+    `columns` of a connection offering several tables) apply where a table has the column.
+    """
+
+    name: str
     path: str
-    display: str
-
-    def open(self) -> pa.NativeFile:
-        # open_input_stream also decompresses .gz/.bz2/.zst files by their extension.
-        return self.filesystem.open_input_stream(self.path)
+    where: str
+    overrides: Mapping[str, pa.DataType] = field(default_factory=dict)
+    shared: Mapping[str, pa.DataType] = field(default_factory=dict)
+    file: CsvFile | None = None  # the one file of a table_per_file table
 
 
 class _RowGuard:
@@ -73,183 +77,210 @@ class _RowGuard:
         return "error"
 
 
-def parse_type(name: str) -> pa.DataType:
-    """The Arrow type for a DuckDB/SQL-ish type name such as BIGINT or DECIMAL(12,2)."""
-    text = name.strip().upper()
-    if text in _TYPE_NAMES:
-        return _TYPE_NAMES[text]
-    match = _DECIMAL.fullmatch(text)
-    if match:
-        precision, scale = int(match[1]), int(match[2])
-        return decimal_type(precision, scale)
-    raise ValueError(
-        f"unknown column type {name!r}; use one of {', '.join(_TYPE_NAMES)} or DECIMAL(p,s)"
-    )
+class _BadValue(Exception):
+    """A value that does not convert to its column's type, at a row of a batch."""
 
-
-def default_table_name(path: str) -> str:
-    """The table name when the config gives none: the file stem, minus glob characters.
-
-    `data/orders.csv` gives `orders`; `data/orders_*.csv` gives `orders` (wildcards, `[...]`
-    sets and the separators left dangling around them are stripped). A stem that is nothing but
-    glob characters, as in `exports/*.csv`, falls back to the folder name (`exports`).
-    """
-    pure = PurePosixPath(path.removeprefix("s3://"))
-    stem = _BRACKET_SET.sub("", pure.name.split(".", 1)[0])
-    stem = stem.replace("*", "").replace("?", "").strip("_-. ")
-    return stem or pure.parent.name or "csv"
-
-
-def _has_glob(path: str) -> bool:
-    return any(char in path for char in GLOB_CHARS)
+    def __init__(self, index: int, offset: int | None, value: str | None) -> None:
+        super().__init__(index)
+        self.index, self.offset, self.value = index, offset, value
 
 
 class CsvSource(Source):
-    """CSV files offered as exactly one table.
+    """CSV files offered as one table, one table per file, or several named tables.
 
-    Config: `path` (file, glob, or `s3://bucket/key-or-glob`; relative paths resolve against
-    `base_dir`, else the working directory), `delimiter` (","), `header` (true; when false
-    columns are named column_1..n), `columns` (name -> type name, overriding sniffing),
-    `table` (see `default_table_name`), and for S3 `endpoint_url` and `region`, which
-    override AWS_ENDPOINT_URL and AWS_REGION.
+    Config: see CsvConfig. Relative paths resolve against `base_dir`, else the working
+    directory; `endpoint_url`, `region` and the two `aws_` keys override AWS_ENDPOINT_URL,
+    AWS_REGION and the AWS credentials.
     """
+
+    config_model = CsvConfig
+    settings: CsvConfig
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        if not self.config.get("path"):
-            raise self._error("config needs a `path` (a file, a glob or an s3:// URI)")
-        self.path: str = str(self.config["path"])
-        self.table: str = str(self.config.get("table") or default_table_name(self.path))
-        self.delimiter: str = str(self.config.get("delimiter", ","))
-        if len(self.delimiter) != 1:
-            raise self._error(f"delimiter {self.delimiter!r} must be a single character")
-        self.header: bool = self._flag("header", default=True)
-        try:
-            self.overrides: dict[str, pa.DataType] = {
-                str(column): parse_type(str(type_name))
-                for column, type_name in (self.config.get("columns") or {}).items()
-            }
-        except ValueError as exc:
-            raise self._error(f"columns: {exc}") from None
+        settings = self.settings
+        self.delimiter = settings.delimiter
+        self.header = settings.header
+        self.null_values = list(settings.null_values)
+        self.overrides = self._types(settings.columns, "columns")
+        # `path` of a single-table or per-file connection: what a file-arrival sensor lists.
+        self.path = settings.path
+        # The one table of a single-table connection (None when it offers several).
+        self.table: str | None = None
+        if self.path is not None and not settings.table_per_file:
+            self.table = settings.table or self._checked_name(
+                default_table_name(self.path), self.path, single=True
+            )
 
-    def _flag(self, key: str, default: bool) -> bool:
-        """A boolean setting; env-resolved config can hold it as text such as "false"."""
-        value = self.config.get(key, default)
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "yes", "1"):
-            return True
-        if text in ("false", "no", "0"):
-            return False
-        raise self._error(f"{key} must be true or false, not {value!r}")
+    def _types(self, columns: Mapping[str, str], where: str) -> dict[str, pa.DataType]:
+        try:
+            return {name: parse_type(type_name) for name, type_name in columns.items()}
+        except ValueError as exc:  # the model checks the names; this is a safety net
+            raise self._error(f"{where}: {exc}") from None
 
     # The Source contract.
 
     def check(self) -> str:
-        files = self._files()
-        for file in files:
-            try:
-                with file.open() as stream:
-                    stream.read(1)
-            except OSError as exc:
-                raise self._io_error(file.display, exc) from None
-        if len(files) == 1:
-            return f"found 1 file ({files[0].display})"
-        return f"found {len(files)} files"
+        tables = self._tables()
+        found = {table.name: self._files(table) for table in tables}
+        for files in found.values():
+            for file in files:
+                try:
+                    with file.open() as stream:
+                        stream.read(1)
+                except OSError as exc:
+                    raise self._io_error(file.display, exc) from None
+        count = sum(len(files) for files in found.values())
+        if len(tables) > 1 or self.table is None:
+            return f"found {_plural(count, 'file')} for {_plural(len(tables), 'table')}"
+        if count == 1:
+            return f"found 1 file ({found[tables[0].name][0].display})"
+        return f"found {count} files"
 
     def discover(self) -> list[TableSchema]:
-        return [TableSchema(self.table, self._sniff(self._files()[0]))]
+        return [
+            TableSchema(table.name, self._sniff(self._files(table)[0], table))
+            for table in self._tables()
+        ]
 
     def read(
         self, table: str, incremental_key: str | None = None, cursor: Any = None
     ) -> pa.RecordBatchReader:
-        if table != self.table:
-            raise self._error(f"no table {table!r}; this CSV connection offers only {self.table!r}")
-        files = self._files()
-        schema = self._sniff(files[0])
+        offered = self._table(table)
+        files = self._files(offered)
+        schema = self._sniff(files[0], offered)
         if incremental_key is not None and incremental_key not in schema.names:
             raise self._error(
                 f"table {table!r} has no column {incremental_key!r} to use as "
                 f"incremental_key; pick one of {', '.join(schema.names)}"
             )
-        reader = pa.RecordBatchReader.from_batches(schema, self._stream(files, schema))
+        batches = self._stream(files, schema, offered)
+        reader = pa.RecordBatchReader.from_batches(schema, batches)
         if incremental_key is not None and cursor is not None:
             return rows_since(reader, incremental_key, cursor, self.connection)
         return reader
 
+    # The tables.
+
+    def _tables(self) -> list[CsvTable]:
+        """Every table offered, in config order (per-file tables in file order)."""
+        settings = self.settings
+        if settings.tables is not None:
+            return [
+                CsvTable(
+                    name,
+                    entry.path,
+                    f"tables.{name}",
+                    self._types(entry.columns, f"tables.{name}.columns"),
+                    self.overrides,
+                )
+                for name, entry in settings.tables.items()
+            ]
+        assert self.path is not None  # the model requires path or tables
+        if self.table is not None:
+            return [CsvTable(self.table, self.path, "path", self.overrides)]
+        return self._file_tables(self.path)
+
+    def _file_tables(self, path: str) -> list[CsvTable]:
+        """table_per_file: one table per file the path matches, named after its stem."""
+        tables: dict[str, CsvTable] = {}
+        for file in self._matches(path, "path"):
+            name = self._checked_name(file.stem, file.display, single=False)
+            if name in tables:
+                raise self._error(
+                    f"files {tables[name].path} and {file.display} would both be table "
+                    f"{name!r}; map them to different names with tables: {{...}}"
+                )
+            tables[name] = CsvTable(name, file.display, "path", {}, self.overrides, file)
+        return list(tables.values())
+
+    def _checked_name(self, name: str, shown: str, *, single: bool) -> str:
+        """A table name derived from the file (or glob) `shown`, refused when not valid.
+
+        `single`: the one table of a `path` connection, which `table:` can also name.
+        """
+        if TABLE_NAME.fullmatch(name):
+            return name
+        fixed = _valid_name(name)
+        kind = "path" if single and has_glob(shown) else "file"
+        alternative = f"(or table: {fixed})" if single else "(or rename the file)"
+        raise self._error(
+            f"{kind} {shown} gives the table name {name!r}, which is not a valid table name; "
+            f"map it to one with tables: {{{fixed}: {shown}}} {alternative}"
+        )
+
+    def _table(self, name: str) -> CsvTable:
+        tables = self._tables()
+        for table in tables:
+            if table.name == name:
+                return table
+        offered = ", ".join(table.name for table in tables)
+        raise self._error(f"no table {name!r}; this CSV connection offers {offered}")
+
     # Finding files.
 
     def matching_files(self) -> list[str]:
-        """The files the path matches now, sorted, as `path` values; possibly none."""
-        return [file.display for file in self._listing()]
+        """The files the connection's paths match now, sorted, as `path` values; maybe none.
 
-    def _listing(self) -> list[CsvFile]:
-        return self._s3_files() if self.path.startswith("s3://") else self._local_files()
+        A file-arrival sensor lists these; for a `tables:` connection, every table's files.
+        """
+        if self.settings.tables is not None:
+            paths = {entry.path for entry in self.settings.tables.values()}
+            return sorted({file.display for path in paths for file in self._listing(path)})
+        assert self.path is not None
+        return [file.display for file in self._listing(self.path)]
 
-    def _files(self) -> list[CsvFile]:
-        """The files the path matches, in sorted order; never empty."""
-        files = self._listing()
+    def _files(self, table: CsvTable) -> list[CsvFile]:
+        """The files of a table, in sorted order; never empty."""
+        if table.file is not None:
+            return [table.file]
+        return self._matches(table.path, table.where)
+
+    def _matches(self, path: str, where: str) -> list[CsvFile]:
+        files = self._listing(path)
         if not files:
-            kind = "file matches" if _has_glob(self.path) else "file found at"
-            raise self._error(f"no {kind} {self.path}; check path")
+            raise self._no_files(path, where)
         return files
 
-    def _local_files(self) -> list[CsvFile]:
-        base = Path(self.config.get("base_dir") or os.getcwd())
-        local = fs.LocalFileSystem()
-        if _has_glob(self.path):
-            # root_dir keeps matches relative, as the user wrote them, for messages.
-            matches = sorted(glob.glob(self.path, root_dir=base, recursive=True))
-        else:
-            matches = [self.path]
-        return [
-            CsvFile(local, str(base / match), match)
-            for match in matches
-            if (base / match).is_file()
-        ]
+    def _no_files(self, path: str, where: str) -> ConnectorError:
+        kind = "file matches" if has_glob(path) else "file found at"
+        return self._error(f"no {kind} {path}; check {where}")
 
-    def _s3_files(self) -> list[CsvFile]:
-        s3 = self._s3_filesystem()
-        location = self.path.removeprefix("s3://")
-        try:
-            if not _has_glob(location):
-                info = s3.get_file_info(location)
-                return [CsvFile(s3, location, self.path)] if info.is_file else []
-            infos = s3.get_file_info(
-                fs.FileSelector(_glob_root(location), recursive=True, allow_not_found=True)
-            )
-        except OSError as exc:
-            raise self._io_error(self.path, exc) from None
-        depth = location.count("/")
-        paths = sorted(
-            info.path
-            for info in infos
-            if info.is_file
-            and info.path.count("/") == depth  # "*" must not cross a folder, as in a shell
-            and fnmatch.fnmatchcase(info.path, location)
-        )
-        return [CsvFile(s3, path, f"s3://{path}") for path in paths]
+    def _listing(self, path: str) -> list[CsvFile]:
+        if path.startswith("s3://"):
+            try:
+                return s3_files(self._s3_filesystem(), path)
+            except OSError as exc:
+                raise self._io_error(path, exc) from None
+        return local_files(path, Path(self.settings.base_dir or os.getcwd()))
 
     def _s3_filesystem(self) -> fs.S3FileSystem:
         """An S3 filesystem from config keys, falling back to the standard AWS variables."""
-        return s3_filesystem(self.config.get("endpoint_url"), self.config.get("region"))
+        settings = self.settings
+        return s3_filesystem(
+            settings.endpoint_url,
+            settings.region,
+            settings.aws_access_key_id,
+            settings.aws_secret_access_key,
+        )
 
     # Sniffing and streaming.
 
-    def _sniff(self, file: CsvFile) -> pa.Schema:
+    def _sniff(self, file: CsvFile, table: CsvTable) -> pa.Schema:
         """The fixed schema: types inferred from the first block, then the overrides."""
         with self._open(file, None, _RowGuard()) as reader:
             sniffed = reader.schema
         names = self._column_names(len(sniffed)) or sniffed.names
-        unknown = sorted(set(self.overrides) - set(names))
+        unknown = sorted(set(table.overrides) - set(names))
         if unknown:
+            key = "columns" if table.where == "path" else f"{table.where}.columns"
             raise self._error(
                 f"columns names {', '.join(unknown)}, not in {file.display} "
-                f"(its columns are {', '.join(names)}); fix the columns mapping"
+                f"(its columns are {', '.join(names)}); fix the {key} mapping"
             )
+        overrides = {**table.shared, **table.overrides}
         return pa.schema(
-            pa.field(name, self.overrides.get(name) or _settle(field.type))
+            pa.field(name, overrides.get(name) or _settle(field.type))
             for name, field in zip(names, sniffed, strict=True)
         )
 
@@ -263,7 +294,7 @@ class CsvSource(Source):
         guard: _RowGuard,
         numbered: bool = False,
     ) -> pacsv.CSVStreamingReader:
-        """A streaming reader; with a schema, every column is parsed as its fixed type.
+        """A streaming reader: sniffing types without a schema, else every column as text.
 
         Parsing uses every core; only `numbered` (single-threaded) parsing makes pyarrow
         number the rows, so that is kept for finding a malformed row once one is known.
@@ -275,7 +306,14 @@ class CsvSource(Source):
             autogenerate_column_names=not self.header and schema is None,
         )
         parse_options = pacsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=guard)
-        convert_options = pacsv.ConvertOptions(column_types=schema)
+        convert_options = pacsv.ConvertOptions(
+            column_types=None if schema is None else _as_text(schema),
+            null_values=self.null_values,
+            strings_can_be_null=True,
+            # Sniffing ignores quoted markers too, so that "" in a number column leaves it
+            # a number column; reading keeps a quoted "" as text, for text columns.
+            quoted_strings_can_be_null=schema is None,
+        )
         try:
             return pacsv.open_csv(file.open(), read_options, parse_options, convert_options)
         except pa.ArrowInvalid as exc:
@@ -285,7 +323,9 @@ class CsvSource(Source):
         except OSError as exc:
             raise self._io_error(file.display, exc) from None
 
-    def _stream(self, files: list[CsvFile], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    def _stream(
+        self, files: list[CsvFile], schema: pa.Schema, table: CsvTable
+    ) -> Iterator[pa.RecordBatch]:
         """Every file's batches in order, as one stream with the fixed schema."""
         for file in files:
             if not self.header and file.filesystem.get_file_info(file.path).size == 0:
@@ -296,7 +336,7 @@ class CsvSource(Source):
                     raise self._error(
                         f"{file.display} has columns {', '.join(reader.schema.names)} but "
                         f"{files[0].display} has {', '.join(schema.names)}; every file "
-                        "matched by path must share the same header"
+                        f"matched by {table.where} must share the same header"
                     )
                 yield from self._file_batches(file, reader, guard, schema)
 
@@ -307,6 +347,8 @@ class CsvSource(Source):
         guard: _RowGuard,
         schema: pa.Schema | None,
     ) -> Iterator[pa.RecordBatch]:
+        markers = pa.array(self.null_values, pa.string())
+        rows_before = 1 if self.header else 0  # pyarrow numbers the header row too
         while True:
             try:
                 batch = reader.read_next_batch()
@@ -316,6 +358,12 @@ class CsvSource(Source):
                 raise self._parse_error(file, exc, guard, schema) from None
             except OSError as exc:
                 raise self._io_error(file.display, exc) from None
+            if schema is not None:
+                try:
+                    batch = _typed(batch, schema, markers)
+                except _BadValue as bad:
+                    raise self._conversion_error(file, schema, bad, rows_before) from None
+            rows_before += batch.num_rows
             yield batch
 
     # Errors.
@@ -330,7 +378,7 @@ class CsvSource(Source):
         guard: _RowGuard,
         schema: pa.Schema | None,
     ) -> ConnectorError:
-        """A malformed row or a value that does not fit its column, with its line number."""
+        """A malformed row, with its line number."""
         if guard.row is not None and (guard.row.number is None or guard.row.number < 0):
             return self._numbered_parse_error(file, schema)
         if guard.row is not None:
@@ -341,9 +389,6 @@ class CsvSource(Source):
                 f"{row.actual_columns}; fix the row or the delimiter "
                 f"({self.delimiter!r})"
             )
-        match = _CONVERSION_COLUMN.search(str(exc))
-        if schema is not None and match:
-            return self._conversion_error(file, schema, int(match[1]))
         return self._error(f"cannot parse {file.display}: {str(exc).splitlines()[0]}")
 
     def _numbered_parse_error(self, file: CsvFile, schema: pa.Schema | None) -> ConnectorError:
@@ -351,75 +396,97 @@ class CsvSource(Source):
         guard = _RowGuard()
         try:
             with self._open(file, schema, guard, numbered=True) as reader:
-                for _ in self._file_batches(file, reader, guard, schema):
+                for _ in self._file_batches(file, reader, guard, None):
                     pass
         except ConnectorError as error:
             return error
         return self._error(f"cannot parse {file.display}; check the delimiter and quoting")
 
-    def _conversion_error(self, file: CsvFile, schema: pa.Schema, index: int) -> ConnectorError:
-        name, expected = schema.names[index], schema.types[index]
-        found = self._first_bad_value(file, schema, index)
-        hint = f"fix the value or set columns: {{{name}: VARCHAR}} (or another type that fits)"
-        if found is None:
+    def _conversion_error(
+        self, file: CsvFile, schema: pa.Schema, bad: _BadValue, rows_before: int
+    ) -> ConnectorError:
+        name, expected = schema.names[bad.index], schema.types[bad.index]
+        hint = (
+            f"fix the value, list it in null_values if it means NULL, or set columns: "
+            f"{{{name}: VARCHAR}} (or another type that fits)"
+        )
+        if bad.offset is None:
             return self._error(
                 f"{file.display}: a value in column {name!r} is not {expected}; {hint}"
             )
-        row_number, value = found
+        where = _where(file, rows_before + bad.offset + 1)
         return self._error(
-            f"{_where(file, row_number)}: column {name!r} value {value!r} is not {expected}; {hint}"
+            f"{where}: column {name!r} value {bad.value!r} is not {expected}; {hint}"
         )
-
-    def _first_bad_value(
-        self, file: CsvFile, schema: pa.Schema, index: int
-    ) -> tuple[int, str] | None:
-        """The CSV row number and text of the first value in a column that will not convert.
-
-        Only runs after a conversion failed: pyarrow does not say which row it was, so the
-        file is streamed again with the column as text and each block cast until one fails.
-        """
-        as_text = schema.set(index, pa.field(schema.names[index], pa.string()))
-        target = schema.types[index]
-        rows_before = 1 if self.header else 0
-        with self._open(file, as_text, _RowGuard()) as reader:
-            for batch in reader:
-                # The CSV reader already read these markers as null; cast must see them so.
-                column = pc.if_else(
-                    pc.is_in(batch.column(index), pa.array(pacsv.ConvertOptions().null_values)),
-                    None,
-                    batch.column(index),
-                )
-                try:
-                    column.cast(target)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    for offset, value in enumerate(column.to_pylist()):
-                        if value is not None and not _casts(value, target):
-                            return rows_before + offset + 1, value
-                rows_before += batch.num_rows
-        return None
 
     def _io_error(self, where: str, exc: OSError) -> ConnectorError:
         text = str(exc)
         if "NETWORK_CONNECTION" in text or "curlCode" in text:
-            endpoint = self.config.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+            endpoint = self.settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
             return self._error(
                 f"cannot reach the S3 endpoint {endpoint or 'of AWS'} to read {where}; "
                 "check endpoint_url or AWS_ENDPOINT_URL"
             )
         if "ACCESS_DENIED" in text or "InvalidAccessKeyId" in text or "SignatureDoes" in text:
-            return self._error(
-                f"S3 refused access to {where}; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            )
+            keys = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            if self.settings.aws_access_key_id is not None:
+                keys = "aws_access_key_id and aws_secret_access_key"
+            return self._error(f"S3 refused access to {where}; check {keys}")
         if "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text:
             return self._error(f"the bucket of {where} does not exist; check path")
         reason = text.splitlines()[0] if text else type(exc).__name__
         return self._error(f"cannot read {where} ({reason}); check path and permissions")
 
 
-def _glob_root(location: str) -> str:
-    """The folder above the first glob character: where an S3 listing must start."""
-    first = min(location.index(char) for char in GLOB_CHARS if char in location)
-    return location[:first].rsplit("/", 1)[0]
+def _as_text(schema: pa.Schema) -> pa.Schema:
+    """The schema with every column as text: how the reader parses, before _typed."""
+    return pa.schema(pa.field(name, pa.string()) for name in schema.names)
+
+
+def _typed(batch: pa.RecordBatch, schema: pa.Schema, markers: pa.Array) -> pa.RecordBatch:
+    """A batch parsed as text, with each non-text column converted to its fixed type.
+
+    Unquoted markers are already NULL. In a typed column a quoted marker ("") means NULL as
+    well, and surrounding spaces are dropped, as pyarrow's own number parsing does.
+    """
+    columns = []
+    for index, (column, target) in enumerate(zip(batch.columns, schema.types, strict=True)):
+        if not pa.types.is_string(target):
+            column = _converted(index, column, target, markers)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _converted(index: int, column: pa.Array, target: pa.DataType, markers: pa.Array) -> pa.Array:
+    if not any(_casts(marker, target) for marker in markers.to_pylist()):
+        # Clean data converts in one step; only a failure (a quoted marker, spaces, a bad
+        # value) takes the slower path. Not when a marker itself converts (a "0" marker in
+        # a number column): then it must become NULL first, whatever the rest holds.
+        try:
+            return column.cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    trimmed = pc.utf8_trim_whitespace(column)
+    is_marker = pc.is_in(trimmed, value_set=markers)
+    if pc.any(is_marker).as_py():
+        trimmed = pc.if_else(is_marker, pa.scalar(None, pa.string()), trimmed)
+    try:
+        return trimmed.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        for offset, value in enumerate(trimmed.to_pylist()):
+            if value is not None and not _casts(value, target):
+                raise _BadValue(index, offset, column[offset].as_py()) from None
+        raise _BadValue(index, None, None) from None
+
+
+def _valid_name(name: str) -> str:
+    """A valid table name close to an invalid one: `la-riots` -> `la_riots`."""
+    fixed = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "table"
+    return f"t_{fixed}" if fixed[0].isdigit() else fixed
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _settle(sniffed: pa.DataType) -> pa.DataType:

@@ -11,27 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from connectors.base import Source, TableSchema, connection_error
+from connectors.config.ga4 import Ga4Config
 from connectors.shared.google_auth import GoogleApi
 from connectors.shared.records import as_date
 
 GA4_URL = "https://analyticsdata.googleapis.com"
 SCOPE = "https://www.googleapis.com/auth/analytics.readonly"
-# GA4 holds no data from before its launch; a full sync starts here unless told otherwise.
-EARLIEST_DATE = "2015-08-14"
-PAGE_LIMIT = 10_000
-LOOKBACK_DAYS = 3
-# GA4 quotas are per property (tokens an hour, 10 concurrent requests); ten a second is polite.
-REQUESTS_PER_SECOND = 10.0
-DEFAULT_REPORTS: Mapping[str, Mapping[str, Sequence[str]]] = {
-    "daily_sessions": {"dimensions": ["date"], "metrics": ["sessions", "totalUsers"]},
-}
 CREDENTIAL_HINT = "service_account_json, and that {client_email} is a Viewer of the GA4 property"
 # The one dimension with a typed value: YYYYMMDD text becomes a date column.
 DATE_DIMENSION = "date"
@@ -88,45 +80,29 @@ def _column(kind: pa.DataType, value: str) -> Any:
 class Ga4Source(Source):
     """Reports of one GA4 property, full or incremental by `date`.
 
-    Config: `property_id` (digits, or properties/<digits>), `service_account_json`, `reports`
-    ({name: {dimensions: [...], metrics: [...]}}; default `daily_sessions`: date / sessions,
-    totalUsers), `start_date` (2015-08-14, for full syncs), `lookback_days` (3), `page_size`
-    (10000 rows a request), `base_url` (https://analyticsdata.googleapis.com),
-    `requests_per_second` (10).
+    Config: see Ga4Config.
     """
+
+    config_model = Ga4Config
+    settings: Ga4Config
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        property_id = str(self.config.get("property_id") or "").removeprefix("properties/")
-        if not property_id.isdigit():
-            raise connection_error(
-                self.connection, "config needs `property_id`, the GA4 property's number"
-            )
-        self.property_path = f"/v1beta/properties/{property_id}"
-        self.reports = self._reports()
-        self.start_date = str(self.config.get("start_date") or EARLIEST_DATE)
-        self.lookback_days = int(self.config.get("lookback_days", LOOKBACK_DAYS))
-        self.page_size = int(self.config.get("page_size") or PAGE_LIMIT)
+        self.property_path = f"/v1beta/properties/{self.settings.property_id}"
+        self.reports = {
+            name: Report(name, tuple(spec.dimensions), tuple(spec.metrics))
+            for name, spec in self.settings.reports.items()
+        }
+        self.start_date = self.settings.start_date
+        self.lookback_days = self.settings.lookback_days
+        self.page_size = self.settings.page_size
         self.api = GoogleApi(
             connection,
-            self.config,
+            self.settings,
             default_base_url=GA4_URL,
             scopes=[SCOPE],
-            requests_per_second=REQUESTS_PER_SECOND,
             credential_hint=CREDENTIAL_HINT,
         )
-
-    def _reports(self) -> dict[str, Report]:
-        reports = {}
-        for name, spec in (self.config.get("reports") or DEFAULT_REPORTS).items():
-            dimensions = tuple(spec.get("dimensions") or ())
-            metrics = tuple(spec.get("metrics") or ())
-            if not metrics:
-                raise connection_error(
-                    self.connection, f"report {name!r} needs at least one metric"
-                )
-            reports[str(name)] = Report(str(name), dimensions, metrics)
-        return reports
 
     # The Source contract.
 

@@ -16,7 +16,6 @@ leave primary_key unset so the rows of the cursor day itself are re-loaded too.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,16 +24,11 @@ from typing import Any
 import pyarrow as pa
 
 from connectors.base import Source, TableSchema, connection_error
-from connectors.shared.google_auth import DEFAULT_TOKEN_URI
+from connectors.config.google_ads import DEFAULT_HISTORY_DAYS, GoogleAdsConfig
 from connectors.shared.http import RefreshingTokenAuth, api_client
 from connectors.shared.records import as_date, to_batches
 
 DEFAULT_BASE_URL = "https://googleads.googleapis.com"
-DEFAULT_API_VERSION = "v18"
-DEFAULT_LOOKBACK_DAYS = 3
-# A full sync of daily metrics needs a start: GAQL refuses segments.date without a range.
-DEFAULT_HISTORY_DAYS = 365
-REQUIRED_FIELDS = ("customer_id", "developer_token", "client_id", "client_secret", "refresh_token")
 API_CREDENTIALS = "developer_token and the OAuth client"
 TOKEN_CREDENTIALS = "client_id, client_secret and refresh_token"
 
@@ -199,24 +193,15 @@ class GoogleAdsSource(Source):
     """Reads GAQL reports of one Google Ads customer account."""
 
     offline_discovery = True
+    config_model = GoogleAdsConfig
+    settings: GoogleAdsConfig
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        missing = [name for name in REQUIRED_FIELDS if not self.config.get(name)]
-        if missing:
-            raise connection_error(
-                connection,
-                f"google_ads needs {', '.join(missing)}; add them to the connection's config",
-            )
-        self.customer_id = str(self.config["customer_id"]).replace("-", "")
-        if not re.fullmatch(r"\d{10}", self.customer_id):
-            raise connection_error(
-                connection,
-                "customer_id must be the 10-digit Google Ads customer ID (e.g. 123-456-7890)",
-            )
-        self.api_version = str(self.config.get("api_version") or DEFAULT_API_VERSION)
-        self.lookback_days = int(self.config.get("lookback_days", DEFAULT_LOOKBACK_DAYS))
-        self.requests_per_second = float(self.config.get("requests_per_second", 10.0))
+        self.customer_id = self.settings.customer_id  # digits only: the model drops dashes
+        self.api_version = self.settings.api_version
+        self.lookback_days = self.settings.lookback_days
+        self.requests_per_second = self.settings.requests_per_second
 
     def check(self) -> str:
         query = "SELECT customer.id, customer.descriptive_name FROM customer LIMIT 1"
@@ -263,9 +248,8 @@ class GoogleAdsSource(Source):
             )
         if cursor is not None:
             return as_date(cursor) - dt.timedelta(days=self.lookback_days)
-        start = self.config.get("start_date")
-        if start:
-            return as_date(start)
+        if self.settings.start_date is not None:
+            return self.settings.start_date
         return dt.date.today() - dt.timedelta(days=DEFAULT_HISTORY_DAYS)
 
     @cached_property
@@ -273,8 +257,12 @@ class GoogleAdsSource(Source):
         """Made on first use and kept, so every read and check shares one access token."""
         return RefreshTokenAuth(
             self.connection,
-            str(self.config.get("token_uri") or DEFAULT_TOKEN_URI),
-            {k: str(self.config[k]) for k in ("client_id", "client_secret", "refresh_token")},
+            self.settings.token_uri,
+            {
+                "client_id": self.settings.client_id,
+                "client_secret": self.settings.client_secret,
+                "refresh_token": self.settings.refresh_token,
+            },
             self.requests_per_second,
         )
 
@@ -295,13 +283,13 @@ class _AdsSession:
 
     def __init__(self, source: GoogleAdsSource) -> None:
         self._source = source
-        config = source.config
-        headers = {"developer-token": str(config["developer_token"])}
-        if config.get("login_customer_id"):
-            headers["login-customer-id"] = str(config["login_customer_id"]).replace("-", "")
+        settings = source.settings
+        headers = {"developer-token": settings.developer_token}
+        if settings.login_customer_id:
+            headers["login-customer-id"] = settings.login_customer_id
         self._client = api_client(
             source.connection,
-            str(config.get("base_url") or DEFAULT_BASE_URL),
+            settings.base_url or DEFAULT_BASE_URL,
             headers=headers,
             auth=source._auth,
             requests_per_second=source.requests_per_second,

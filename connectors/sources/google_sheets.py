@@ -16,15 +16,15 @@ from typing import Any
 import pyarrow as pa
 
 from connectors.base import Source, TableSchema, connection_error
+from connectors.config.google_sheets import GoogleSheetsSourceConfig, SheetConfig
+from connectors.shared.column_types import parse_type
 from connectors.shared.google_sheets_api import (
-    PAGE_ROWS,
     READ_SCOPE,
     Spreadsheet,
     grid_rows,
     header_names,
     table_name,
 )
-from connectors.sources.csv import parse_type
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # A date alone also matches, so a column mixing dates and timestamps is a timestamp column.
@@ -115,30 +115,28 @@ class _Layout:
 class GoogleSheetsSource(Source):
     """Sheets of one spreadsheet as tables, full sync only.
 
-    Config: `spreadsheet_id`, `service_account_json` (JSON text, a mapping, or a path relative
-    to base_dir), `sheet_name` ("Sheet1") with `columns` (name -> type name, as for CSV), or
-    `sheets` (a list of titles, or of `{name, columns}`) to offer several, `base_url`
-    (https://sheets.googleapis.com), `page_rows` (10000), `requests_per_second` (1).
-    A sheet is offered as the table `table_name(title)`; its first row is the header, blank
-    rows are skipped, and column types are sniffed from the first page.
+    Config: see GoogleSheetsSourceConfig. A sheet is offered as the table
+    `table_name(title)`; its first row is the header, blank rows are skipped, and column
+    types are sniffed from the first page.
     """
+
+    config_model = GoogleSheetsSourceConfig
+    settings: GoogleSheetsSourceConfig
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        self.book = Spreadsheet(connection, self.config, READ_SCOPE)
-        self.page_rows = int(self.config.get("page_rows") or PAGE_ROWS)
+        self.book = Spreadsheet(connection, self.settings, READ_SCOPE)
+        self.page_rows = self.settings.page_rows
         self.specs = self._specs()
 
     def _specs(self) -> dict[str, SheetSpec]:
-        entries = self.config.get("sheets") or [
-            {
-                "name": self.config.get("sheet_name") or "Sheet1",
-                "columns": self.config.get("columns"),
-            }
+        settings = self.settings
+        entries = settings.sheets or [
+            SheetConfig(name=settings.sheet_name, columns=settings.columns)
         ]
         specs: dict[str, SheetSpec] = {}
         for entry in entries:
-            spec = self._spec_of(entry if isinstance(entry, Mapping) else {"name": entry})
+            spec = SheetSpec(entry.name, {name: parse_type(t) for name, t in entry.columns.items()})
             if spec.table in specs:
                 raise connection_error(
                     self.connection,
@@ -147,21 +145,6 @@ class GoogleSheetsSource(Source):
                 )
             specs[spec.table] = spec
         return specs
-
-    def _spec_of(self, entry: Mapping[str, Any]) -> SheetSpec:
-        title = str(entry.get("name") or "")
-        if not title:
-            raise connection_error(
-                self.connection, "each entry of `sheets` needs a name (the sheet's title)"
-            )
-        try:
-            overrides = {
-                str(column): parse_type(str(type_name))
-                for column, type_name in (entry.get("columns") or {}).items()
-            }
-        except ValueError as exc:
-            raise connection_error(self.connection, f"columns of sheet {title!r}: {exc}") from None
-        return SheetSpec(title, overrides)
 
     # The Source contract.
 

@@ -28,14 +28,11 @@ import httpx
 import pyarrow as pa
 
 from connectors.base import Source, TableSchema, connection_error
+from connectors.config.hubspot import HubSpotConfig
 from connectors.shared.http import api_client
 from connectors.shared.records import as_utc, to_batches
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
-# The search endpoints allow 5 requests a second per account, below the general limit.
-DEFAULT_REQUESTS_PER_SECOND = 5.0
-MAX_PAGE_SIZE = 100
-SEARCH_RESULT_CAP = 10_000
 
 # The last-modified property of each CRM object: the incremental key and search filter.
 MODIFIED_PROPERTY: dict[str, str] = {
@@ -90,26 +87,17 @@ class HubSpotSource(Source):
     """HubSpot CRM objects (contacts, companies, deals, tickets) and owners."""
 
     offline_discovery = True
+    config_model = HubSpotConfig
+    settings: HubSpotConfig
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        token = self.config.get("access_token")
-        if not token:
-            raise connection_error(
-                self.connection, "access_token is not set; set it in the connection's config"
-            )
-        self.access_token = str(token)
-        self.base_url = str(self.config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
-        self.requests_per_second = float(
-            self.config.get("requests_per_second") or DEFAULT_REQUESTS_PER_SECOND
-        )
-        self.page_size = int(self.config.get("page_size") or MAX_PAGE_SIZE)
-        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise connection_error(
-                self.connection, f"page_size must be between 1 and {MAX_PAGE_SIZE}; fix page_size"
-            )
-        self.search_result_cap = int(self.config.get("search_result_cap") or SEARCH_RESULT_CAP)
-        self.properties = self._properties(self.config.get("properties") or {})
+        self.access_token = self.settings.access_token
+        self.base_url = (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.requests_per_second = self.settings.requests_per_second
+        self.page_size = self.settings.page_size
+        self.search_result_cap = self.settings.search_result_cap
+        self.properties = self._properties(self.settings.properties)
 
     def check(self) -> str:
         with self._client() as http:
@@ -228,14 +216,10 @@ class HubSpotSource(Source):
         )
 
     def _properties(self, configured: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
-        """Requested properties per object; the modified property is always among them."""
-        unknown = sorted(set(configured) - set(MODIFIED_PROPERTY))
-        if unknown:
-            raise connection_error(
-                self.connection,
-                f"properties given for unknown object(s) {', '.join(unknown)}; use "
-                f"{', '.join(MODIFIED_PROPERTY)}",
-            )
+        """Requested properties per object; the modified property is always among them.
+
+        The config model has already refused objects other than MODIFIED_PROPERTY's.
+        """
         chosen = {**DEFAULT_PROPERTIES, **{k: _names(v) for k, v in configured.items()}}
         return {
             table: tuple(dict.fromkeys([*names, MODIFIED_PROPERTY[table]]))

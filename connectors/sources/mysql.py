@@ -20,11 +20,10 @@ from pymysql.converters import conversions, escape_datetime
 from pymysql.cursors import SSCursor
 
 from connectors.base import ConnectorError
+from connectors.config.mysql import MySQLConfig
 from connectors.shared.sql_source import Column, SqlSource, listing, quoted, unreachable_reason
 from connectors.shared.sql_types import decimal_type
 
-DEFAULT_PORT = 3306
-CONNECT_TIMEOUT_SECONDS = 10
 # Schemas every server has; they are not offered when a database name is wrong.
 SYSTEM_DATABASES = {"information_schema", "mysql", "performance_schema", "sys"}
 
@@ -137,20 +136,21 @@ def _parsed_column(name: str, data_type: str, ident: str) -> Column:
 class MySQLSource(SqlSource):
     """Tables and views of one MySQL or MariaDB database.
 
-    Config: host ("localhost"), port (3306), database, username, password and
-    connect_timeout (10 seconds). Tables are named `table` (in the configured database) or
+    Config: see MySQLConfig. Tables are named `table` (in the configured database) or
     `database.table`.
     """
 
     namespace_kind = "database"
+    config_model = MySQLConfig
+    settings: MySQLConfig
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        self.host: str = str(self.config.get("host") or "localhost")
-        self.port: int = int(self.config.get("port") or DEFAULT_PORT)
-        self.database: str = str(self.config.get("database") or "")
-        self.username: str = str(self.config.get("username") or "")
-        self.connect_timeout = float(self.config.get("connect_timeout") or CONNECT_TIMEOUT_SECONDS)
+        self.host = self.settings.host
+        self.port = self.settings.port
+        self.database = self.settings.database
+        self.username = self.settings.username
+        self.connect_timeout = self.settings.connect_timeout
 
     @property
     def namespace(self) -> str:
@@ -207,7 +207,7 @@ class MySQLSource(SqlSource):
             "host": self.host,
             "port": self.port,
             "user": self.username,
-            "password": self.config.get("password") or "",
+            "password": self.settings.password or "",
             "connect_timeout": self.connect_timeout,
             "charset": "utf8mb4",
             "conv": _CONVERSIONS,

@@ -15,6 +15,7 @@ import psycopg
 import pyarrow as pa
 
 from connectors.base import BATCH_ROWS, ConnectorError
+from connectors.config.postgres import PostgresConfig
 from connectors.shared.sql_source import Column, SqlSource, quoted, unreachable_reason
 from connectors.shared.sql_types import decimal_type
 
@@ -123,18 +124,20 @@ def connect_problem(exc: psycopg.Error, host: str, port: int, database: str, use
 class PostgresSource(SqlSource):
     """Tables and views of one PostgreSQL schema.
 
-    Config: host, port (5432), database, username, password, sslmode ("prefer") and
-    schema ("public"). Tables are named `table` (in the configured schema) or
+    Config: see PostgresConfig. Tables are named `table` (in the configured schema) or
     `schema.table`.
     """
 
+    config_model = PostgresConfig
+    settings: PostgresConfig
+
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        self.host: str = str(self.config.get("host") or "localhost")
-        self.port: int = int(self.config.get("port") or 5432)
-        self.database: str = str(self.config.get("database") or "")
-        self.username: str = str(self.config.get("username") or "")
-        self.schema: str = str(self.config.get("schema") or "public")
+        self.host = self.settings.host
+        self.port = self.settings.port
+        self.database = self.settings.database
+        self.username = self.settings.username
+        self.schema = self.settings.schema_
 
     @property
     def namespace(self) -> str:
@@ -174,8 +177,8 @@ class PostgresSource(SqlSource):
                 port=self.port,
                 dbname=self.database,
                 user=self.username,
-                password=self.config.get("password") or None,
-                sslmode=self.config.get("sslmode") or "prefer",
+                password=self.settings.password or None,
+                sslmode=self.settings.sslmode,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 application_name="datapipe",
                 # Session time zone UTC: timestamptz values arrive already in UTC.

@@ -28,7 +28,6 @@ an API that ignores the parameter costs a full read but never loads stale rows.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -40,23 +39,12 @@ import httpx
 import pyarrow as pa
 
 from connectors.base import ConnectorError, Source, TableSchema, connection_error, rows_since
+from connectors.config import rest_api as api_config
+from connectors.shared.column_types import parse_type
 from connectors.shared.http import Backoff, api_client
 from connectors.shared.records import flatten, infer_schema, to_batches
-from connectors.sources.csv import parse_type
 
 log = logging.getLogger(__name__)
-
-DEFAULT_REQUESTS_PER_SECOND = 5.0
-AUTH_TYPES = ("none", "bearer", "api_key", "basic")
-ENDPOINT_KEYS = (
-    "path",
-    "params",
-    "data_path",
-    "pagination",
-    "incremental",
-    "schema",
-    "primary_key",
-)
 
 Record = dict[str, Any]
 
@@ -219,24 +207,17 @@ class RestApiSource(Source):
 
     # Retry policy of every request; tests shorten it.
     backoff: Backoff = Backoff()
+    config_model = api_config.RestApiConfig
+    settings: api_config.RestApiConfig
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        self.base_url = str(self.config.get("base_url") or "")
-        if not self.base_url:
-            raise connection_error(
-                self.connection, "config needs a `base_url`, such as https://api.example.com/v1"
-            )
+        self.base_url = self.settings.base_url
         self.headers, self.auth, self.credential_fields = self._authentication()
-        self.requests_per_second = float(
-            self.config.get("requests_per_second") or DEFAULT_REQUESTS_PER_SECOND
-        )
-        raw = self.config.get("endpoints")
-        if not isinstance(raw, Mapping) or not raw:
-            raise connection_error(
-                self.connection, "config needs `endpoints`: table name -> {path: /..., ...}"
-            )
-        self.endpoints = {str(name): self._endpoint(str(name), spec) for name, spec in raw.items()}
+        self.requests_per_second = self.settings.requests_per_second
+        self.endpoints = {
+            name: self._endpoint(name, spec) for name, spec in self.settings.endpoints.items()
+        }
 
     # The Source contract.
 
@@ -274,88 +255,44 @@ class RestApiSource(Source):
     # Config.
 
     def _authentication(self) -> tuple[dict[str, str], httpx.Auth | None, str]:
-        """Headers, httpx auth and the fields to blame on a 401, for `auth_type`."""
-        headers = {str(k): str(v) for k, v in (self.config.get("headers") or {}).items()}
-        kind = str(self.config.get("auth_type") or "none")
-        if kind not in AUTH_TYPES:
-            raise connection_error(
-                self.connection, f"auth_type {kind!r} is not one of {', '.join(AUTH_TYPES)}"
-            )
-        if kind == "none":
+        """Headers, httpx auth and the fields to blame on a 401, for `auth_type`.
+
+        The config model has checked that the credentials auth_type needs are set.
+        """
+        settings = self.settings
+        headers = dict(settings.headers)
+        if settings.auth_type == "none":
             return headers, None, "auth_type and headers"
-        if kind == "basic":
-            username, password = self._required("username"), self._required("password")
-            return headers, httpx.BasicAuth(username, password), "username and password"
-        key = self._required("api_key")
-        if kind == "bearer":
+        if settings.auth_type == "basic":
+            auth = httpx.BasicAuth(str(settings.username), str(settings.password))
+            return headers, auth, "username and password"
+        key = str(settings.api_key)
+        if settings.auth_type == "bearer":
             return {**headers, "Authorization": f"Bearer {key}"}, None, "api_key"
-        param = self.config.get("api_key_param")
-        if param:
-            return headers, _QueryParamAuth(str(param), key), "api_key"
-        header = str(self.config.get("api_key_header") or "X-API-Key")
-        return {**headers, header: key}, None, "api_key"
+        if settings.api_key_param:
+            return headers, _QueryParamAuth(settings.api_key_param, key), "api_key"
+        return {**headers, settings.api_key_header: key}, None, "api_key"
 
-    def _required(self, key: str) -> str:
-        value = self.config.get(key)
-        if not value:
-            kind = self.config.get("auth_type")
-            raise connection_error(
-                self.connection, f"auth_type {kind} needs `{key}`; set it (e.g. to ${{ENV_VAR}})"
-            )
-        return str(value)
-
-    def _endpoint(self, name: str, spec: Any) -> Endpoint:
-        spec = dict(spec or {})
-        unknown = sorted(set(spec) - set(ENDPOINT_KEYS))
-        if unknown:
-            raise connection_error(
-                self.connection,
-                f"endpoint {name!r} has unknown key(s) {', '.join(unknown)}; "
-                f"use {', '.join(ENDPOINT_KEYS)}",
-            )
+    def _endpoint(self, name: str, spec: api_config.Endpoint) -> Endpoint:
+        pagination = spec.pagination.model_dump(exclude={"type"})
+        incremental = spec.incremental
         return Endpoint(
             name=name,
-            path=str(spec.get("path") or f"/{name}"),
-            params=dict(spec.get("params") or {}),
-            data_path=str(spec.get("data_path") or ""),
-            pagination=self._pagination(name, dict(spec.get("pagination") or {})),
-            incremental=self._settings(name, "incremental", Incremental, spec.get("incremental")),
-            schema=self._declared_schema(name, spec.get("schema")),
+            path=spec.path or f"/{name}",
+            params=dict(spec.params),
+            data_path=spec.data_path,
+            pagination=PAGINATIONS[spec.pagination.type](**pagination),
+            incremental=(
+                Incremental(incremental.cursor_param, incremental.cursor_field)
+                if incremental is not None
+                else None
+            ),
+            schema=(
+                pa.schema((column, parse_type(kind)) for column, kind in spec.schema_.items())
+                if spec.schema_
+                else None
+            ),
         )
-
-    def _pagination(self, endpoint: str, spec: dict[str, Any]) -> NoPagination:
-        kind = str(spec.pop("type", "none"))
-        if kind not in PAGINATIONS:
-            raise connection_error(
-                self.connection,
-                f"endpoint {endpoint!r}: pagination type {kind!r} is not one of "
-                f"{', '.join(PAGINATIONS)}",
-            )
-        return self._settings(endpoint, f"pagination ({kind})", PAGINATIONS[kind], spec)
-
-    def _settings(self, endpoint: str, what: str, cls: type[Any], spec: Any) -> Any:
-        """A settings dataclass from a config mapping, naming unknown or missing keys."""
-        if spec is None:
-            return None
-        try:
-            return cls(**spec)
-        except TypeError:
-            allowed = ", ".join(f.name for f in dataclasses.fields(cls))
-            raise connection_error(
-                self.connection,
-                f"endpoint {endpoint!r}: {what} got {', '.join(spec) or 'no keys'}; "
-                f"its keys are {allowed}",
-            ) from None
-
-    def _declared_schema(self, endpoint: str, spec: Any) -> pa.Schema | None:
-        if not spec:
-            return None
-        try:
-            return pa.schema((str(name), parse_type(str(kind))) for name, kind in spec.items())
-        except ValueError as error:
-            raise connection_error(
-                self.connection, f"endpoint {endpoint!r}: schema: {error}"
-            ) from None
 
     def _table(self, table: str) -> Endpoint:
         if table not in self.endpoints:

@@ -31,14 +31,10 @@ import httpx
 import pyarrow as pa
 
 from connectors.base import Source, TableSchema, connection_error, rows_since
+from connectors.config.shopify import ShopifyConfig
 from connectors.shared.http import api_client
 from connectors.shared.records import as_utc, to_batches
 
-DEFAULT_API_VERSION = "2024-10"
-# Shopify's REST leaky bucket drains 2 requests a second on standard plans; going faster only
-# buys 429s once the 40-request burst is spent.
-DEFAULT_REQUESTS_PER_SECOND = 2.0
-MAX_PAGE_SIZE = 250
 # The inventory_items endpoint accepts at most 100 ids per request.
 INVENTORY_IDS_PER_REQUEST = 100
 
@@ -116,21 +112,16 @@ class ShopifySource(Source):
     """A Shopify store's orders, customers, products, inventory items and transactions."""
 
     offline_discovery = True
+    config_model = ShopifyConfig
+    settings: ShopifyConfig
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        self.access_token = str(self._required("access_token"))
-        self.api_version = str(self.config.get("api_version") or DEFAULT_API_VERSION)
-        base_url = self.config.get("base_url") or f"https://{self._shop_domain()}"
-        self.base_url = str(base_url).rstrip("/")
-        self.requests_per_second = float(
-            self.config.get("requests_per_second") or DEFAULT_REQUESTS_PER_SECOND
-        )
-        self.page_size = int(self.config.get("page_size") or MAX_PAGE_SIZE)
-        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise connection_error(
-                self.connection, f"page_size must be between 1 and {MAX_PAGE_SIZE}; fix page_size"
-            )
+        self.access_token = self.settings.access_token
+        self.api_version = self.settings.api_version
+        self.base_url = (self.settings.base_url or f"https://{self._shop_domain()}").rstrip("/")
+        self.requests_per_second = self.settings.requests_per_second
+        self.page_size = self.settings.page_size
 
     def check(self) -> str:
         with self._client() as http:
@@ -229,17 +220,10 @@ class ShopifySource(Source):
         return TABLES[table]
 
     def _shop_domain(self) -> str:
-        domain = str(self._required("shop_domain"))
+        # The model requires shop_domain whenever base_url is not set.
+        domain = str(self.settings.shop_domain)
         # People paste the admin URL; the API wants just the host.
         return domain.removeprefix("https://").removeprefix("http://").strip("/")
-
-    def _required(self, name: str) -> Any:
-        value = self.config.get(name)
-        if not value:
-            raise connection_error(
-                self.connection, f"{name} is not set; set it in the connection's config"
-            )
-        return value
 
 
 def _date_filter(key: str, since: dt.datetime | None) -> dict[str, str]:

@@ -26,14 +26,10 @@ import pyarrow as pa
 import stripe
 
 from connectors.base import ConnectorError, Source, TableSchema, connection_error
+from connectors.config.stripe import DEFAULT_BASE_URL, StripeConfig
 from connectors.shared.http import Backoff, http_error, retry_after, shared_limiter
 from connectors.shared.records import to_batches
 
-DEFAULT_BASE_URL = "https://api.stripe.com"
-# Stripe's list endpoints return at most 100 objects a page.
-MAX_PAGE_SIZE = 100
-# Test mode allows 25 requests a second and live mode 100; 20 stays under both.
-DEFAULT_REQUESTS_PER_SECOND = 20.0
 NETWORK_RETRIES = 3
 # The only field the list endpoints filter on, so the only possible incremental key.
 INCREMENTAL_KEY = "created"
@@ -161,22 +157,18 @@ _LIST_PARAMS: dict[str, dict[str, str]] = {"subscriptions": {"status": "all"}}
 class StripeSource(Source):
     """The objects of one Stripe account, one table per list endpoint (see TABLES).
 
-    Config: api_key, base_url ("https://api.stripe.com"), requests_per_second (20) and
-    page_size (100, at most 100). Tables sync in full or incrementally on `created`.
+    Config: see StripeConfig. Tables sync in full or incrementally on `created`.
     """
 
     offline_discovery = True
+    config_model = StripeConfig
+    settings: StripeConfig
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         super().__init__(connection, config)
-        self.base_url: str = str(self.config.get("base_url") or DEFAULT_BASE_URL).rstrip("/")
-        self.page_size: int = int(self.config.get("page_size") or MAX_PAGE_SIZE)
-        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise connection_error(
-                self.connection, f"page_size {self.page_size} is out of range; use 1 to 100"
-            )
-        per_second = float(self.config.get("requests_per_second") or DEFAULT_REQUESTS_PER_SECOND)
-        self._limiter = shared_limiter(connection, per_second)
+        self.base_url: str = (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.page_size: int = self.settings.page_size
+        self._limiter = shared_limiter(connection, self.settings.requests_per_second)
         self._backoff = Backoff()
 
     # The Source contract.
@@ -227,14 +219,9 @@ class StripeSource(Source):
 
     @cached_property
     def _client(self) -> stripe.StripeClient:
-        """Created on first use, so discover() works without an api_key."""
-        api_key = str(self.config.get("api_key") or "")
-        if not api_key:
-            raise connection_error(
-                self.connection, "no api_key; set api_key (for example to ${STRIPE_API_KEY})"
-            )
+        """Created on first use: discover() makes no request."""
         return stripe.StripeClient(
-            api_key,
+            self.settings.api_key,
             base_addresses={"api": self.base_url},
             max_network_retries=NETWORK_RETRIES,
         )

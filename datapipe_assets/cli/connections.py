@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from connectors.base import ConnectorError
-from connectors.registry import SOURCES
+from connectors.config.problems import error_text
+from connectors.registry import SOURCES, config_problems
 from connectors.shared.secrets import mask
 from datapipe_assets.cli.common import CommandError
 from datapipe_assets.pipeline.connections import ConnectionSpec
@@ -28,7 +29,16 @@ def _connection(name: str) -> ConnectionSpec:
 
 
 def _open(spec: ConnectionSpec) -> Any:
-    return spec.open_source() if spec.connector in SOURCES else spec.open_destination()
+    """The connection opened, after its config passed its connector's model.
+
+    The model is checked before `${NAME}`s are resolved, so a misspelled key is named (with
+    a did-you-mean) even when the environment is not set up yet.
+    """
+    role = "source" if spec.connector in SOURCES else "destination"
+    problems = config_problems(spec.connector, role, spec.name, spec.config)
+    if problems:
+        raise CommandError(error_text(problems))
+    return spec.open_source() if role == "source" else spec.open_destination()
 
 
 def discover_command(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import glob
 from pathlib import Path
 
 import pyarrow as pa
@@ -132,12 +133,22 @@ def test_invalid_settings(tmp_path: Path) -> None:
     write(tmp_path / "a.csv", "x\n1\n")
     with pytest.raises(ConnectorError) as bad_delimiter:
         CsvSource("c", {"path": "a.csv", "delimiter": ";;"})
-    assert str(bad_delimiter.value) == "connection 'c': delimiter ';;' must be a single character"
+    assert str(bad_delimiter.value) == (
+        "connection 'c': delimiter ';;' must be a single character; use one such as , ; | or a tab"
+    )
 
     with pytest.raises(ConnectorError) as bad_type:
         CsvSource("c", {"path": "a.csv", "columns": {"x": "MONEY"}})
-    assert str(bad_type.value).startswith(
-        "connection 'c': columns: unknown column type 'MONEY'; use one of VARCHAR, TEXT"
+    assert str(bad_type.value) == (
+        "connection 'c': columns.x: unknown column type 'MONEY'; use one of VARCHAR, TEXT, "
+        "STRING, BIGINT, INTEGER, INT, SMALLINT, DOUBLE, FLOAT, REAL, BOOLEAN, BOOL, DATE, "
+        "TIMESTAMP, TIMESTAMPTZ or DECIMAL(p,s)"
+    )
+
+    with pytest.raises(ConnectorError) as bad_flag:
+        CsvSource("c", {"path": "a.csv", "header": "sometimes"})
+    assert str(bad_flag.value) == (
+        "connection 'c': header must be true or false, not 'sometimes'; fix the value"
     )
 
     source = CsvSource("c", {"path": "a.csv", "base_dir": str(tmp_path), "columns": {"y": "INT"}})
@@ -223,7 +234,8 @@ def test_value_that_does_not_fit_the_sniffed_type_names_the_line(tmp_path: Path)
         rows(source.read("big"))
     assert str(error.value) == (
         f"connection 'big': big.csv line {count + 2}: column 'id' value 'oops' is not int64; "
-        "fix the value or set columns: {id: VARCHAR} (or another type that fits)"
+        "fix the value, list it in null_values if it means NULL, or set columns: "
+        "{id: VARCHAR} (or another type that fits)"
     )
 
 
@@ -246,7 +258,7 @@ def test_read_of_another_table_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConnectorError) as error:
         source.read("customers")
     assert str(error.value) == (
-        "connection 'orders_csv': no table 'customers'; this CSV connection offers only 'orders'"
+        "connection 'orders_csv': no table 'customers'; this CSV connection offers orders"
     )
 
 
@@ -329,7 +341,7 @@ def test_reads_a_glob_from_s3(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> 
     ]
     single = CsvSource("one", {"path": f"s3://{bucket}/exports/2024-02.csv", "table": "feb"})
     assert rows(single.read("feb")) == [{"id": 3, "total": 30.5}]
-    missing = CsvSource("one", {"path": f"s3://{bucket}/exports/2025-01.csv"})
+    missing = CsvSource("one", {"path": f"s3://{bucket}/exports/2025-01.csv", "table": "jan"})
     with pytest.raises(ConnectorError) as error:
         missing.check()
     assert str(error.value) == (
@@ -352,3 +364,348 @@ def test_unreachable_s3_endpoint(s3: S3Server, monkeypatch: pytest.MonkeyPatch) 
         "s3://bucket/orders.csv; check endpoint_url or AWS_ENDPOINT_URL"
     )
     assert s3.secret_key not in message
+
+
+# Several tables from one connection.
+
+CUSTOMERS = "id,name\n1,ann\n2,bob\n"
+ORDERS_JAN = "id,customer_id,total\n10,1,5.5\n"
+ORDERS_FEB = "id,customer_id,total\n11,2,7.25\n12,1,1.0\n"
+
+
+def put(store: fs.S3FileSystem, bucket: str, files: dict[str, str]) -> None:
+    for key, text in files.items():
+        with store.open_output_stream(f"{bucket}/{key}") as out:
+            out.write(text.encode())
+
+
+def use_s3(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The S3 server's settings in the environment, and a fresh bucket's name."""
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    return s3.create_bucket()
+
+
+def test_tables_maps_names_to_files_globs_and_s3(
+    tmp_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = use_s3(s3, monkeypatch)
+    put(s3_filesystem(s3), bucket, {"raw/payments/p1.csv": "order_id,amount\n10,5.5\n"})
+    write(tmp_path / "data" / "customers.csv", CUSTOMERS)
+    write(tmp_path / "data" / "orders_2024-02.csv", ORDERS_FEB)
+    write(tmp_path / "data" / "orders_2024-01.csv", ORDERS_JAN)
+    source = CsvSource(
+        "shop_files",
+        {
+            "tables": {
+                "customers": "data/customers.csv",
+                "orders": "data/orders_*.csv",
+                "payments": f"s3://{bucket}/raw/payments/*.csv",
+            },
+            "base_dir": str(tmp_path),
+        },
+    )
+
+    assert source.check() == "found 4 files for 3 tables"
+    assert source.discover() == [
+        TableSchema("customers", pa.schema([("id", pa.int64()), ("name", pa.string())])),
+        TableSchema(
+            "orders",
+            pa.schema([("id", pa.int64()), ("customer_id", pa.int64()), ("total", pa.float64())]),
+        ),
+        TableSchema("payments", pa.schema([("order_id", pa.int64()), ("amount", pa.float64())])),
+    ]
+    assert rows(source.read("customers")) == [{"id": 1, "name": "ann"}, {"id": 2, "name": "bob"}]
+    # A glob stays one table of all its files, in sorted order.
+    assert rows(source.read("orders")) == [
+        {"id": 10, "customer_id": 1, "total": 5.5},
+        {"id": 11, "customer_id": 2, "total": 7.25},
+        {"id": 12, "customer_id": 1, "total": 1.0},
+    ]
+    assert rows(source.read("payments")) == [{"order_id": 10, "amount": 5.5}]
+    assert source.matching_files() == [
+        "data/customers.csv",
+        "data/orders_2024-01.csv",
+        "data/orders_2024-02.csv",
+        f"s3://{bucket}/raw/payments/p1.csv",
+    ]
+
+
+def test_tables_take_their_own_column_types(tmp_path: Path) -> None:
+    write(tmp_path / "customers.csv", "id,code\n1,007\n")
+    write(tmp_path / "orders.csv", "id,total\n1,5.50\n")
+    source = CsvSource(
+        "shop_files",
+        {
+            "tables": {
+                "customers": "customers.csv",
+                "orders": {"path": "orders.csv", "columns": {"total": "DECIMAL(10,2)"}},
+            },
+            # Connection-wide types apply to the tables that have the column.
+            "columns": {"code": "VARCHAR"},
+            "base_dir": str(tmp_path),
+        },
+    )
+
+    assert rows(source.read("customers")) == [{"id": 1, "code": "007"}]
+    assert rows(source.read("orders")) == [{"id": 1, "total": decimal.Decimal("5.50")}]
+    wrong = CsvSource(
+        "shop_files",
+        {
+            "tables": {"orders": {"path": "orders.csv", "columns": {"amount": "DOUBLE"}}},
+            "base_dir": str(tmp_path),
+        },
+    )
+    with pytest.raises(ConnectorError) as error:
+        wrong.discover()
+    assert str(error.value) == (
+        "connection 'shop_files': columns names amount, not in orders.csv (its columns are "
+        "id, total); fix the tables.orders.columns mapping"
+    )
+
+
+def test_unknown_table_names_the_tables_offered(tmp_path: Path) -> None:
+    write(tmp_path / "customers.csv", CUSTOMERS)
+    source = CsvSource(
+        "shop_files",
+        {
+            "tables": {"customers": "customers.csv", "orders": "o_*.csv", "payments": "p.csv"},
+            "base_dir": str(tmp_path),
+        },
+    )
+
+    with pytest.raises(ConnectorError) as error:
+        source.read("orderz")
+    assert str(error.value) == (
+        "connection 'shop_files': no table 'orderz'; this CSV connection offers customers, "
+        "orders, payments"
+    )
+    with pytest.raises(ConnectorError) as missing:
+        source.read("orders")
+    assert (
+        str(missing.value)
+        == "connection 'shop_files': no file matches o_*.csv; check tables.orders"
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"path": "a.csv", "tables": {"a": "a.csv"}},
+            "set either path or tables, not both; use tables: {name: path, ...} alone for "
+            "several tables",
+        ),
+        (
+            {"delimiter": ";"},
+            "the config needs path or tables; set path (a file, a glob or an s3:// URL) or "
+            "tables: {name: path, ...}",
+        ),
+        (
+            {"tables": {"a": "a.csv"}, "table_per_file": True},
+            "table_per_file cannot be used with tables; tables already names each table",
+        ),
+        (
+            {"path": "*.csv", "table_per_file": True, "table": "x"},
+            "table cannot be used with table_per_file; table_per_file names each table after "
+            "its file; remove table",
+        ),
+        (
+            {"tables": {"la-riots": "la-riots.csv"}},
+            "tables: 'la-riots' is not a valid table name; use letters, digits and _, not "
+            "starting with a digit",
+        ),
+        (
+            {"path": "a.csv", "table": "2024"},
+            "table '2024' is not a valid table name; use letters, digits and _, not starting "
+            "with a digit",
+        ),
+    ],
+)
+def test_table_layout_mistakes(config: dict, message: str) -> None:
+    with pytest.raises(ConnectorError) as error:
+        CsvSource("shop_files", config)
+    assert str(error.value) == f"connection 'shop_files': {message}"
+
+
+def test_table_per_file_offers_one_table_per_file(tmp_path: Path) -> None:
+    write(tmp_path / "data" / "customers.csv", CUSTOMERS)
+    with pa.CompressedOutputStream(str(tmp_path / "data" / "orders.csv.gz"), "gzip") as out:
+        out.write(ORDERS_JAN.encode())
+    source = CsvSource(
+        "files", {"path": "data/*.csv*", "table_per_file": True, "base_dir": str(tmp_path)}
+    )
+
+    assert source.check() == "found 2 files for 2 tables"
+    assert [t.name for t in source.discover()] == ["customers", "orders"]
+    assert rows(source.read("orders")) == [{"id": 10, "customer_id": 1, "total": 5.5}]
+    assert rows(source.read("customers")) == [{"id": 1, "name": "ann"}, {"id": 2, "name": "bob"}]
+    with pytest.raises(ConnectorError) as error:
+        source.read("payments")
+    assert str(error.value) == (
+        "connection 'files': no table 'payments'; this CSV connection offers customers, orders"
+    )
+    # Without the flag a glob stays one table, named after the folder here.
+    one = CsvSource("files", {"path": "data/*.csv", "base_dir": str(tmp_path)})
+    assert [t.name for t in one.discover()] == ["data"]
+
+
+def test_table_per_file_on_s3(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = use_s3(s3, monkeypatch)
+    put(
+        s3_filesystem(s3),
+        bucket,
+        {"raw/customers.csv": CUSTOMERS, "raw/orders.csv": ORDERS_FEB, "raw/old/x.csv": "a\n1\n"},
+    )
+    source = CsvSource("lake", {"path": f"s3://{bucket}/raw/*.csv", "table_per_file": True})
+
+    assert source.check() == "found 2 files for 2 tables"
+    assert [t.name for t in source.discover()] == ["customers", "orders"]
+    assert [r["id"] for r in rows(source.read("orders"))] == [11, 12]
+
+
+def test_file_names_that_are_not_table_names_are_refused(tmp_path: Path) -> None:
+    write(tmp_path / "data" / "la-riots.csv", "id\n1\n")
+    write(tmp_path / "data" / "ok.csv", "id\n1\n")
+    with pytest.raises(ConnectorError) as single:
+        CsvSource("x", {"path": "data/la-riots.csv", "base_dir": str(tmp_path)})
+    assert str(single.value) == (
+        "connection 'x': file data/la-riots.csv gives the table name 'la-riots', which is not "
+        "a valid table name; map it to one with tables: {la_riots: data/la-riots.csv} "
+        "(or table: la_riots)"
+    )
+
+    per_file = CsvSource(
+        "x", {"path": "data/*.csv", "table_per_file": True, "base_dir": str(tmp_path)}
+    )
+    with pytest.raises(ConnectorError) as listed:
+        per_file.discover()
+    assert str(listed.value) == (
+        "connection 'x': file data/la-riots.csv gives the table name 'la-riots', which is not "
+        "a valid table name; map it to one with tables: {la_riots: data/la-riots.csv} "
+        "(or rename the file)"
+    )
+
+    named = CsvSource(
+        "x", {"path": "data/la-riots.csv", "table": "la_riots", "base_dir": str(tmp_path)}
+    )
+    assert rows(named.read("la_riots")) == [{"id": 1}]
+
+
+def test_a_file_arrival_run_reads_only_its_file(tmp_path: Path) -> None:
+    write(tmp_path / "in" / "orders_[1].csv", ORDERS_JAN)
+    write(tmp_path / "in" / "orders_2.csv", ORDERS_FEB)
+    watched = CsvSource("drop", {"path": "in/orders_*.csv", "base_dir": str(tmp_path)})
+    assert watched.matching_files() == ["in/orders_2.csv", "in/orders_[1].csv"]
+
+    # What the file-arrival sensor's run does: the one file, glob-escaped, and the table.
+    narrowed = CsvSource(
+        "drop",
+        {"path": glob.escape("in/orders_[1].csv"), "table": "orders", "base_dir": str(tmp_path)},
+    )
+    assert [r["id"] for r in rows(narrowed.read("orders"))] == [10]
+
+
+# NULLs.
+
+
+def test_an_unquoted_empty_field_is_null_and_a_quoted_one_is_text(tmp_path: Path) -> None:
+    write(
+        tmp_path / "people.csv",
+        'id,name,born,note\n1,ann,2001-02-03,""\n,,,\n3,"",,x\n"",bob,"",\n',
+    )
+    source = CsvSource("people", {"path": "people.csv", "base_dir": str(tmp_path)})
+
+    reader = source.read("people")
+    assert reader.schema == pa.schema(
+        [("id", pa.int64()), ("name", pa.string()), ("born", pa.date32()), ("note", pa.string())]
+    )
+    assert rows(reader) == [
+        {"id": 1, "name": "ann", "born": dt.date(2001, 2, 3), "note": ""},
+        {"id": None, "name": None, "born": None, "note": None},
+        {"id": 3, "name": "", "born": None, "note": "x"},
+        # A quoted "" cannot be a number or a date: NULL there too.
+        {"id": None, "name": "bob", "born": None, "note": None},
+    ]
+
+
+def test_null_values_are_null_in_every_column_unless_quoted(tmp_path: Path) -> None:
+    write(
+        tmp_path / "scores.csv",
+        'id,player,score,day\n1,NA,10,NULL\n2,"NA",NA,2024-01-02\nNULL,,"NULL",\n',
+    )
+    source = CsvSource(
+        "scores",
+        {"path": "scores.csv", "base_dir": str(tmp_path), "null_values": ["", "NA", "NULL"]},
+    )
+
+    reader = source.read("scores")
+    assert reader.schema == pa.schema(
+        [("id", pa.int64()), ("player", pa.string()), ("score", pa.int64()), ("day", pa.date32())]
+    )
+    assert rows(reader) == [
+        {"id": 1, "player": None, "score": 10, "day": None},
+        {"id": 2, "player": "NA", "score": None, "day": dt.date(2024, 1, 2)},
+        {"id": None, "player": None, "score": None, "day": None},
+    ]
+    # By default only the empty field is NULL: NA stays text, and makes the column text.
+    default = CsvSource("scores", {"path": "scores.csv", "base_dir": str(tmp_path)})
+    assert default.discover()[0].schema.field("score").type == pa.string()
+    assert [r["player"] for r in rows(default.read("scores"))] == ["NA", "NA", None]
+
+
+def test_a_null_marker_after_the_sniffed_block_is_null_not_an_error(tmp_path: Path) -> None:
+    count = BLOCK_SIZE // 8 + 1000
+    body = "".join(f"{i},x\n" for i in range(count))
+    write(tmp_path / "big.csv", f"id,tag\n{body}NULL,y\n -\t,z\n")
+    source = CsvSource(
+        "big", {"path": "big.csv", "base_dir": str(tmp_path), "null_values": ["", "NULL", "-"]}
+    )
+
+    table = source.read("big").read_all()
+    assert table.schema.field("id").type == pa.int64()
+    assert table.column("id").to_pylist()[-3:] == [count - 1, None, None]
+
+
+def test_s3_credentials_from_the_config(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = use_s3(s3, monkeypatch)
+    put(s3_filesystem(s3), bucket, {"in/orders.csv": ORDERS_JAN})
+    # The environment's keys are wrong: the connection's own are used.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    config = {
+        "path": f"s3://{bucket}/in/orders.csv",
+        "aws_access_key_id": s3.access_key,
+        "aws_secret_access_key": s3.secret_key,
+    }
+
+    assert rows(CsvSource("lake", config).read("orders")) == [
+        {"id": 10, "customer_id": 1, "total": 5.5}
+    ]
+    refused = CsvSource("lake", {**config, "aws_secret_access_key": "not-the-secret"})
+    with pytest.raises(ConnectorError) as error:
+        refused.check()
+    assert str(error.value) == (
+        f"connection 'lake': S3 refused access to s3://{bucket}/in/orders.csv; check "
+        "aws_access_key_id and aws_secret_access_key"
+    )
+    with pytest.raises(ConnectorError) as half:
+        CsvSource("lake", {"path": "a.csv", "aws_access_key_id": "k"})
+    assert str(half.value) == (
+        "connection 'lake': aws_access_key_id and aws_secret_access_key go together; set "
+        "both, or neither to use the AWS environment variables"
+    )
+
+
+def test_a_null_marker_that_looks_like_a_number_is_null_quoted_or_not(tmp_path: Path) -> None:
+    write(tmp_path / "stock.csv", 'sku,count\na,0\nb,"0"\nc, 7 \nd,""\n')
+    source = CsvSource(
+        "stock", {"path": "stock.csv", "base_dir": str(tmp_path), "null_values": ["", "0"]}
+    )
+
+    assert rows(source.read("stock")) == [
+        {"sku": "a", "count": None},
+        {"sku": "b", "count": None},
+        {"sku": "c", "count": 7},
+        {"sku": "d", "count": None},
+    ]

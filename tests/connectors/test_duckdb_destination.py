@@ -111,7 +111,7 @@ def test_named_schema_and_discover(tmp_path):
 
 def test_missing_path_is_reported(tmp_path):
     with pytest.raises(ConnectorError) as error:
-        DuckDBDestination("warehouse", {}).check()
+        DuckDBDestination("warehouse", {})
     assert str(error.value) == (
-        "connection 'warehouse': no path is set; set path to the DuckDB database file"
+        "connection 'warehouse': missing config key 'path'; set it in the connection's config"
     )

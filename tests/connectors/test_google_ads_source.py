@@ -184,11 +184,18 @@ def test_check_names_the_customer(ads):
 
 
 def test_config_and_table_mistakes_are_explained(ads):
-    with pytest.raises(ConnectorError, match=r"^connection 'ads': google_ads needs "
-                       r"developer_token, refresh_token; add them"):  # fmt: skip
+    with pytest.raises(ConnectorError) as missing:
         GoogleAdsSource("ads", {**ads.config(), "developer_token": "", "refresh_token": None})
-    with pytest.raises(ConnectorError, match="customer_id must be the 10-digit"):
+    assert str(missing.value) == (
+        "connection 'ads': config keys developer_token, refresh_token are missing or empty; "
+        "set them in the connection's config"
+    )
+    with pytest.raises(ConnectorError) as bad_id:
         source(ads, customer_id="12-34")
+    assert str(bad_id.value) == (
+        "connection 'ads': customer_id '12-34' is not a 10-digit Google Ads customer ID; "
+        "use the ID shown in Google Ads, such as 123-456-7890"
+    )
     with pytest.raises(ConnectorError) as error:
         source(ads).read("keywords")
     assert str(error.value) == (

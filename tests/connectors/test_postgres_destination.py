@@ -153,5 +153,7 @@ def test_connection_errors_never_contain_the_password(config, override, message)
 def test_missing_setting_is_reported(config):
     del config["database"]
     with pytest.raises(ConnectorError) as error:
-        PostgresDestination("warehouse", config).check()
-    assert str(error.value) == "connection 'warehouse': database is not set; set it"
+        PostgresDestination("warehouse", config)
+    assert str(error.value) == (
+        "connection 'warehouse': missing config key 'database'; set it in the connection's config"
+    )

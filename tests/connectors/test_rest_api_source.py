@@ -333,21 +333,34 @@ def test_a_bad_data_path_names_the_endpoint_and_the_path(fake, data_path, proble
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"endpoints": {"u": {}}}, "config needs a `base_url`, such as https://api.example.com/v1"),
+        ({"endpoints": {"u": {}}},
+         "missing config key 'base_url'; set it in the connection's config"),
         ({"base_url": "http://127.0.0.1"},
-         "config needs `endpoints`: table name -> {path: /..., ...}"),
+         "missing config key 'endpoints'; set it in the connection's config"),
+        ({"base_url": "http://127.0.0.1", "endpoints": {}},
+         "endpoints is empty; add at least one entry"),
         ({"base_url": "http://127.0.0.1", "auth_type": "bearer", "endpoints": {"u": {}}},
-         "auth_type bearer needs `api_key`; set it (e.g. to ${ENV_VAR})"),
+         "auth_type bearer needs api_key; set it (e.g. to ${ENV_VAR})"),
+        ({"base_url": "http://127.0.0.1", "auth_type": "oauth", "endpoints": {"u": {}}},
+         "auth_type must be one of none, bearer, api_key, basic, not 'oauth'; fix the value"),
         ({"base_url": "http://127.0.0.1", "endpoints": {"u": {"pagination": {"type": "pages"}}}},
-         "endpoint 'u': pagination type 'pages' is not one of none, next_link, cursor, "
-         "page_number, offset"),
+         "endpoints.u.pagination.type must be one of none, next_link, cursor, page_number, "
+         "offset, not 'pages'; fix the value"),
         ({"base_url": "http://127.0.0.1",
           "endpoints": {"u": {"pagination": {"type": "cursor", "next_cursor": "x"}}}},
-         "endpoint 'u': pagination (cursor) got next_cursor; its keys are cursor_path, "
-         "cursor_param"),
+         "unknown config key 'endpoints.u.pagination.next_cursor'; remove it (keys: type, "
+         "cursor_path, cursor_param)"),
+        ({"base_url": "http://127.0.0.1",
+          "endpoints": {"u": {"pagination": {"type": "offset", "limt": 10}}}},
+         "unknown config key 'endpoints.u.pagination.limt'; did you mean 'limit'? (keys: "
+         "type, offset_param, limit_param, limit)"),
         ({"base_url": "http://127.0.0.1", "endpoints": {"u": {"data": "x"}}},
-         "endpoint 'u' has unknown key(s) data; use path, params, data_path, pagination, "
-         "incremental, schema, primary_key"),
+         "unknown config key 'endpoints.u.data'; did you mean 'data_path'? (keys: path, "
+         "params, data_path, pagination, incremental, schema, primary_key)"),
+        ({"base_url": "http://127.0.0.1", "endpoints": {"u": {"schema": {"id": "LONG"}}}},
+         "endpoints.u.schema.id: unknown column type 'LONG'; use one of VARCHAR, TEXT, "
+         "STRING, BIGINT, INTEGER, INT, SMALLINT, DOUBLE, FLOAT, REAL, BOOLEAN, BOOL, DATE, "
+         "TIMESTAMP, TIMESTAMPTZ or DECIMAL(p,s)"),
     ],
 )  # fmt: skip
 def test_config_mistakes_are_named(config, message):

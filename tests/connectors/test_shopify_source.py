@@ -204,8 +204,9 @@ def test_empty_table_keeps_its_schema_and_state(shop):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"access_token": ""}, "access_token is not set; set it in the connection's config"),
-        ({"page_size": 300}, "page_size must be between 1 and 250; fix page_size"),
+        ({"access_token": ""}, "access_token is empty; set it in the connection's config"),
+        ({"page_size": 300}, "page_size must be at most 250, not 300; fix the value"),
+        ({"page_size": "many"}, "page_size must be a whole number, not 'many'; fix the value"),
     ],
 )
 def test_bad_config_says_what_to_fix(shop, config, message):
