@@ -60,8 +60,13 @@ def _project(
     directory = tmp_path / "pipelines"
     (directory / "data").mkdir(parents=True, exist_ok=True)
     (directory / "data" / "orders.csv").write_text(csv)
-    # The token is a secret of the source connection: failing rows must never show it.
-    source = {"path": "data/orders.csv", "api_token": "${CHECKS_TOKEN}"}
+    # The token is a secret of the source connection (its S3 secret key, unused for a local
+    # file): failing rows must never show it.
+    source = {
+        "path": "data/orders.csv",
+        "aws_access_key_id": "checks",
+        "aws_secret_access_key": "${CHECKS_TOKEN}",
+    }
     pipeline: dict[str, Any] = {
         "name": "shop", "org": "acme", "checks": checks,
         "source": {"connection": "orders_csv", "tables": ["orders"]},
