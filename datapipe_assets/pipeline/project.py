@@ -123,10 +123,7 @@ def load_project(directory: Path | None = None) -> Project:
 def _drop_bad_triggers(project: Project) -> None:
     """Report and drop pipelines whose triggers name missing pipelines, until none do."""
     while True:
-        valid = {
-            p.pipeline.name: (p.pipeline, [s.connector for s in p.sources])
-            for p in project.pipelines
-        }
+        valid = {p.pipeline.name: (p.pipeline, p.sources) for p in project.pipelines}
         problems = trigger_problems(valid)
         if not problems:
             return

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 from croniter import croniter
 
-from connectors.registry import DESTINATIONS, SOURCES
+from connectors.registry import DESTINATIONS, SOURCES, config_problems
 from datapipe_assets.pipeline.check_validation import check_problems
 from datapipe_assets.pipeline.compiler import (
     CompileError,
@@ -111,15 +111,28 @@ def _check_connections(
                     )
                 )
                 continue
-            connector, where = spec.connector, f"{path}.connection"
+            connector, where, name = spec.connector, f"{path}.connection", spec.name
+            config = spec.config
         else:
-            connector, where = ref.connector, f"{path}.connector"
+            connector, where = str(ref.connector), f"{path}.connector"
+            name, config = f"{pipeline.name}.{path}", ref.config or {}
         if connector not in registry:
             problems.append(
                 Problem(
                     where,
                     f"connector {connector!r} cannot be used as a {role}",
                     f"use one of: {', '.join(sorted(registry))}",
+                )
+            )
+            continue
+        for found in config_problems(connector, role, name, config):
+            # A named connection's problem is reported where a pipeline uses it.
+            at = f"{path}.config" + (f".{found.key}" if found.key else "")
+            problems.append(
+                Problem(
+                    where if ref.connection is not None else at,
+                    f"connection {name!r}: {found.message}",
+                    found.hint,
                 )
             )
     return problems
@@ -533,18 +546,20 @@ def _check_upsert_key(pipeline: Pipeline, loaded: Mapping[str, pa.Schema | None]
 
 
 def trigger_problems(
-    pipelines: Mapping[str, tuple[Pipeline, list[str]]],
+    pipelines: Mapping[str, tuple[Pipeline, Sequence[ConnectionSpec]]],
 ) -> dict[str, list[Problem]]:
     """Problems of the pipelines' triggers, which only the set of valid pipelines can tell.
 
-    `pipelines` maps each valid pipeline's name to its spec and its source blocks' connectors.
+    `pipelines` maps each valid pipeline's name to its spec and its source blocks'
+    connections.
     """
     problems: dict[str, list[Problem]] = {}
-    for name, (pipeline, connectors) in pipelines.items():
+    for name, (pipeline, sources) in pipelines.items():
         trigger = pipeline.trigger
         if trigger is None:
             continue
         found = []
+        connectors = [s.connector for s in sources]
         if trigger.on_new_file and connectors != ["csv"]:
             found.append(
                 Problem(
@@ -553,6 +568,15 @@ def trigger_problems(
                     f"(this pipeline reads {', '.join(connectors)})",
                     "use a csv connection whose path is a glob such as incoming/*.csv or "
                     "s3://bucket/prefix/*.csv",
+                )
+            )
+        elif trigger.on_new_file and not _one_table_path(sources[0]):
+            found.append(
+                Problem(
+                    "trigger.on_new_file",
+                    f"on_new_file runs once per new file of one table, and connection "
+                    f"{sources[0].name!r} offers several (tables: or table_per_file)",
+                    "use a csv connection with a path glob such as incoming/*.csv",
                 )
             )
         for upstream in trigger.after:
@@ -583,3 +607,8 @@ def trigger_problems(
             )
         )
     return problems
+
+
+def _one_table_path(source: ConnectionSpec) -> bool:
+    """A CSV connection whose `path` glob is one table: a file arrival is a run of it."""
+    return "tables" not in source.config and not source.config.get("table_per_file")

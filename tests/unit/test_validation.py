@@ -290,3 +290,45 @@ def test_bad_triggers_are_reported_and_drop_their_pipelines(folder):
     assert found["d.yaml"][0].startswith("d.yaml: trigger.after: names 'c', which is not")
     assert found["e.yaml"][0].startswith("e.yaml: trigger.after: names 'a', which is not")
     assert load_project(folder).pipelines == []
+
+
+def test_a_named_connections_config_is_checked_where_a_pipeline_uses_it(folder):
+    (folder / "connections.yaml").write_text(
+        CONNECTIONS.replace("config: {path: warehouse.duckdb}", "config: {pth: warehouse.duckdb}")
+    )
+    text = """\
+    name: e
+    source: {connection: orders_csv, tables: [orders]}
+    destination: {connection: warehouse}
+    """
+    assert only_errors(folder, "e.yaml", text) == [
+        "e.yaml: destination.connection: connection 'warehouse': missing config key 'path'; set "
+        "it in the connection's config",
+        "e.yaml: destination.connection: connection 'warehouse': unknown config key 'pth'; did "
+        "you mean 'path'? (keys: path, schema)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            "sources: [{connection: orders_csv, tables: [orders]}, "
+            "{connector: csv, config: {path: data/orders.csv}, tables: [{name: orders, as: b}]}]",
+            "f.yaml: trigger.on_new_file: on_new_file needs one csv source (this pipeline reads "
+            "csv, csv); use a csv connection whose path is a glob such as incoming/*.csv or "
+            "s3://bucket/prefix/*.csv",
+        ),
+        (
+            "source: {connector: csv, config: {tables: {orders: data/orders.csv}}, "
+            "tables: [orders]}",
+            "f.yaml: trigger.on_new_file: on_new_file runs once per new file of one table, and "
+            "connection 'f.source' offers several (tables: or table_per_file); use a csv "
+            "connection with a path glob such as incoming/*.csv",
+        ),
+    ],
+)
+def test_on_new_file_needs_one_single_table_csv_source(folder, source, expected):
+    trigger = "trigger: {on_new_file: true}"
+    text = f"name: f\n{source}\ndestination: {{connection: warehouse}}\n{trigger}\n"
+    assert only_errors(folder, "f.yaml", text) == [expected]
