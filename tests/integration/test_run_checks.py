@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from datapipe_assets.cli.main import main
+from tests.integration.test_checks import TRANSFORM
 from tests.support.project_files import write_project
 
 ORDERS = (
@@ -18,15 +19,6 @@ ORDERS = (
     "3,20,pending,999\n"
     "4,20,paid,-500\n"
 )
-TRANSFORM = {
-    "nodes": [
-        {"id": "orders", "type": "source", "data": {"table": "orders"}},
-        {"id": "paid", "type": "filter",
-         "data": {"column": "status", "operator": "eq", "value": "paid"}},
-        {"id": "out", "type": "destination"},
-    ],
-    "edges": [{"source": "orders", "target": "paid"}, {"source": "paid", "target": "out"}],
-}  # fmt: skip
 HAS_CUSTOMER = {"asset": "paid", "type": "not_null", "column": "customer_id",
                 "name": "has_customer"}  # fmt: skip
 POSITIVE = {"asset": "paid", "type": "range", "column": "amount_cents", "min": 0}
