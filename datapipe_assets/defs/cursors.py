@@ -1,8 +1,9 @@
 """Incremental cursor states travelling with staged data, from extract to the load commit.
 
-A raw table's new cursor state is written into its staged parquet file; each transform
-copies its input's states into its own output; the load commits them with the rows, in the
-destination's own transaction. So a cursor only advances with the rows it covers.
+A raw table's new cursor state is written into its staged parquet file; each staged
+transform copies the states of the staged inputs of its segment (its own inputs, or those of
+the nodes fused into its step) into its own output; the load commits them with the rows, in
+the destination's own transaction. So a cursor only advances with the rows it covers.
 """
 
 from __future__ import annotations

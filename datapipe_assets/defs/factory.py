@@ -13,6 +13,7 @@ from datapipe_assets.defs.alerts.rules import load_alert_rules
 from datapipe_assets.defs.alerts.sensors import alert_sensors
 from datapipe_assets.defs.assets.load import load_asset
 from datapipe_assets.defs.assets.raw import raw_asset
+from datapipe_assets.defs.assets.segment import segment_asset
 from datapipe_assets.defs.assets.transform import transform_asset
 from datapipe_assets.defs.checks import pipeline_checks
 from datapipe_assets.defs.triggers import (
@@ -24,6 +25,7 @@ from datapipe_assets.defs.triggers import (
 )
 from datapipe_assets.pipeline.keys import PIPELINE_TAG, raw_key, upstream_key
 from datapipe_assets.pipeline.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
+from datapipe_assets.pipeline.segments import StagingMode, segments, staging_mode
 from datapipe_assets.pipeline.validation import cron_expression
 from resources.staging import ParquetStagingIOManager
 from resources.transform_engine import TransformEngine
@@ -50,9 +52,22 @@ def pipeline_assets(project: Project, loaded: LoadedPipeline) -> list[dg.AssetsD
         if node.type == "destination":
             input_key = dg.AssetKey(upstream_key(pipeline, transform.input_of(node.id)))
             assets.append(load_asset(loaded, input_key, pipeline.target_table_for_transform()))
-        elif node.type != "source":
-            assets.append(transform_asset(loaded, node))
+    for segment in segments(pipeline, pipeline_staging(loaded)):
+        # A segment of one node is that node's own asset, exactly as with every node staged.
+        if segment.fused:
+            assets.append(segment_asset(loaded, segment))
+        else:
+            assets.append(transform_asset(loaded, transform.node(segment.staged)))
     return assets
+
+
+def pipeline_staging(loaded: LoadedPipeline) -> StagingMode:
+    """The pipeline's staging mode; a bad DATAPIPE_STAGING is logged and the file's used."""
+    try:
+        return staging_mode(loaded.pipeline, os.environ)
+    except ValueError as error:
+        dg.get_dagster_logger().error(f"{error}; using the pipeline's staging")
+        return loaded.pipeline.staging
 
 
 def pipeline_jobs(loaded: LoadedPipeline) -> list[dg.UnresolvedAssetJobDefinition]:

@@ -236,6 +236,9 @@ class _Node(SpecModel):
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
     # The node's inputs, as an alternative to edges: a list of node ids, or handle -> node id.
     inputs: list[str] | dict[str, str] | None = None
+    # Stage this node's output as parquet even where its segment would fuse it (see
+    # datapipe_assets.pipeline.segments): to inspect it, or to re-run from it.
+    stage: bool = False
     _ignore_position = _drop_editor_keys("position")
 
 
@@ -441,6 +444,9 @@ class Pipeline(SpecModel):
     trigger: TriggerSpec | None = None
     checks: list[CheckSpec] = []
     alerts: list[AlertSpec] = []
+    # `minimal` stages only the nodes that need it and fuses the rest into one step per
+    # segment; `every_node` stages every node, one step each (DATAPIPE_STAGING overrides).
+    staging: Literal["minimal", "every_node"] = "minimal"
 
     @model_validator(mode="after")
     def _one_source_form(self) -> Pipeline:

@@ -82,13 +82,20 @@ def test_six_node_pipeline_into_duckdb_with_metadata(tmp_path, monkeypatch):
         assert [c.name for c in paid.metadata["dagster/column_schema"].value.columns] == [
             "id", "customer_id", "status", "amount_cents", "currency", "updated_at",
         ]  # fmt: skip
-        staged = Path(str(paid.metadata["staged_path"].value))
-        assert staged == tmp_path / "staging" / result.run_id / "acme/orders_revenue/paid.parquet"
-        assert staged.stat().st_size == paid.metadata["staged_bytes"].value
-        assert paid.metadata["preview"].value.splitlines()[:3] == [
-            "| id | customer_id | status | amount_cents | currency | updated_at |",
-            "|---|---|---|---|---|---|",
-            "| 1 | 10 | paid | 1000 | usd | 2026-01-01 00:00:00 |",
+        # `paid` is fused into the segment of the load's input: only that node is staged.
+        assert "staged_path" not in paid.metadata
+        by_customer = _materialization(instance, "acme", "orders_revenue", "by_customer")
+        staged = Path(str(by_customer.metadata["staged_path"].value))
+        assert staged == (
+            tmp_path / "staging" / result.run_id / "acme/orders_revenue/by_customer.parquet"
+        )
+        assert staged.stat().st_size == by_customer.metadata["staged_bytes"].value
+        assert by_customer.metadata["preview"].value.splitlines() == [
+            "| customer_id | revenue | orders |",
+            "|---|---|---|",
+            "| 10 | 40.0 | 2 |",
+            "| 20 | 5.0 | 1 |",
+            "| 30 | 7.0 | 1 |",
         ]
         renamed = _materialization(instance, "acme", "orders_revenue", "renamed")
         lineage = renamed.metadata["dagster/column_lineage"].value.deps_by_column
@@ -104,7 +111,6 @@ def test_six_node_pipeline_into_duckdb_with_metadata(tmp_path, monkeypatch):
             "revenue",
             "orders",
         ]
-        by_customer = _materialization(instance, "acme", "orders_revenue", "by_customer")
         assert load.metadata["loaded_from"].value == by_customer.metadata["staged_path"].value
         # Only the run's own files exist: no half-written leftovers.
         leftovers = [p.name for p in (tmp_path / "staging").rglob("_incomplete*")]
@@ -137,14 +143,13 @@ def test_s3_staging_and_postgres_destination(tmp_path, monkeypatch, s3, postgres
         )
         names = sorted(i.path.removeprefix(f"{bucket}/staging/{result.run_id}/")
                        for i in staged if i.type == fs.FileType.File)  # fmt: skip
+        # The transforms before the load's input are fused: only it and the raw table staged.
         assert names == [
-            "acme/orders_revenue/by_customer.parquet", "acme/orders_revenue/latest.parquet",
-            "acme/orders_revenue/paid.parquet", "acme/orders_revenue/raw/orders.parquet",
-            "acme/orders_revenue/renamed.parquet", "acme/orders_revenue/usd.parquet",
+            "acme/orders_revenue/by_customer.parquet", "acme/orders_revenue/raw/orders.parquet",
         ]  # fmt: skip
-        paid = _materialization(instance, "acme", "orders_revenue", "paid")
-        assert paid.metadata["staged_path"].value == (
-            f"s3://{bucket}/staging/{result.run_id}/acme/orders_revenue/paid.parquet"
+        by_customer = _materialization(instance, "acme", "orders_revenue", "by_customer")
+        assert by_customer.metadata["staged_path"].value == (
+            f"s3://{bucket}/staging/{result.run_id}/acme/orders_revenue/by_customer.parquet"
         )
 
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import time
+from collections.abc import Sequence
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -74,19 +75,25 @@ def transform_asset(loaded: LoadedPipeline, node: TransformNode) -> dg.AssetsDef
                     f"CREATE VIEW {quote_identifier(view)} AS "
                     f"SELECT * FROM read_parquet({quote_literal(paths[relation.name])})"
                 )
-            options = (
-                f"FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, "
-                f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
-                f"KV_METADATA {_struct(cursors.passthrough(upstream))}"
+            con.execute(
+                f"COPY ({sql}) TO {quote_literal(str(output))} ({staged_copy_options(upstream)})"
             )
-            con.execute(f"COPY ({sql}) TO {quote_literal(str(output))} ({options})")
         context.log.info(f"{node.id}: ran {sql}")
         output_columns = pq.read_schema(output).names
-        metadata = _node_metadata(loaded, sql, node, relations, output_columns)
+        metadata = node_metadata(loaded, sql, node, relations, output_columns)
         metadata["duration_seconds"] = seconds_since(started)
         return dg.Output(StagedFile(output, metadata))
 
     return _transform
+
+
+def staged_copy_options(upstream: Sequence[StagedTable]) -> str:
+    """DuckDB COPY options of a staged node's parquet file, carrying its inputs' cursors."""
+    return (
+        f"FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, "
+        f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
+        f"KV_METADATA {_struct(cursors.passthrough(upstream))}"
+    )
 
 
 def _struct(metadata: dict[str, str]) -> str:
@@ -95,13 +102,14 @@ def _struct(metadata: dict[str, str]) -> str:
     return "{" + ", ".join(fields) + "}"
 
 
-def _node_metadata(
+def node_metadata(
     loaded: LoadedPipeline,
     sql: str,
     node: TransformNode,
-    relations: list[Relation],
-    output_columns: list[str],
+    relations: Sequence[Relation],
+    output_columns: Sequence[str],
 ) -> dict[str, object]:
+    """The node's compiled SQL and, where known, its column lineage."""
     metadata: dict[str, object] = {"sql": dg.MetadataValue.md(f"```sql\n{sql}\n```")}
     lineage = step_lineage(node, relations, output_columns)
     if lineage is not None:
