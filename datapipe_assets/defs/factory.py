@@ -12,7 +12,7 @@ from datapipe_assets.defs import cursors
 from datapipe_assets.defs.alerts.rules import load_alert_rules
 from datapipe_assets.defs.alerts.sensors import alert_sensors
 from datapipe_assets.defs.assets.load import load_asset
-from datapipe_assets.defs.assets.raw import raw_asset
+from datapipe_assets.defs.assets.raw import raw_assets
 from datapipe_assets.defs.assets.segment import segment_asset
 from datapipe_assets.defs.assets.transform import transform_asset
 from datapipe_assets.defs.checks import pipeline_checks
@@ -41,7 +41,8 @@ def pipeline_assets(project: Project, loaded: LoadedPipeline) -> list[dg.AssetsD
     pipeline = loaded.pipeline
     # A chained pipeline's raw tables depend on the loads it waits for: lineage shows the chain.
     after = upstream_loads(project, loaded)
-    assets = [raw_asset(loaded, table, after) for table in pipeline.source_tables()]
+    # One step per source connection extracts its tables concurrently (see assets/raw.py).
+    assets = raw_assets(loaded, after)
     if pipeline.transform is None:
         return assets + [
             load_asset(loaded, dg.AssetKey(raw_key(pipeline, table)), target)

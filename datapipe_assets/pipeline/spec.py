@@ -447,6 +447,8 @@ class Pipeline(SpecModel):
     # `minimal` stages only the nodes that need it and fuses the rest into one step per
     # segment; `every_node` stages every node, one step each (DATAPIPE_STAGING overrides).
     staging: Literal["minimal", "every_node"] = "minimal"
+    # How many tables of one source connection are extracted at once; None: the core count.
+    max_parallel: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _one_source_form(self) -> Pipeline:
