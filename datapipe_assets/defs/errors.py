@@ -15,6 +15,10 @@ from datapipe_assets.pipeline.compiler import CompileError
 from datapipe_assets.pipeline.connections import ConnectionSpec, secrets_of
 from resources.duckdb_sandbox import first_line
 
+# Steps that reach a connection (extracts, loads) retry transient failures; step_failures
+# marks the permanent ones (below) as not retryable.
+CONNECTION_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+
 # Errors whose cause is in the pipeline or its connections: retrying cannot fix them.
 PERMANENT = (ConnectorError, CompileError, duckdb.Error)
 

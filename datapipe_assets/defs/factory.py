@@ -14,7 +14,6 @@ from datapipe_assets.defs.alerts.sensors import alert_sensors
 from datapipe_assets.defs.assets.load import load_asset
 from datapipe_assets.defs.assets.raw import raw_assets
 from datapipe_assets.defs.assets.segment import segment_asset
-from datapipe_assets.defs.assets.transform import transform_asset
 from datapipe_assets.defs.checks import pipeline_checks
 from datapipe_assets.defs.triggers import (
     chain_conditions,
@@ -53,12 +52,7 @@ def pipeline_assets(project: Project, loaded: LoadedPipeline) -> list[dg.AssetsD
         if node.type == "destination":
             input_key = dg.AssetKey(upstream_key(pipeline, transform.input_of(node.id)))
             assets.append(load_asset(loaded, input_key, pipeline.target_table_for_transform()))
-    for segment in segments(pipeline, pipeline_staging(loaded)):
-        # A segment of one node is that node's own asset, exactly as with every node staged.
-        if segment.fused:
-            assets.append(segment_asset(loaded, segment))
-        else:
-            assets.append(transform_asset(loaded, transform.node(segment.staged)))
+    assets += [segment_asset(loaded, s) for s in segments(pipeline, pipeline_staging(loaded))]
     return assets
 
 

@@ -6,7 +6,7 @@ import dagster as dg
 
 from connectors.base import LoadMode, LoadRequest, StateUpdate
 from datapipe_assets.defs import cursors
-from datapipe_assets.defs.errors import step_failures
+from datapipe_assets.defs.errors import CONNECTION_RETRY_POLICY, step_failures
 from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.pipeline.keys import load_key
 from datapipe_assets.pipeline.project import LoadedPipeline
@@ -34,7 +34,7 @@ def load_asset(
             + "."
         ),
         metadata={"connection": destination.name, "target_table": target_table},
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+        retry_policy=CONNECTION_RETRY_POLICY,
     )
     def _load(context: dg.AssetExecutionContext, data: StagedTable) -> dg.MaterializeResult:
         full_refresh = context.run.tags.get(cursors.FULL_REFRESH_TAG) == "true"

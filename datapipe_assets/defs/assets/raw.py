@@ -25,7 +25,7 @@ import dagster as dg
 from connectors.base import CursorState
 from connectors.shared.parquet import write_parquet
 from datapipe_assets.defs import cursors
-from datapipe_assets.defs.errors import step_failures
+from datapipe_assets.defs.errors import CONNECTION_RETRY_POLICY, step_failures
 from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.pipeline.keys import raw_key
 from datapipe_assets.pipeline.project import LoadedPipeline
@@ -66,7 +66,7 @@ def _connection_asset(
         specs=[_spec(loaded, table, after) for table in tables],
         # Any raw table may be materialized alone: the step then extracts just that one.
         can_subset=True,
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+        retry_policy=CONNECTION_RETRY_POLICY,
     )
     def _extract(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         selected = [t for t in tables if keys[t.name] in context.selected_asset_keys]

@@ -29,6 +29,7 @@ from datapipe_assets.pipeline.compiler import (
     relation_names,
     relation_views,
 )
+from datapipe_assets.pipeline.graph import ancestors
 from datapipe_assets.pipeline.keys import node_key, upstream_key
 from datapipe_assets.pipeline.project import LoadedPipeline
 from datapipe_assets.pipeline.segments import Segment
@@ -62,7 +63,8 @@ def segment_asset(loaded: LoadedPipeline, segment: Segment) -> dg.AssetsDefiniti
     ) -> Iterator[dg.MaterializeResult]:
         tables = {key: staged[f"in_{i}"] for i, key in enumerate(input_keys)}
         selected = [n for n in segment.nodes if keys[n] in context.selected_asset_keys]
-        needed = _needed(transform, segment, selected)
+        # The selected nodes and the segment's nodes they read from, in run order.
+        needed = [n for n in segment.nodes if any(n in ancestors(transform, s) for s in selected)]
         with (
             step_failures(where, []),
             scratch_file() as output,
@@ -116,17 +118,6 @@ def _spec(
     )
     # Only the staged node's output goes through the IO manager; the fused ones have none.
     return spec.with_io_manager_key("staging") if staged else spec
-
-
-def _needed(transform: TransformSpec, segment: Segment, selected: list[str]) -> list[str]:
-    """The selected nodes and the segment's nodes they read from, in run order."""
-    needed, pending = set(selected), list(selected)
-    while pending:
-        for declared in transform.inputs_of(pending.pop()):
-            if declared.source in segment.nodes and declared.source not in needed:
-                needed.add(declared.source)
-                pending.append(declared.source)
-    return [n for n in segment.nodes if n in needed]
 
 
 class _SegmentRun:

@@ -1,90 +1,21 @@
-"""Transform assets: one per transform node, compiled to SQL and run in sandboxed DuckDB."""
+"""What every transform node records and how it is staged: its description in the UI, its
+per-run metadata (SQL, column lineage), and the parquet options of a staged node's file."""
 
-import contextlib
-import time
 from collections.abc import Sequence
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from connectors.shared.parquet import ROW_GROUP_ROWS, ZSTD_LEVEL
 from datapipe_assets.defs import cursors
-from datapipe_assets.defs.errors import step_failures
-from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.pipeline.compiler import (
     Relation,
-    compile_step,
-    quote_identifier,
     quote_literal,
-    relation_names,
-    relation_views,
     step_lineage,
 )
-from datapipe_assets.pipeline.keys import node_key, upstream_key
+from datapipe_assets.pipeline.keys import upstream_key
 from datapipe_assets.pipeline.project import LoadedPipeline
 from datapipe_assets.pipeline.spec import NodeInput, TransformNode
-from resources.staging import StagedFile, StagedTable, scratch_file
-from resources.transform_engine import TransformEngine
-
-
-def transform_asset(loaded: LoadedPipeline, node: TransformNode) -> dg.AssetsDefinition:
-    pipeline = loaded.pipeline
-    assert pipeline.transform is not None
-    inputs = pipeline.transform.inputs_of(node.id)
-    names = relation_names(node, inputs)
-    # One Dagster input per node input, in declared order: in_0, in_1, ...
-    ins = {
-        f"in_{i}": dg.AssetIn(key=upstream_key(pipeline, declared.source))
-        for i, declared in enumerate(inputs)
-    }
-    where = f"pipeline {pipeline.name!r}, node {node.id!r} ({node.type})"
-
-    @dg.asset(
-        key=node_key(pipeline, node.id),
-        ins=ins,
-        group_name=pipeline.name,
-        kinds={"duckdb"},
-        io_manager_key="staging",
-        description=describe_node(node, inputs),
-        metadata={"node_type": node.type},
-    )
-    def _transform(
-        context: dg.AssetExecutionContext, engine: TransformEngine, **staged: StagedTable
-    ) -> dg.Output[StagedFile]:
-        upstream = [staged[f"in_{i}"] for i in range(len(inputs))]
-        relations = [
-            Relation(name, declared.source, table.schema)
-            for name, declared, table in zip(names, inputs, upstream, strict=True)
-        ]
-        started = time.perf_counter()
-        with (
-            step_failures(where, []),
-            scratch_file() as output,
-            contextlib.ExitStack() as stack,
-        ):
-            paths = {
-                r.name: stack.enter_context(t.local_path())
-                for r, t in zip(relations, upstream, strict=True)
-            }
-            con = stack.enter_context(engine.connect(list(paths.values()), str(output.parent)))
-            sql = compile_step(node, relations)
-            # DuckDB reads and writes the parquet itself: its native, parallel reader and
-            # writer are several times faster than streaming the rows through Python.
-            for view, relation in relation_views(node, relations).items():
-                con.execute(
-                    f"CREATE VIEW {quote_identifier(view)} AS "
-                    f"SELECT * FROM read_parquet({quote_literal(paths[relation.name])})"
-                )
-            con.execute(
-                f"COPY ({sql}) TO {quote_literal(str(output))} ({staged_copy_options(upstream)})"
-            )
-        context.log.info(f"{node.id}: ran {sql}")
-        output_columns = pq.read_schema(output).names
-        metadata = node_metadata(loaded, sql, node, relations, output_columns)
-        metadata["duration_seconds"] = seconds_since(started)
-        return dg.Output(StagedFile(output, metadata))
-
-    return _transform
+from resources.staging import StagedTable
 
 
 def staged_copy_options(upstream: Sequence[StagedTable]) -> str:
