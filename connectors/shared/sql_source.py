@@ -2,8 +2,9 @@
 
 A subclass says how to connect, how to list columns, how to map a column's type, how to
 quote a name and how to word a driver's error; this module turns that into the Source
-contract: discovery, the checks that give a clear message before any row is read, a
-server-side cursor read BATCH_ROWS rows per fetch, and rows to Arrow, column by column.
+contract: discovery, the checks that give a clear message before any row is read, the
+select (with the incremental filter), and the driver's Arrow batches cast to the table's
+schema. Each subclass reads through a columnar driver, so no Python runs per row.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import BATCH_ROWS, ConnectorError, Source, TableSchema
+from connectors.base import ConnectorError, Source, TableSchema
 
 # How many names an error message lists before it shortens the list with "...".
 LISTED_NAMES = 5
@@ -37,9 +38,8 @@ UNREACHABLE_MARKERS = (
 class Column:
     """A table column: its Arrow field and the SQL expression that selects it.
 
-    With `arrives_as`, the driver's values are first built as that Arrow type and then
-    cast to the field's type (text parsed as decimals or timestamps, say), which Arrow
-    does much faster than the driver building Python objects.
+    With `arrives_as`, a row-based driver's values are first built as that Arrow type;
+    every column is then cast to its field's type (text parsed as decimals, say).
     """
 
     field: pa.Field
@@ -87,8 +87,12 @@ class SqlSource(Source):
         """A new connection that closes on leaving its `with` block."""
 
     @abstractmethod
-    def _server_cursor(self, conn: Any) -> AbstractContextManager[Any]:
-        """A cursor on the connection that streams rows from the server as fetched."""
+    def _arrow_batches(
+        self, query: str, params: tuple[Any, ...], columns: list[Column], table: str
+    ) -> Iterator[pa.RecordBatch]:
+        """The query's result as Arrow record batches, streamed from the server as they are
+        asked for. The connection opens on the first batch, so a reader that is never
+        iterated holds no connection."""
 
     @abstractmethod
     def _catalog(self, conn: Any, namespace: str, table: str | None) -> Iterable[tuple]:
@@ -136,8 +140,8 @@ class SqlSource(Source):
         params = (cursor,) if filtered_on is not None else ()
         schema = pa.schema(column.field for column in columns)
         batches = (
-            self._to_batch(rows, columns, schema, table)
-            for rows in self._fetch(query, params, table)
+            self._conform(batch, columns, schema, table)
+            for batch in self._arrow_batches(query, params, columns, table)
         )
         return pa.RecordBatchReader.from_batches(schema, batches)
 
@@ -193,42 +197,31 @@ class SqlSource(Source):
         key = self._quote(incremental_key)
         return f"{query} where {key} >= %s order by {key}"
 
-    def _fetch(self, query: str, params: tuple[Any, ...], table: str) -> Iterator[list[tuple]]:
-        """Stream the query's rows in lists of at most BATCH_ROWS.
-
-        The connection opens on the first batch asked for, so a reader that is never
-        iterated holds no connection.
-        """
-        with self._connect() as conn, self._server_cursor(conn) as cursor:
-            try:
-                cursor.execute(query, params)
-                while rows := cursor.fetchmany(BATCH_ROWS):
-                    yield rows
-            except self.driver_error as exc:
-                raise self._query_error(f"reading {table!r}", exc) from None
-
-    def _to_batch(
-        self, rows: list[tuple], columns: list[Column], schema: pa.Schema, table: str
+    def _conform(
+        self, batch: pa.RecordBatch, columns: list[Column], schema: pa.Schema, table: str
     ) -> pa.RecordBatch:
-        """Rows to a record batch: transposed, so each column converts in a single call."""
-        values_by_column = zip(*rows, strict=True)
+        """A batch as the driver built it, cast column by column to the table's schema."""
         arrays = [
-            self._to_array(column, values, table)
-            for column, values in zip(columns, values_by_column, strict=True)
+            self._cast(column, array, table)
+            for column, array in zip(columns, batch.columns, strict=True)
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
-    def _to_array(self, column: Column, values: tuple[Any, ...], table: str) -> pa.Array:
+    def _cast(self, column: Column, array: pa.Array, table: str) -> pa.Array:
         field = column.field
+        if array.type == field.type:
+            return array
         try:
-            if column.arrives_as is not None:
-                return pa.array(values, type=column.arrives_as).cast(field.type)
-            return pa.array(values, type=field.type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-            raise self._error(
-                f"table {table!r} column {field.name!r} has a value that does not fit "
-                f"{field.type} ({str(exc).splitlines()[0]})"
-            ) from None
+            return array.cast(field.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise self._misfit(table, field, exc) from None
+
+    def _misfit(self, table: str, field: pa.Field, exc: Exception) -> ConnectorError:
+        """A value the column's Arrow type cannot hold."""
+        return self._error(
+            f"table {table!r} column {field.name!r} has a value that does not fit "
+            f"{field.type} ({str(exc).splitlines()[0]})"
+        )
 
     def _error(self, message: str) -> ConnectorError:
         return ConnectorError(f"connection {self.connection!r}: {message}")

@@ -1,25 +1,32 @@
-"""PostgreSQL as a source, through psycopg 3.
+"""PostgreSQL as a source: the catalog through psycopg 3, the rows through ADBC.
 
-Tables stream through a server-side (named) cursor, BATCH_ROWS rows per fetch, and every
-fetch becomes one Arrow record batch built column by column (see SqlSource). Error
+A table streams as `COPY (SELECT ...) TO STDOUT (FORMAT binary)`, which the ADBC PostgreSQL
+driver parses into Arrow record batches in C++: no Python runs per row or per value. Error
 messages are composed here rather than passed on from libpq, so a password can never
 reach a log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as adbc_postgres
 import psycopg
 import pyarrow as pa
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
-from connectors.base import BATCH_ROWS, ConnectorError
+from connectors.base import ConnectorError
 from connectors.config.postgres import PostgresConfig
 from connectors.shared.sql_source import Column, SqlSource, quoted, unreachable_reason
 from connectors.shared.sql_types import decimal_type
 
 CONNECT_TIMEOUT_SECONDS = 10
+# The driver ends a record batch once it holds about this many bytes: memory per batch is
+# bounded whatever the width of the rows.
+BATCH_BYTES = 8 * 1024 * 1024
 
 # Unconstrained `numeric` has no fixed scale; it is read rounded to 9 decimal places into
 # the widest decimal128 (38 digits), which covers money and measurements alike. Columns
@@ -44,8 +51,8 @@ _FIXED_TYPES: dict[str, pa.DataType] = {
     "bytea": pa.binary(),
 }
 
-# Types psycopg already returns as str; every other type read as text is cast in SQL, so
-# uuid, json and the rest arrive as their text form rather than as parsed Python objects.
+# Types that arrive as text already; every other type read as text is cast in SQL, so uuid,
+# json and the rest arrive as their text form.
 _NATIVE_TEXT = {"text", "character varying", "character"}
 
 _COLUMNS_QUERY = """
@@ -78,23 +85,22 @@ def column_for(name: str, data_type: str, precision: int | None, scale: int | No
 
 
 def _numeric_column(name: str, ident: str, precision: int | None, scale: int | None) -> Column:
-    """Numerics travel as text: Arrow parses it about twice as fast as psycopg builds
-    Decimal objects, and numeric columns dominate the cost of reading a table."""
+    """Numerics travel as text, which Arrow parses into decimals exactly."""
     if precision is None:
         select = f"round({ident}, {UNCONSTRAINED_SCALE})::text"
         arrow_type = decimal_type(UNCONSTRAINED_PRECISION, UNCONSTRAINED_SCALE)
-        return Column(pa.field(name, arrow_type), select, arrives_as=pa.string())
+        return Column(pa.field(name, arrow_type), select)
     if precision > MAX_DECIMAL_PRECISION:
         return Column(pa.field(name, pa.string()), _text(ident))
     arrow_type = decimal_type(precision, scale or 0)
-    return Column(pa.field(name, arrow_type), _text(ident), arrives_as=pa.string())
+    return Column(pa.field(name, arrow_type), _text(ident))
 
 
 def _text(ident: str) -> str:
     return f"{ident}::text"
 
 
-def connect_problem(exc: psycopg.Error, host: str, port: int, database: str, user: str) -> str:
+def connect_problem(exc: Exception, host: str, port: int, database: str, user: str) -> str:
     """What a failed connection means to the user, for the PostgreSQL source and destination.
 
     Built from what failed: libpq's own text is matched, never repeated, since it can
@@ -162,33 +168,59 @@ class PostgresSource(SqlSource):
     ) -> Iterable[tuple]:
         return conn.execute(_COLUMNS_QUERY, {"schema": namespace, "table": table})
 
-    def _server_cursor(self, conn: psycopg.Connection) -> psycopg.ServerCursor:
-        # Binary results: psycopg loads integers, floats and timestamps faster from them.
-        cursor = conn.cursor(name="datapipe_read", binary=True)
-        cursor.itersize = BATCH_ROWS
-        return cursor
+    def _arrow_batches(
+        self, query: str, params: tuple[Any, ...], columns: list[Column], table: str
+    ) -> Iterator[pa.RecordBatch]:
+        # The driver streams a query through COPY only when it has no bound parameters, so
+        # the cursor value is written into the query as a literal, quoted by psycopg; `%`
+        # then turns the query's %% back into %, as psycopg's own formatting would.
+        statement = query % tuple(sql.Literal(value).as_string(None) for value in params)
+        try:
+            with (
+                adbc_postgres.connect(make_conninfo(**self._connect_args())) as conn,
+                conn.cursor() as cursor,
+            ):
+                cursor.adbc_statement.set_options(
+                    **{"adbc.postgresql.batch_size_hint_bytes": str(BATCH_BYTES)}
+                )
+                cursor.execute(statement)
+                yield from cursor.fetch_record_batch()
+        except adbc_driver_manager.Error as exc:
+            raise self._adbc_error(f"reading {table!r}", exc) from None
 
     # Connecting and errors.
 
+    def _connect_args(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.database,
+            "user": self.username,
+            "password": self.settings.password or None,
+            "sslmode": self.settings.sslmode,
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "application_name": "datapipe",
+            # Session time zone UTC: timestamptz values read as text are written in UTC.
+            "options": "-c TimeZone=UTC",
+        }
+
     def _connect(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(
-                host=self.host,
-                port=self.port,
-                dbname=self.database,
-                user=self.username,
-                password=self.settings.password or None,
-                sslmode=self.settings.sslmode,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                application_name="datapipe",
-                # Session time zone UTC: timestamptz values arrive already in UTC.
-                options="-c TimeZone=UTC",
-            )
+            return psycopg.connect(**self._connect_args())
         except psycopg.Error as exc:
             raise self._connect_error(exc) from None
 
-    def _connect_error(self, exc: psycopg.Error) -> ConnectorError:
+    def _connect_error(self, exc: Exception) -> ConnectorError:
         return self._error(connect_problem(exc, self.host, self.port, self.database, self.username))
+
+    def _adbc_error(self, action: str, exc: adbc_driver_manager.Error) -> ConnectorError:
+        """An ADBC error: the server's primary message for a failed statement, or what a
+        failed connection means; libpq's full text is never repeated."""
+        details = dict(exc.details or [])
+        primary = details.get(b"PG_DIAG_MESSAGE_PRIMARY")
+        if primary is None:
+            return self._connect_error(exc)
+        return self._error(f"{action} failed: {primary.decode(errors='replace')}")
 
     def _query_error(self, action: str, exc: psycopg.Error) -> ConnectorError:
         # Server-side errors carry a primary message that never holds connection details.

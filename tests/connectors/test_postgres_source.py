@@ -10,8 +10,8 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from connectors.base import BATCH_ROWS, ConnectorError, TableSchema
-from connectors.sources.postgres import PostgresSource
+from connectors.base import ConnectorError, TableSchema
+from connectors.sources.postgres import BATCH_BYTES, PostgresSource
 from tests.support.project_files import postgres_config
 from tests.support.services import PG_PASSWORD, PostgresServer, free_port
 
@@ -207,20 +207,69 @@ def test_incremental_read_is_inclusive_and_ordered(
     assert sorted(r["id"] for r in rows(without_cursor)) == [1, 2, 3, 4]
 
 
+def test_cursor_is_quoted_into_the_copy_and_names_keep_their_percent(
+    postgres: PostgresServer, pg_database: str
+) -> None:
+    # COPY takes no bound parameters: the cursor is written into the query as a literal.
+    run(
+        postgres,
+        pg_database,
+        'create table "100% orders" ("name%" text, "at" timestamp)',
+        """
+        insert into "100% orders" values
+            ('o''a', '2024-01-01 00:00'), ('o''b', '2024-01-02 00:00'), ('p', null)
+        """,
+    )
+    source = PostgresSource("shop_db", config(postgres, pg_database))
+
+    assert rows(source.read("100% orders", "name%", "o'b")) == [
+        {"name%": "o'b", "at": dt.datetime(2024, 1, 2)},
+        {"name%": "p", "at": None},
+    ]
+    assert [
+        r["name%"] for r in rows(source.read("100% orders", "at", dt.datetime(2024, 1, 2)))
+    ] == ["o'b"]
+    injected = '\'; drop table "100% orders"; --'
+    assert rows(source.read("100% orders", "name%", injected)) == [
+        {"name%": "o'a", "at": dt.datetime(2024, 1, 1)},
+        {"name%": "o'b", "at": dt.datetime(2024, 1, 2)},
+        {"name%": "p", "at": None},
+    ]
+
+
 def test_large_table_streams_in_batches(postgres: PostgresServer, pg_database: str) -> None:
-    total = 2 * BATCH_ROWS + 10
+    # Rows of about 500 bytes: the table is several batches, far more than the socket
+    # buffers hold, so the server cannot send it ahead of the reader.
+    total = 4 * BATCH_BYTES // 500
     run(
         postgres,
         pg_database,
         "create table events (id bigint, label text)",
-        f"insert into events select n, 'e' || n from generate_series(1, {total}) n",
+        f"insert into events select n, repeat('x', 500) from generate_series(1, {total}) n",
     )
-    source = PostgresSource("shop_db", config(postgres, pg_database))
+    reader = PostgresSource("shop_db", config(postgres, pg_database)).read("events")
 
-    batches = list(source.read("events"))
-    assert [batch.num_rows for batch in batches] == [BATCH_ROWS, BATCH_ROWS, 10]
-    ids = pa.Table.from_batches(batches).column("id").to_pylist()
-    assert sorted(ids) == list(range(1, total + 1))
+    first = reader.read_next_batch()
+    # A buffered read would have run the query to its end before the first batch.
+    assert _running_queries(postgres, pg_database) == ['COPY (select "id", "label" from']
+    batches = [first, *reader]
+    assert len(batches) >= 4
+    assert max(batch.nbytes for batch in batches) <= 2 * BATCH_BYTES
+    table = pa.Table.from_batches(batches)
+    assert table.column("id").to_pylist() == list(range(1, total + 1))
+    assert set(table.column("label").to_pylist()) == {"x" * 500}
+    assert _running_queries(postgres, pg_database) == []
+
+
+def _running_queries(server: PostgresServer, database: str) -> list[str]:
+    """The start of each statement another session runs in the database."""
+    with psycopg.connect(server.url(database)) as conn:
+        rows = conn.execute(
+            "select left(query, 31) from pg_stat_activity "
+            "where datname = %s and state = 'active' and pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall()
+    return [query for (query,) in rows]
 
 
 @pytest.mark.parametrize(
