@@ -31,6 +31,12 @@ from connectors.base import BATCH_ROWS
 from connectors.shared.object_store import filesystem_for, url_for
 
 PREVIEW_ROWS = 10
+# Parquet read without pre-buffering: a pre-buffered reader keeps every column chunk it has
+# read until the file is closed, so its memory grows with the file (measured: 310 MB reading
+# 2M staged rows, 481 MB reading 8M; 273 and 299 MB without).
+_STREAMED_PARQUET = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
+)
 STAGED_PATH = "staged_path"
 PARQUET_FILE = "data.parquet"
 
@@ -82,7 +88,7 @@ class StagedTable:
         return cls(filesystem, path, url, decoded, schema.remove_metadata())
 
     def reader(self) -> pa.RecordBatchReader:
-        dataset = ds.dataset(self.path, filesystem=self.filesystem, format="parquet")
+        dataset = ds.dataset(self.path, filesystem=self.filesystem, format=_STREAMED_PARQUET)
         return dataset.scanner(batch_size=BATCH_ROWS).to_reader()
 
     @contextmanager
