@@ -389,7 +389,7 @@ def run_child(
 def warm_bytecode() -> None:
     """Import everything once with bytecode caching on, so no child pays for compiling."""
     code = (
-        "import dagster, dagster_duckdb, duckdb, psycopg, pyarrow.dataset, pyarrow.parquet; "
+        "import dagster, duckdb, psycopg, pyarrow.dataset, pyarrow.parquet; "
         "import datapipe_assets.defs.factory, datapipe_assets.pipeline.project, "
         "tests.support.project_files"
     )
