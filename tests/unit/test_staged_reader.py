@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,8 +35,9 @@ def test_reader_holds_a_few_row_groups_not_the_file(tmp_path: Path) -> None:
         rows += batch.num_rows
         most = max(most, pa.total_allocated_bytes() - before)
         del batch
+        time.sleep(0.01)  # a consumer slower than the reader, as a load is
 
     assert rows == ROWS
-    # Read-ahead holds some batches; a reader that kept what it had read would end up
-    # holding more than the whole file (about 1.4 times its size, measured).
-    assert most < file_bytes, (most, file_bytes)
+    # A reader that read ahead of its consumer, or kept what it had read, would end up
+    # holding more than the whole file.
+    assert most < file_bytes / 4, (most, file_bytes)
