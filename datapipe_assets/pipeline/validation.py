@@ -185,6 +185,17 @@ def _check_modes(pipeline: Pipeline) -> list[Problem]:
                 "use append or upsert, or sync_mode: full",
             )
         )
+    if destination.target_table is not None and pipeline.transform is None:
+        # Without a transform each source table is loaded under its own name; a target_table
+        # there would otherwise be ignored without a word.
+        problems.append(
+            Problem(
+                "destination.target_table",
+                "target_table names a transform's output, and this pipeline has no transform: "
+                "each source table loads under its own name",
+                "remove target_table, or set table_prefix to name the loaded tables",
+            )
+        )
     if destination.load_mode == "upsert" and not destination.upsert_key:
         problems.append(
             Problem(

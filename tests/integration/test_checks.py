@@ -70,10 +70,11 @@ def _project(
     pipeline: dict[str, Any] = {
         "name": "shop", "org": "acme", "checks": checks,
         "source": {"connection": "orders_csv", "tables": ["orders"]},
-        "destination": {"connection": "warehouse", "target_table": "paid_orders", **destination},
+        "destination": {"connection": "warehouse", **destination},
     }  # fmt: skip
     if transform is not None:
         pipeline["transform"] = transform
+        pipeline["destination"]["target_table"] = "paid_orders"
     return write_project(
         directory,
         {"orders_csv": {"connector": "csv", "config": source},
