@@ -3,8 +3,8 @@
 A subclass says how to connect, how to list columns, how to map a column's type, how to
 quote a name and how to word a driver's error; this module turns that into the Source
 contract: discovery, the checks that give a clear message before any row is read, the
-select (with the incremental filter), and the driver's Arrow batches cast to the table's
-schema. Each subclass reads through a columnar driver, so no Python runs per row.
+select (with the incremental filter), and the subclass's Arrow batches cast to the table's
+schema, column by column.
 """
 
 from __future__ import annotations
