@@ -20,9 +20,8 @@ from connectors.base import ConnectorError
 from connectors.config.postgres import PostgresConfig
 from connectors.shared.sql_destination import SqlDestination, SqlSession, TableRef, quote
 from connectors.shared.sql_types import POSTGRES, is_json
-from connectors.sources.postgres import connect_problem
+from connectors.sources.postgres import connect_problem, libpq_args
 
-CONNECT_TIMEOUT_SECONDS = 10
 _STAGE = 'pg_temp."_datapipe_stage"'
 _STAGE_POSITION = "_datapipe_position"
 # Arrow's default quoting puts every string in quotes, so for COPY's CSV format an unquoted
@@ -167,19 +166,8 @@ class PostgresDestination(SqlDestination):
             settings.username,
         )
         try:
-            conn = psycopg.connect(
-                host=host,
-                port=port,
-                dbname=database,
-                user=user,
-                password=settings.password or "",
-                sslmode=settings.sslmode,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                # Explicit BEGIN/COMMIT; UTC so naive timestamps mean the same everywhere.
-                autocommit=True,
-                options="-c TimeZone=UTC",
-                application_name="datapipe",
-            )
+            # Autocommit: a load sends its own BEGIN and COMMIT.
+            conn = psycopg.connect(**libpq_args(settings), autocommit=True)
         except psycopg.Error as exc:
             # `from None`: the driver's own text stays out of tracebacks and logs too.
             raise ConnectorError(

@@ -100,6 +100,23 @@ def _text(ident: str) -> str:
     return f"{ident}::text"
 
 
+def libpq_args(settings: PostgresConfig) -> dict[str, Any]:
+    """libpq's connection arguments for a PostgreSQL connection, source or destination."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "dbname": settings.database,
+        "user": settings.username,
+        "password": settings.password or None,
+        "sslmode": settings.sslmode,
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "application_name": "datapipe",
+        # Session time zone UTC: timestamptz values read as text are written in UTC, and
+        # naive timestamps mean the same everywhere.
+        "options": "-c TimeZone=UTC",
+    }
+
+
 def connect_problem(exc: Exception, host: str, port: int, database: str, user: str) -> str:
     """What a failed connection means to the user, for the PostgreSQL source and destination.
 
@@ -177,7 +194,7 @@ class PostgresSource(SqlSource):
         statement = query % tuple(sql.Literal(value).as_string(None) for value in params)
         try:
             with (
-                adbc_postgres.connect(make_conninfo(**self._connect_args())) as conn,
+                adbc_postgres.connect(make_conninfo(**libpq_args(self.settings))) as conn,
                 conn.cursor() as cursor,
             ):
                 cursor.adbc_statement.set_options(
@@ -190,23 +207,9 @@ class PostgresSource(SqlSource):
 
     # Connecting and errors.
 
-    def _connect_args(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "port": self.port,
-            "dbname": self.database,
-            "user": self.username,
-            "password": self.settings.password or None,
-            "sslmode": self.settings.sslmode,
-            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "application_name": "datapipe",
-            # Session time zone UTC: timestamptz values read as text are written in UTC.
-            "options": "-c TimeZone=UTC",
-        }
-
     def _connect(self) -> psycopg.Connection:
         try:
-            return psycopg.connect(**self._connect_args())
+            return psycopg.connect(**libpq_args(self.settings))
         except psycopg.Error as exc:
             raise self._connect_error(exc) from None
 

@@ -64,7 +64,8 @@ def segment_asset(loaded: LoadedPipeline, segment: Segment) -> dg.AssetsDefiniti
         tables = {key: staged[f"in_{i}"] for i, key in enumerate(input_keys)}
         selected = [n for n in segment.nodes if keys[n] in context.selected_asset_keys]
         # The selected nodes and the segment's nodes they read from, in run order.
-        needed = [n for n in segment.nodes if any(n in ancestors(transform, s) for s in selected)]
+        reached = set().union(*(ancestors(transform, s) for s in selected))
+        needed = [n for n in segment.nodes if n in reached]
         with (
             step_failures(where, []),
             scratch_file() as output,
