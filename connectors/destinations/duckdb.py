@@ -21,7 +21,7 @@ from connectors.shared.sql_types import DUCKDB, is_json
 
 # The name the incoming batches are visible under while they are inserted.
 _INCOMING = "_datapipe_incoming"
-_STAGE = "_datapipe_stage"
+_STAGE = TableRef("temp", "_datapipe_stage")
 
 
 class DuckDBSession(SqlSession):
@@ -60,23 +60,26 @@ class DuckDBSession(SqlSession):
         )
         return [name for (name,) in rows]
 
-    def insert(self, data: pa.RecordBatchReader, target: str) -> int:
+    def insert(
+        self, data: pa.RecordBatchReader, target: TableRef, column_types: Mapping[str, str]
+    ) -> int:
+        # DuckDB casts the scanned Arrow columns to the target's types itself.
         columns = ", ".join(quote(name) for name in data.schema.names)
         values = ", ".join(_value_expression(field) for field in data.schema)
         self._con.register(_INCOMING, data)
         rows = self.execute_count(
-            f"INSERT INTO {target} ({columns}) SELECT {values} FROM {_INCOMING}"
+            f"INSERT INTO {target.sql} ({columns}) SELECT {values} FROM {_INCOMING}"
         )
         # Not in a `finally`: after a failed insert the transaction is aborted, unregistering
         # would fail and hide the real error; closing the connection drops the view anyway.
         self._con.unregister(_INCOMING)
         return rows
 
-    def create_stage(self, column_types: Mapping[str, str]) -> tuple[str, str]:
+    def create_stage(self, column_types: Mapping[str, str]) -> tuple[TableRef, str]:
         definitions = ", ".join(f"{quote(name)} {kind}" for name, kind in column_types.items())
-        self.execute(f"CREATE TEMP TABLE {quote(_STAGE)} ({definitions})")
+        self.execute(f"CREATE TEMP TABLE {_STAGE.sql} ({definitions})")
         # A DuckDB table's rowid follows insertion order, and the arrow scan keeps batch order.
-        return f"temp.{quote(_STAGE)}", "rowid"
+        return _STAGE, "rowid"
 
     def describe(self) -> str:
         return f"DuckDB {duckdb.__version__} database {str(self._path)!r}"

@@ -1,51 +1,62 @@
-"""Loads Arrow batches into PostgreSQL with COPY, batch by batch.
+"""Loads Arrow batches into PostgreSQL with binary COPY, through the ADBC PostgreSQL driver.
 
-Each batch is rendered to CSV by Arrow's C++ writer and streamed through `COPY ... FROM
-STDIN`, the fastest bulk path PostgreSQL offers that keeps Python out of the per-value work.
-The load semantics are shared with DuckDB in `connectors.shared.sql_types`.
+The driver encodes each batch into COPY's binary format in C++ and streams it, so no Python
+runs per row and the server has no text to parse. The whole load (DDL, rows, cursor states)
+runs on the one ADBC connection, inside one explicit transaction. The load semantics are
+shared with DuckDB in `connectors.shared.sql_destination`.
 """
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import psycopg
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as adbc_postgres
 import pyarrow as pa
-import pyarrow.csv as pacsv
+from psycopg.conninfo import make_conninfo
 
 from connectors.base import ConnectorError
 from connectors.config.postgres import PostgresConfig
 from connectors.shared.sql_destination import SqlDestination, SqlSession, TableRef, quote
-from connectors.shared.sql_types import POSTGRES, is_json
-from connectors.sources.postgres import connect_problem, libpq_args
+from connectors.shared.sql_types import POSTGRES, Family, SqlType, from_arrow, parse_sql_type
+from connectors.sources.postgres import connect_problem, libpq_args, server_message
 
-_STAGE = 'pg_temp."_datapipe_stage"'
+_STAGE = TableRef("pg_temp", "_datapipe_stage")
 _STAGE_POSITION = "_datapipe_position"
-# Arrow's default quoting puts every string in quotes, so for COPY's CSV format an unquoted
-# empty field is NULL and a quoted one ("") an empty string.
-_CSV_OPTIONS = pacsv.WriteOptions(include_header=False)
+# Rows whose columns binary COPY cannot write as the target's types land here first.
+_CAST_STAGE = TableRef("pg_temp", "_datapipe_cast")
 
 Converter = Callable[[pa.Array], pa.Array]
+# Types the driver has no writer for, and the type each is cast to exactly (uint64 as the
+# NUMERIC(20,0) a created table gives it).
+_EXACT_CASTS: tuple[tuple[Callable[[pa.DataType], bool], pa.DataType], ...] = (
+    (pa.types.is_date64, pa.date32()),
+    (pa.types.is_time32, pa.time64("us")),
+    (pa.types.is_float16, pa.float32()),
+    (pa.types.is_uint64, pa.decimal128(20, 0)),
+)
 
 
 class PostgresSession(SqlSession):
     dialect = POSTGRES
 
-    def __init__(self, conn: psycopg.Connection, where: str) -> None:
+    def __init__(self, conn: adbc_postgres.Connection, where: str) -> None:
         self._conn = conn
+        self._cursor = conn.cursor()
         self._where = where
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._conn.execute(sql, params or None)
+        self._cursor.execute(sql, params or None)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._conn.execute(sql, params or None).fetchall()
+        self._cursor.execute(sql, params or None)
+        return self._cursor.fetchall()
 
     def execute_count(self, sql: str) -> int:
-        return self._conn.execute(sql).rowcount
+        self._cursor.execute(sql)
+        return self._cursor.rowcount
 
     def columns(self, table: TableRef) -> dict[str, str] | None:
         # format_type() spells types with their modifiers, e.g. numeric(12,2).
@@ -53,7 +64,7 @@ class PostgresSession(SqlSession):
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
             "JOIN pg_class c ON c.oid = a.attrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p') "
+            "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p') "
             "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             (table.schema, table.name),
         )
@@ -62,75 +73,122 @@ class PostgresSession(SqlSession):
     def tables(self, schema: str) -> list[str]:
         rows = self.query(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+            "WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
             "ORDER BY c.relname",
             (schema,),
         )
         return [name for (name,) in rows]
 
-    def insert(self, data: pa.RecordBatchReader, target: str) -> int:
+    def insert(
+        self, data: pa.RecordBatchReader, target: TableRef, column_types: Mapping[str, str]
+    ) -> int:
+        data = _wire_reader(data)
+        declared = {name: parse_sql_type(column_types[name]) for name in data.schema.names}
+        if all(_copied_as(f.type, declared[f.name]) for f in data.schema):
+            return self._copy(data, target, "append")
+        # Binary COPY sends values in the data's own types, which the server does not convert.
+        # So the rows go into a temporary table of those types first, and reach the target
+        # through their text form, parsed by the column type's own input function: the values
+        # and the errors (naming a value the column cannot hold) are those of a text COPY.
+        # ctid keeps the order the rows arrived in, which an upsert's stage relies on.
+        self._copy(data, _CAST_STAGE, "create")
         columns = ", ".join(quote(name) for name in data.schema.names)
-        encode = _csv_encoder(data.schema)
-        rows = 0
-        with (
-            self._conn.cursor() as cursor,
-            cursor.copy(f"COPY {target} ({columns}) FROM STDIN (FORMAT csv)") as copy,
-        ):
-            for batch in data:
-                copy.write(encode(batch))
-                rows += batch.num_rows
+        values = ", ".join(
+            f"CAST(CAST({quote(name)} AS TEXT) AS {column_types[name]})"
+            for name in data.schema.names
+        )
+        rows = self.execute_count(
+            f"INSERT INTO {target.sql} ({columns}) "
+            f"SELECT {values} FROM {_CAST_STAGE.sql} ORDER BY ctid"
+        )
+        self.execute(f"DROP TABLE {_CAST_STAGE.sql}")
         return rows
 
-    def create_stage(self, column_types: Mapping[str, str]) -> tuple[str, str]:
+    def _copy(self, data: pa.RecordBatchReader, target: TableRef, mode: str) -> int:
+        # `create` makes a temporary table typed by the data; `append` names the columns, so
+        # the target may hold others and in any order.
+        temporary = mode == "create"
+        return self._cursor.adbc_ingest(
+            target.name,
+            data,
+            mode=mode,
+            db_schema_name=None if temporary else target.schema,
+            temporary=temporary,
+        )
+
+    def create_stage(self, column_types: Mapping[str, str]) -> tuple[TableRef, str]:
         definitions = [f"{quote(name)} {kind}" for name, kind in column_types.items()]
         definitions.append(f"{quote(_STAGE_POSITION)} BIGINT GENERATED ALWAYS AS IDENTITY")
-        self.execute(f"CREATE TEMP TABLE {_STAGE} ({', '.join(definitions)}) ON COMMIT DROP")
+        self.execute(f"CREATE TEMP TABLE {_STAGE.sql} ({', '.join(definitions)}) ON COMMIT DROP")
         return _STAGE, quote(_STAGE_POSITION)
 
     def describe(self) -> str:
-        version = self._conn.info.server_version
+        # SHOW cannot run inside the COPY the driver wraps every query in.
+        version = self.query("SELECT current_setting('server_version_num')::int")[0][0]
         return f"PostgreSQL {version // 10000}.{version % 10000} at {self._where}"
 
     def close(self) -> None:
+        self._cursor.close()
         self._conn.close()
 
 
-def _csv_encoder(schema: pa.Schema) -> Callable[[pa.RecordBatch], bytes]:
-    """A function rendering a batch of this schema as the CSV that COPY reads."""
-    converters = [_csv_converter(field.type) for field in schema]
+def _copied_as(arrow_type: pa.DataType, declared: SqlType) -> bool:
+    """Whether binary COPY writes values of this Arrow type as the declared column type."""
+    incoming = from_arrow(arrow_type)
+    match incoming.family:
+        case Family.NULL:
+            return True
+        case Family.INTEGER:
+            # The driver writes 8-bit integers as smallint, PostgreSQL's narrowest.
+            return declared.family is Family.INTEGER and declared.bits == max(16, incoming.bits)
+        case Family.FLOAT:
+            return declared == incoming
+        case Family.TIMESTAMP | Family.TIMESTAMPTZ:
+            # Both are microseconds since 2000-01-01 on the wire: tz-aware data lands as UTC
+            # wall time in a TIMESTAMP column, as in DuckDB.
+            return declared.family in (Family.TIMESTAMP, Family.TIMESTAMPTZ)
+        case Family.JSON | Family.OTHER:
+            # jsonb's binary form is not its text.
+            return False
+        case _:
+            # Numerics carry their own scale, which the column's typmod then checks.
+            return declared.family is incoming.family
 
-    def encode(batch: pa.RecordBatch) -> bytes:
-        columns = [
-            column if convert is None else convert(column)
-            for column, convert in zip(batch.columns, converters, strict=True)
-        ]
-        sink = io.BytesIO()
-        pacsv.write_csv(pa.record_batch(columns, names=schema.names), sink, _CSV_OPTIONS)
-        return sink.getvalue()
 
-    return encode
+def _wire_reader(data: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """The batches with every column in a type the driver writes (see `_wire_converter`)."""
+    converters = [_wire_converter(field.type) for field in data.schema]
+    if not any(converters):
+        return data
+    schema = pa.schema(
+        field if convert is None else field.with_type(convert(pa.nulls(0, field.type)).type)
+        for field, convert in zip(data.schema, converters, strict=True)
+    )
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in data:
+            columns = [
+                column if convert is None else convert(column)
+                for column, convert in zip(batch.columns, converters, strict=True)
+            ]
+            yield pa.record_batch(columns, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _csv_converter(arrow_type: pa.DataType) -> Converter | None:
-    """How a column must change before Arrow's CSV text is what PostgreSQL parses; None
-    when it can be written as it is."""
+def _wire_converter(arrow_type: pa.DataType) -> Converter | None:
+    """How a column must change before the driver can write it; None when it can as it is."""
     if pa.types.is_dictionary(arrow_type):
-        convert_values = _csv_converter(arrow_type.value_type)
+        convert_values = _wire_converter(arrow_type.value_type)
         if convert_values is None:
             return lambda array: array.dictionary_decode()
         return lambda array: convert_values(array.dictionary_decode())
-    if is_json(arrow_type):
+    if from_arrow(arrow_type).family is Family.JSON:
         return _json_text
-    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
-        return _bytea_hex
-    if pa.types.is_fixed_size_binary(arrow_type) or pa.types.is_binary_view(arrow_type):
-        return _bytea_hex
-    if pa.types.is_timestamp(arrow_type) and arrow_type.tz:
-        # COPY into a TIMESTAMP column ignores the UTC offset Arrow writes; writing UTC
-        # makes tz-aware data land as UTC wall time there, as it does in DuckDB.
-        utc = pa.timestamp(arrow_type.unit, tz="UTC")
-        return lambda array: array.cast(utc)
-    return None
+    wire_type = next((t for matches, t in _EXACT_CASTS if matches(arrow_type)), None)
+    if wire_type is None:
+        return None
+    return lambda array: array.cast(wire_type)
 
 
 def _json_text(array: pa.Array) -> pa.Array:
@@ -138,12 +196,6 @@ def _json_text(array: pa.Array) -> pa.Array:
     return pa.array(
         [None if v is None else json.dumps(v, default=str, ensure_ascii=False) for v in values],
         pa.string(),
-    )
-
-
-def _bytea_hex(array: pa.Array) -> pa.Array:
-    return pa.array(
-        [None if v is None else "\\x" + v.hex() for v in array.to_pylist()], pa.string()
     )
 
 
@@ -159,26 +211,21 @@ class PostgresDestination(SqlDestination):
 
     def _connect(self) -> SqlSession:
         settings = self.settings
-        host, port, database, user = (
-            settings.host,
-            settings.port,
-            settings.database,
-            settings.username,
-        )
         try:
             # Autocommit: a load sends its own BEGIN and COMMIT.
-            conn = psycopg.connect(**libpq_args(settings), autocommit=True)
-        except psycopg.Error as exc:
+            conn = adbc_postgres.connect(make_conninfo(**libpq_args(settings)), autocommit=True)
+        except adbc_driver_manager.Error as exc:
             # `from None`: the driver's own text stays out of tracebacks and logs too.
-            raise ConnectorError(
-                f"connection {self.connection!r}: "
-                f"{connect_problem(exc, host, port, database, user)}"
-            ) from None
-        return PostgresSession(conn, f"{host}:{port}/{database}")
+            raise ConnectorError(f"connection {self.connection!r}: {self._problem(exc)}") from None
+        return PostgresSession(conn, f"{settings.host}:{settings.port}/{settings.database}")
 
     def _driver_error(self, exc: Exception) -> str | None:
-        if not isinstance(exc, psycopg.Error):
+        if not isinstance(exc, adbc_driver_manager.Error):
             return None
-        # The server's primary message names the problem without any connection details.
-        message = exc.diag.message_primary or str(exc).strip() or type(exc).__name__
-        return message.splitlines()[0]
+        return server_message(exc) or self._problem(exc)
+
+    def _problem(self, exc: Exception) -> str:
+        settings = self.settings
+        return connect_problem(
+            exc, settings.host, settings.port, settings.database, settings.username
+        )

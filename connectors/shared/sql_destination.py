@@ -88,14 +88,17 @@ class SqlSession(ABC):
         """The names of the tables in a schema."""
 
     @abstractmethod
-    def insert(self, data: pa.RecordBatchReader, target: str) -> int:
-        """Stream every batch into the columns of `target` named like the data's columns."""
+    def insert(
+        self, data: pa.RecordBatchReader, target: TableRef, column_types: Mapping[str, str]
+    ) -> int:
+        """Stream every batch into the columns of `target` named like the data's columns,
+        whose declared types are `column_types`."""
 
     @abstractmethod
-    def create_stage(self, column_types: Mapping[str, str]) -> tuple[str, str]:
+    def create_stage(self, column_types: Mapping[str, str]) -> tuple[TableRef, str]:
         """Create a temporary staging table with these columns, dropped by the transaction's
-        end at the latest; return its SQL name and an expression giving each staged row's
-        position in insertion order."""
+        end at the latest; return it and an expression giving each staged row's position in
+        insertion order."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -138,13 +141,11 @@ class SqlDestination(Destination):
 
     def read_state(self, pipeline: str, source_table: str) -> CursorState | None:
         state_table = TableRef(self.schema, STATE_TABLE)
-        mark = self.dialect.placeholder
         with self._session() as session:
             if session.columns(state_table) is None:
                 return None
             rows = session.query(
-                f"SELECT state FROM {state_table.sql} "
-                f"WHERE pipeline = {mark} AND source_table = {mark}",
+                f"SELECT state FROM {state_table.sql} WHERE pipeline = $1 AND source_table = $2",
                 (pipeline, source_table),
             )
         return CursorState.from_json(json.loads(rows[0][0])) if rows else None
@@ -254,7 +255,7 @@ class _TableLoad:
         if self.request.mode is LoadMode.UPSERT:
             rows = self._upsert(session, data, column_types)
         else:
-            rows = session.insert(data, self.table.sql)
+            rows = session.insert(data, self.table, column_types)
         self._save_states(session)
         return LoadResult(
             rows_loaded=rows,
@@ -321,8 +322,9 @@ class _TableLoad:
         Delete-then-insert rather than ON CONFLICT, so tables without a unique constraint
         on the key are upserted too.
         """
-        stage, position = session.create_stage(column_types)
-        session.insert(data, stage)
+        stage_table, position = session.create_stage(column_types)
+        session.insert(data, stage_table, column_types)
+        stage = stage_table.sql
         self._refuse_null_keys(session, stage)
         keys = _column_list(self.request.upsert_key)
         matches = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in self.request.upsert_key)
@@ -358,12 +360,11 @@ class _TableLoad:
             f"source_table {text} NOT NULL, state {text} NOT NULL, "
             "committed_at TIMESTAMP NOT NULL, PRIMARY KEY (pipeline, source_table))"
         )
-        mark = session.dialect.placeholder
         committed_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         for update in self.request.state_updates:
             session.execute(
                 f"INSERT INTO {state_table} (pipeline, source_table, state, committed_at) "
-                f"VALUES ({mark}, {mark}, {mark}, {mark}) "
+                "VALUES ($1, $2, $3, $4) "
                 "ON CONFLICT (pipeline, source_table) DO UPDATE "
                 "SET state = excluded.state, committed_at = excluded.committed_at",
                 (

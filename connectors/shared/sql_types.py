@@ -64,7 +64,6 @@ class Dialect:
     decimal: str
     binary: str
     json: str
-    placeholder: str
     default_schema: str
     # DuckDB treats identifiers case-insensitively even when quoted; PostgreSQL does not.
     folds_case: bool
@@ -99,7 +98,6 @@ DUCKDB = Dialect(
     decimal="DECIMAL",
     binary="BLOB",
     json="JSON",
-    placeholder="?",
     default_schema="main",
     folds_case=True,
 )
@@ -109,7 +107,6 @@ POSTGRES = Dialect(
     decimal="NUMERIC",
     binary="BYTEA",
     json="JSONB",
-    placeholder="%s",
     default_schema="public",
     folds_case=False,
 )

@@ -144,6 +144,13 @@ def connect_problem(exc: Exception, host: str, port: int, database: str, user: s
     return f"cannot connect to {address} ({type(exc).__name__}); check the connection settings"
 
 
+def server_message(exc: adbc_driver_manager.Error) -> str | None:
+    """The server's primary message for a statement that failed through ADBC; None when the
+    server never answered (a failed connection), whose libpq text is never repeated."""
+    primary = dict(exc.details or []).get(b"PG_DIAG_MESSAGE_PRIMARY")
+    return None if primary is None else primary.decode(errors="replace").splitlines()[0]
+
+
 class PostgresSource(SqlSource):
     """Tables and views of one PostgreSQL schema.
 
@@ -217,13 +224,10 @@ class PostgresSource(SqlSource):
         return self._error(connect_problem(exc, self.host, self.port, self.database, self.username))
 
     def _adbc_error(self, action: str, exc: adbc_driver_manager.Error) -> ConnectorError:
-        """An ADBC error: the server's primary message for a failed statement, or what a
-        failed connection means; libpq's full text is never repeated."""
-        details = dict(exc.details or [])
-        primary = details.get(b"PG_DIAG_MESSAGE_PRIMARY")
-        if primary is None:
+        message = server_message(exc)
+        if message is None:
             return self._connect_error(exc)
-        return self._error(f"{action} failed: {primary.decode(errors='replace')}")
+        return self._error(f"{action} failed: {message}")
 
     def _query_error(self, action: str, exc: psycopg.Error) -> ConnectorError:
         # Server-side errors carry a primary message that never holds connection details.

@@ -33,7 +33,17 @@ def test_check_reports_server(target, postgres, pg_database):
     assert message.endswith(f" at {postgres.host}:{postgres.port}/{pg_database}")
 
 
-def test_upsert_across_batches_keeps_last_occurrence(target):
+@pytest.mark.parametrize(
+    "create_sql",
+    [
+        pytest.param(None, id="binary_copy"),
+        # An INTEGER key takes the int64 data through the text cast (see below).
+        pytest.param("CREATE TABLE revenue (id INTEGER PRIMARY KEY, v BIGINT)", id="cast"),
+    ],
+)
+def test_upsert_across_batches_keeps_last_occurrence(target, create_sql):
+    if create_sql:
+        target.query(create_sql)
     data = pa.table({"id": [1, 2, 1, 2, 1], "v": [1, 2, 3, 4, 5]})
     target.dest.load(
         data.to_reader(max_chunksize=2), LoadRequest("revenue", LoadMode.UPSERT, ["id"])
@@ -157,3 +167,81 @@ def test_missing_setting_is_reported(config):
     assert str(error.value) == (
         "connection 'warehouse': missing config key 'database'; set it in the connection's config"
     )
+
+
+def _copy_statement_seen(target: Target, table: pa.Table) -> str:
+    """Load `table` in two batches; return the statement the load ran between them."""
+    seen: list[str] = []
+
+    def batches():
+        first, second = table.slice(0, 1), table.slice(1)
+        yield from first.to_batches()
+        seen.extend(
+            query
+            for (query,) in target.query(
+                "SELECT query FROM pg_stat_activity WHERE application_name = 'datapipe' "
+                "AND state = 'active' AND pid <> pg_backend_pid()"
+            )
+        )
+        yield from second.to_batches()
+
+    reader = pa.RecordBatchReader.from_batches(table.schema, batches())
+    target.dest.load(reader, LoadRequest("revenue", LoadMode.APPEND))
+    assert len(seen) == 1, seen
+    return seen[0]
+
+
+# Every Arrow type the driver writes straight into the column type a first load creates, with
+# a NULL in each column.
+BINARY_TYPES = {
+    "i8": pa.array([1, None], pa.int8()),
+    "i16": pa.array([-2, None], pa.int16()),
+    "u16": pa.array([65535, None], pa.uint16()),
+    "i32": pa.array([2**31 - 1, None], pa.int32()),
+    "i64": pa.array([-(2**63), None], pa.int64()),
+    "f64": pa.array([0.1, None], pa.float64()),
+    "dec": pa.array([decimal.Decimal("-12345678901.25"), None], pa.decimal128(13, 2)),
+    "wide": pa.array([decimal.Decimal("1" * 50 + ".5"), None], pa.decimal256(60, 1)),
+    "s": pa.array(['a "q", \\ \n ü', None]),
+    "ls": pa.array(["", None], pa.large_string()),
+    "dict": pa.array(["red", None]).dictionary_encode(),
+    "b": pa.array([False, None]),
+    "d": pa.array([dt.date(1, 1, 1), None], pa.date32()),
+    "d64": pa.array([dt.date(2024, 2, 29), None], pa.date64()),
+    "ts": pa.array([dt.datetime(2024, 1, 2, 3, 4, 5, 6), None], pa.timestamp("us")),
+    "tstz": pa.array([dt.datetime(2024, 1, 2, tzinfo=UTC), None], pa.timestamp("ms", "UTC")),
+    "bin": pa.array([b"\x00\xff\\", None]),
+}
+
+
+def test_matching_types_stream_through_binary_copy_into_the_table_exactly(target):
+    data = pa.table(BINARY_TYPES)
+    columns = ", ".join(f'"{name}"' for name in BINARY_TYPES)
+    assert _copy_statement_seen(target, data) == (
+        f'COPY "public" . "revenue" ({columns}) FROM STDIN WITH (FORMAT binary)'
+    )
+    rows = target.query(f"SELECT {columns} FROM revenue")
+    assert rows == [tuple(data.column(name)[i].as_py() for name in BINARY_TYPES) for i in (0, 1)]
+
+
+def test_types_binary_copy_cannot_write_go_through_text_like_a_text_copy(target):
+    target.query("CREATE TABLE revenue (id BIGINT, doc JSONB, key UUID, n NUMERIC, f REAL)")
+    data = pa.table(
+        {
+            "id": pa.array([1, 2], pa.int32()),
+            "doc": ['{"b": 1, "a": [true]}', None],
+            "key": ["00000000-0000-0000-0000-00000000000a", None],
+            "n": [0.1, None],
+            "f": pa.array([1.5, None], pa.float64()),
+        }
+    )
+    assert _copy_statement_seen(target, data) == (
+        'COPY pg_temp . "_datapipe_cast" ("id", "doc", "key", "n", "f") '
+        "FROM STDIN WITH (FORMAT binary)"
+    )
+    # A double's text is its shortest exact form, so 0.1 is 0.1 in a NUMERIC column.
+    assert target.query("SELECT id, doc::text, key::text, n, f FROM revenue ORDER BY id") == [
+        (1, '{"a": [true], "b": 1}', "00000000-0000-0000-0000-00000000000a",
+         decimal.Decimal("0.1"), 1.5),
+        (2, None, None, None, None),
+    ]  # fmt: skip
