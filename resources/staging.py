@@ -175,15 +175,20 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
         if filesystem.get_file_info(path).type == fs.FileType.File:
             return StagedTable.at(filesystem, path, url_for(filesystem, path))
         # The upstream asset was not materialized in this run: read its latest version.
-        event = context.instance.get_latest_materialization_event(asset_key)
-        staged = event.asset_materialization.metadata.get(STAGED_PATH) if event else None
-        if staged is None:
-            raise dg.Failure(
-                f"asset {asset_key.to_user_string()} has no staged data yet; materialize it "
-                "first (or run the whole pipeline)",
-                allow_retries=False,
-            )
-        return StagedTable.open(str(staged.value))
+        return latest_staged(context.instance, asset_key)
+
+
+def latest_staged(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> StagedTable:
+    """An asset's latest staged data, whichever run materialized it."""
+    event = instance.get_latest_materialization_event(asset_key)
+    staged = event.asset_materialization.metadata.get(STAGED_PATH) if event else None
+    if staged is None:
+        raise dg.Failure(
+            f"asset {asset_key.to_user_string()} has no staged data yet; materialize it "
+            "first (or run the whole pipeline)",
+            allow_retries=False,
+        )
+    return StagedTable.open(str(staged.value))
 
 
 def staged_metadata(local: Path, url: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,6 +24,18 @@ def write_parquet(
     file_metadata: Callable[[], dict[str, str]] = dict,
 ) -> None:
     """Stream batches into a zstd parquet file; file metadata is asked for after the last."""
+    for _ in written(path, schema, batches, file_metadata):
+        pass
+
+
+def written(
+    path: Path,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    file_metadata: Callable[[], dict[str, str]] = dict,
+) -> Iterator[pa.RecordBatch]:
+    """Each batch, passed on once it is in the parquet file's writer; when the batches end,
+    the file is complete (metadata asked for after the last batch) before this ends."""
     pending: list[pa.RecordBatch] = []
     rows = size = 0
     # Dictionary-encode text only: for numbers and timestamps it costs far more time than
@@ -40,6 +52,7 @@ def write_parquet(
             if rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
                 writer.write_table(pa.Table.from_batches(pending, schema))
                 pending, rows, size = [], 0, 0
+            yield batch
         if pending:
             writer.write_table(pa.Table.from_batches(pending, schema))
         writer.add_key_value_metadata(file_metadata())
