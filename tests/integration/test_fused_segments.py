@@ -19,6 +19,7 @@ import pytest
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.pipeline.project import load_project
 from tests.support.project_files import run, write_project
+from tests.support.warehouse_runs import materializations, warehouse_rows
 
 ORDERS = """id,customer_id,status,amount_cents,updated_at
 1,10,paid,1000,2026-01-01 00:00:00
@@ -142,19 +143,6 @@ def _tables(pipeline: dict[str, Any]) -> list[str]:
     return [t for block in pipeline["sources"] for t in block["tables"]]
 
 
-def _loaded_rows(project: Path, table: str) -> list[tuple[Any, ...]]:
-    with duckdb.connect(str(project / "wh.duckdb"), read_only=True) as con:
-        return con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
-
-
-def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetMaterialization]:
-    """The run's materializations by asset key, without the org and pipeline parts."""
-    return {
-        "/".join(m.asset_key.path[2:]): m
-        for m in (e.materialization for e in result.get_asset_materialization_events())
-    }
-
-
 def _step_keys(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.step_key for e in result.get_step_success_events() if e.step_key}
 
@@ -180,10 +168,10 @@ def test_fused_and_every_node_staging_load_the_same_rows_and_metadata(
             projects[mode] = _project(tmp_path / mode / "pipelines", pipeline, staging=mode)
             results[mode] = run(projects[mode], name, instance)
             assert results[mode].success
-    every, minimal = (_materializations(results[m]) for m in ("every_node", "minimal"))
+    every, minimal = (materializations(results[m]) for m in ("every_node", "minimal"))
 
-    assert _loaded_rows(projects["every_node"], table) == expected_rows
-    assert _loaded_rows(projects["minimal"], table) == expected_rows
+    assert warehouse_rows(projects["every_node"], table) == expected_rows
+    assert warehouse_rows(projects["minimal"], table) == expected_rows
     assert every.keys() == minimal.keys()
     kinds = {n["id"]: n["type"] for n in pipeline["transform"]["nodes"]}
     nodes = [n for n, kind in kinds.items() if kind not in ("source", "destination")]
@@ -226,7 +214,7 @@ def test_revenue_segment_is_one_step(tmp_path, monkeypatch):
         "acme__revenue__by_customer",
         "acme__revenue__load__revenue",
     }
-    materialized = _materializations(result)
+    materialized = materializations(result)
     assert [
         (n, materialized[n].metadata["dagster/row_count"].value)
         for n in ("paid", "renamed", "usd", "latest", "by_customer")
@@ -250,8 +238,8 @@ def test_datapipe_staging_every_node_wins_over_the_file(tmp_path, monkeypatch):
     with dg.instance_for_test() as instance:
         result = run(project, "revenue", instance)
     assert result.success
-    assert _loaded_rows(project, "revenue") == REVENUE_ROWS
-    materialized = _materializations(result)
+    assert warehouse_rows(project, "revenue") == REVENUE_ROWS
+    materialized = materializations(result)
     for node in ("paid", "renamed", "usd", "latest", "by_customer"):
         assert set(materialized[node].metadata) == STAGED_METADATA
     assert _step_keys(result) == {
@@ -269,14 +257,14 @@ def test_a_node_marked_stage_true_is_staged_and_splits_the_segment(tmp_path, mon
     with dg.instance_for_test() as instance:
         result = run(project, "revenue", instance)
     assert result.success
-    assert _loaded_rows(project, "revenue") == REVENUE_ROWS
+    assert warehouse_rows(project, "revenue") == REVENUE_ROWS
     assert _step_keys(result) == {
         "acme__revenue__raw__orders",
         "acme__revenue__usd",
         "acme__revenue__by_customer",
         "acme__revenue__load__revenue",
     }
-    materialized = _materializations(result)
+    materialized = materializations(result)
     assert set(materialized["usd"].metadata) == STAGED_METADATA
     assert set(materialized["latest"].metadata) == NODE_METADATA
 
@@ -293,8 +281,8 @@ def test_one_fused_node_materializes_alone_from_the_staged_inputs(tmp_path, monk
         )
         assert rerun.success
         # Only `usd` is materialized (its fused inputs run, unrecorded); nothing is staged.
-        assert list(_materializations(rerun)) == ["usd"]
-        assert _materializations(rerun)["usd"].metadata["dagster/row_count"].value == 4
+        assert list(materializations(rerun)) == ["usd"]
+        assert materializations(rerun)["usd"].metadata["dagster/row_count"].value == 4
     assert not (tmp_path / "staging" / rerun.run_id).exists()
 
 
@@ -337,7 +325,7 @@ def test_incremental_cursors_pass_through_a_fused_segment_to_the_load(tmp_path, 
     with dg.instance_for_test() as instance:
         first = run(project, "revenue", instance)
         assert first.success
-        assert set(_materializations(first)["paid"].metadata) == NODE_METADATA
+        assert set(materializations(first)["paid"].metadata) == NODE_METADATA
         load = instance.get_latest_materialization_event(load_key).asset_materialization
         assert load.metadata["cursor/orders"].value == "2026-01-02 00:00:00"
         with (project / "data" / "orders.csv").open("a") as f:
@@ -345,10 +333,10 @@ def test_incremental_cursors_pass_through_a_fused_segment_to_the_load(tmp_path, 
         second = run(project, "revenue", instance)
         assert second.success
         # Only the new row (and none at the committed boundary again) went through.
-        assert _materializations(second)["raw/orders"].metadata["dagster/row_count"].value == 1
+        assert materializations(second)["raw/orders"].metadata["dagster/row_count"].value == 1
         load = instance.get_latest_materialization_event(load_key).asset_materialization
         assert load.metadata["cursor/orders"].value == "2026-01-03 00:00:00"
-    assert _loaded_rows(project, "revenue") == [*REVENUE_ROWS, ("c30", 7.0, 1)]
+    assert warehouse_rows(project, "revenue") == [*REVENUE_ROWS, ("c30", 7.0, 1)]
     with duckdb.connect(str(project / "wh.duckdb"), read_only=True) as con:
         states = con.execute("SELECT pipeline, source_table FROM _datapipe_state").fetchall()
     assert states == [("revenue", "orders")]

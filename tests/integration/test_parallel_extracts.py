@@ -14,25 +14,17 @@ from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.pipeline.project import load_project
 from tests.support.fake_http import FakeServer, Request, Response, serve
 from tests.support.project_files import failure_messages, run, write_project
+from tests.support.warehouse_runs import (
+    ORDERS,
+    SHOP,
+    SHOP_FILES,
+    materializations,
+    shop_project,
+    warehouse_rows,
+)
 
-CUSTOMERS = "id,name\n1,Ann\n2,Bob\n"
-ORDERS = "id,customer_id,amount,updated_at\n10,1,5,2026-01-01\n11,2,7,2026-01-02\n"
-CARD = "order_id,cents\n10,500\n"
-BANK = "order_id,cents\n11,700\n"
-FILES = {"customers": CUSTOMERS, "orders": ORDERS, "card": CARD, "bank": BANK}
+FILES = SHOP_FILES
 
-# Four tables over two CSV connections: each connection's two tables are one step.
-SHOP: dict[str, Any] = {
-    "name": "shop",
-    "org": "acme",
-    "sources": [
-        {"connection": "shop_files", "sync_mode": "full",
-         "tables": ["customers", {"name": "orders", "sync_mode": "incremental",
-                                  "incremental_key": "updated_at", "primary_key": ["id"]}]},
-        {"connection": "payment_files", "tables": ["card", "bank"]},
-    ],
-    "destination": {"connection": "warehouse", "load_mode": "append"},
-}  # fmt: skip
 STEPS = {
     "acme__shop__raw__from__shop_files", "acme__shop__raw__from__payment_files",
     *(f"acme__shop__load__{t}" for t in FILES),
@@ -62,31 +54,8 @@ JOINED: dict[str, Any] = {
 
 
 def _project(directory: Path, pipeline: dict[str, Any], max_parallel: object) -> Path:
-    (directory / "data").mkdir(parents=True)
-    for table, text in FILES.items():
-        (directory / "data" / f"{table}.csv").write_text(text)
-    paths = {t: f"data/{t}.csv" for t in FILES}
-    connections = {
-        "warehouse": {"connector": "duckdb", "config": {"path": "wh.duckdb"}},
-        "shop_files": {"connector": "csv", "config": {"tables": {
-            "customers": paths["customers"], "orders": paths["orders"]}}},
-        "payment_files": {"connector": "csv", "config": {"tables": {
-            "card": paths["card"], "bank": paths["bank"]}}},
-    }  # fmt: skip
     settings = {} if max_parallel is None else {"max_parallel": max_parallel}
-    return write_project(directory, connections, {"p.yaml": {**pipeline, **settings}})
-
-
-def _rows(project: Path, table: str) -> list[tuple]:
-    with duckdb.connect(str(project / "wh.duckdb"), read_only=True) as con:
-        return con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
-
-
-def _materialized(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetMaterialization]:
-    return {
-        "/".join(m.asset_key.path[2:]): m
-        for m in (e.materialization for e in result.get_asset_materialization_events())
-    }
+    return shop_project(directory, {**pipeline, **settings})
 
 
 def _value(materialization: dg.AssetMaterialization, name: str) -> Any:
@@ -103,11 +72,11 @@ def test_four_tables_load_exactly_and_each_raw_asset_records_its_metadata(
         result = run(project, "shop", instance)
     assert result.success
     assert {e.step_key for e in result.get_step_success_events()} == STEPS
-    assert _rows(project, "customers") == [(1, "Ann"), (2, "Bob")]
-    assert _rows(project, "card") == [(10, 500)]
-    assert _rows(project, "bank") == [(11, 700)]
-    assert [r[:3] for r in _rows(project, "orders")] == [(10, 1, 5), (11, 2, 7)]
-    materialized = _materialized(result)
+    assert warehouse_rows(project, "customers") == [(1, "Ann"), (2, "Bob")]
+    assert warehouse_rows(project, "card") == [(10, 500)]
+    assert warehouse_rows(project, "bank") == [(11, 700)]
+    assert [r[:3] for r in warehouse_rows(project, "orders")] == [(10, 1, 5), (11, 2, 7)]
+    materialized = materializations(result)
     raw = {t: materialized[f"raw/{t}"] for t in FILES}
     assert {t: set(m.metadata) for t, m in raw.items()} == {
         "customers": RAW_METADATA, "orders": RAW_METADATA | CURSOR_METADATA,
@@ -148,7 +117,7 @@ def test_one_raw_table_materializes_alone(tmp_path, monkeypatch):
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(instance=instance, asset_selection=[key])
     assert result.success
-    materialized = _materialized(result)
+    materialized = materializations(result)
     assert list(materialized) == ["raw/card"]
     assert _value(materialized["raw/card"], "dagster/row_count") == 1
 
@@ -166,7 +135,7 @@ def test_a_failing_table_fails_its_step_while_the_others_materialize_and_nothing
         "connection 'shop_files': data/orders.csv line 4: expected 4 fields, found 2; "
         "fix the row or the delimiter (',')"
     ]
-    assert sorted(_materialized(result)) == ["raw/bank", "raw/card", "raw/customers"]
+    assert sorted(materializations(result)) == ["raw/bank", "raw/card", "raw/customers"]
     assert not (project / "wh.duckdb").exists() or _tables(project) == []
 
 
@@ -198,15 +167,16 @@ def test_incremental_tables_in_a_parallel_extract_commit_exactly(
         (project / "data" / "orders.csv").write_text(
             ORDERS + "11,2,7,2026-01-02\n12,1,9,2026-01-03\n"
         )
-        (project / "data" / "card.csv").write_text(CARD + "12,900\n")
+        (project / "data" / "card.csv").write_text(SHOP_FILES["card"] + "12,900\n")
         second = run(project, "shop", instance)
     assert second.success
-    assert [r[:3] for r in _rows(project, "orders")] == [(10, 1, 5), (11, 2, 7), (12, 1, 9)]
-    assert _rows(project, "card") == [(10, 500), (12, 900)]
-    assert _rows(project, "bank") == [(11, 700)]
+    orders = warehouse_rows(project, "orders")
+    assert [r[:3] for r in orders] == [(10, 1, 5), (11, 2, 7), (12, 1, 9)]
+    assert warehouse_rows(project, "card") == [(10, 500), (12, 900)]
+    assert warehouse_rows(project, "bank") == [(11, 700)]
     # Full tables are appended again, as their load mode says.
-    assert _rows(project, "customers") == [(1, "Ann"), (1, "Ann"), (2, "Bob"), (2, "Bob")]
-    materialized = _materialized(second)
+    assert warehouse_rows(project, "customers") == [(1, "Ann"), (1, "Ann"), (2, "Bob"), (2, "Bob")]
+    materialized = materializations(second)
     assert {
         t: (_value(materialized[f"raw/{t}"], "cursor/start"),
             _value(materialized[f"raw/{t}"], "cursor/extracted_to"),
@@ -266,7 +236,7 @@ def test_an_api_connections_tables_are_requested_concurrently_up_to_max_parallel
     assert result.success
     assert counter.most == in_flight
     assert sorted(r.path for r in fake.requests) == [f"/t/{t}" for t in tables]
-    assert {t: _rows(project, t) for t in tables} == {t: [(1, t)] for t in tables}
+    assert {t: warehouse_rows(project, t) for t in tables} == {t: [(1, t)] for t in tables}
 
 
 @pytest.mark.parametrize(("value", "message"), [
