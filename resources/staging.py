@@ -42,6 +42,17 @@ class StagedFile:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PublishedFile:
+    """What an asset returns when its step published the file itself (see `publish`)."""
+
+    metadata: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return str(self.metadata[STAGED_PATH].value)
+
+
 @contextmanager
 def scratch_file() -> Iterator[Path]:
     """A path for an asset's output file, in a private folder removed if the step fails.
@@ -124,16 +135,25 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
         filesystem, base = filesystem_for(self.base_url)
         return filesystem, "/".join([base, run_id, *asset_key.path]) + ".parquet"
 
-    def handle_output(self, context: dg.OutputContext, obj: StagedFile) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: StagedFile | PublishedFile) -> None:
+        if isinstance(obj, StagedFile):
+            obj = self.publish(context.run_id, context.asset_key, obj)
+        context.add_output_metadata(obj.metadata)
+
+    def publish(self, run_id: str, asset_key: dg.AssetKey, file: StagedFile) -> PublishedFile:
+        """Publish a step's local file as the asset's data in this run, then remove it.
+
+        The IO manager does this for every output, unless the step did it first: a load in
+        the extract's own step publishes the file before the load commits.
+        """
         try:
             with self._storage_errors():
-                filesystem, path = self._location(context.run_id, context.asset_key)
-                self._publish(obj.path, filesystem, path)
-                context.add_output_metadata(
-                    {**staged_metadata(obj.path, url_for(filesystem, path)), **obj.metadata}
-                )
+                filesystem, path = self._location(run_id, asset_key)
+                self._publish(file.path, filesystem, path)
+                metadata = staged_metadata(file.path, url_for(filesystem, path))
+                return PublishedFile({**metadata, **file.metadata})
         finally:
-            shutil.rmtree(obj.path.parent, ignore_errors=True)
+            shutil.rmtree(file.path.parent, ignore_errors=True)
 
     def _publish(self, local: Path, filesystem: fs.FileSystem, path: str) -> None:
         """Copy under a temporary name, then move into place: no reader sees a partial file."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,18 +27,6 @@ def write_parquet(
     file_metadata: Callable[[], dict[str, str]] = dict,
 ) -> None:
     """Stream batches into a zstd parquet file; file metadata is asked for after the last."""
-    for _ in written(path, schema, batches, file_metadata):
-        pass
-
-
-def written(
-    path: Path,
-    schema: pa.Schema,
-    batches: Iterable[pa.RecordBatch],
-    file_metadata: Callable[[], dict[str, str]] = dict,
-) -> Iterator[pa.RecordBatch]:
-    """Each batch, passed on once it is in the parquet file's writer; when the batches end,
-    the file is complete (metadata asked for after the last batch) before this ends."""
     pending: list[pa.RecordBatch] = []
     rows = size = 0
     # Dictionary-encode text only: for numbers and timestamps it costs far more time than
@@ -52,7 +43,52 @@ def written(
             if rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
                 writer.write_table(pa.Table.from_batches(pending, schema))
                 pending, rows, size = [], 0, 0
-            yield batch
         if pending:
             writer.write_table(pa.Table.from_batches(pending, schema))
         writer.add_key_value_metadata(file_metadata())
+
+
+# How many batches the background writer may fall behind the consumer of `written_aside`.
+WRITER_QUEUE_BATCHES = 4
+_END = object()
+
+
+def written_aside(
+    path: Path,
+    schema: pa.Schema,
+    batches: Iterable[pa.RecordBatch],
+    file_metadata: Callable[[], dict[str, str]] = dict,
+) -> Iterator[pa.RecordBatch]:
+    """Each batch, passed on as it is handed to a parquet writer on a thread of its own, so
+    encoding and compressing the file overlaps whatever the consumer does with the batches;
+    at most WRITER_QUEUE_BATCHES batches wait for the writer. When the batches end, the file
+    is complete (see write_parquet) before this ends."""
+    pending: queue.Queue[Any] = queue.Queue(maxsize=WRITER_QUEUE_BATCHES)
+    failed: list[BaseException] = []
+
+    def queued() -> Iterator[pa.RecordBatch]:
+        while (batch := pending.get()) is not _END:
+            yield batch
+
+    def write() -> None:
+        try:
+            write_parquet(path, schema, queued(), file_metadata)
+        except BaseException as error:
+            failed.append(error)
+            # Drain, so the producer never blocks on a writer that has stopped.
+            while pending.get() is not _END:
+                pass
+
+    writer = threading.Thread(target=write, name="parquet-writer", daemon=True)
+    writer.start()
+    try:
+        for batch in batches:
+            if failed:
+                break
+            pending.put(batch)
+            yield batch
+    finally:
+        pending.put(_END)
+        writer.join()
+    if failed:
+        raise failed[0]

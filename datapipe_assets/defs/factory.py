@@ -24,7 +24,7 @@ from datapipe_assets.defs.triggers import (
 )
 from datapipe_assets.pipeline.keys import PIPELINE_TAG, raw_key, upstream_key
 from datapipe_assets.pipeline.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
-from datapipe_assets.pipeline.segments import StagingMode, segments, staging_mode
+from datapipe_assets.pipeline.segments import StagingMode, fused_loads, segments, staging_mode
 from datapipe_assets.pipeline.validation import cron_expression
 from resources.staging import ParquetStagingIOManager
 from resources.transform_engine import TransformEngine
@@ -40,19 +40,23 @@ def pipeline_assets(project: Project, loaded: LoadedPipeline) -> list[dg.AssetsD
     pipeline = loaded.pipeline
     # A chained pipeline's raw tables depend on the loads it waits for: lineage shows the chain.
     after = upstream_loads(project, loaded)
-    # One step per source connection extracts its tables concurrently (see assets/raw.py).
-    assets = raw_assets(loaded, after)
+    staging = pipeline_staging(loaded)
+    # One step per source connection extracts its tables concurrently, and loads those it
+    # can in the same pass (see assets/raw.py).
+    fused = fused_loads(pipeline, staging)
+    assets = raw_assets(loaded, after, fused)
     if pipeline.transform is None:
         return assets + [
             load_asset(loaded, dg.AssetKey(raw_key(pipeline, table)), target)
             for table, target in pipeline.target_tables().items()
+            if table not in fused
         ]
     transform = pipeline.transform
     for node in transform.nodes:
         if node.type == "destination":
             input_key = dg.AssetKey(upstream_key(pipeline, transform.input_of(node.id)))
             assets.append(load_asset(loaded, input_key, pipeline.target_table_for_transform()))
-    assets += [segment_asset(loaded, s) for s in segments(pipeline, pipeline_staging(loaded))]
+    assets += [segment_asset(loaded, s) for s in segments(pipeline, staging)]
     return assets
 
 

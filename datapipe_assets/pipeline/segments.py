@@ -14,6 +14,12 @@ Source tables are always staged (their raw assets). A segment is a staged node w
 chain of unstaged nodes that feed it, back to staged inputs: one Dagster step, one DuckDB
 connection. `staging: every_node` (or DATAPIPE_STAGING=every_node, which wins over the
 file) stages every node, one step each, as before segments existed.
+
+Without a transform, a source table is loaded in its extract's own step (`fused_loads`):
+each batch goes into the staged file and on to the destination as it arrives, so the load
+overlaps the extract. Only where nothing has to happen in between: a check on the raw table
+must see the whole file before the load, and an incremental table's cursor is known only
+once the extract ends. `every_node` keeps the separate steps there too.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Literal, get_args
 
 from datapipe_assets.pipeline.check_rules import check_targets, reference_targets
 from datapipe_assets.pipeline.graph import topological_order
-from datapipe_assets.pipeline.keys import node_key
+from datapipe_assets.pipeline.keys import AssetPath, node_key, raw_key
 from datapipe_assets.pipeline.spec import Pipeline, TransformSpec
 
 StagingMode = Literal["minimal", "every_node"]
@@ -64,6 +70,28 @@ def staging_mode(pipeline: Pipeline, environ: Mapping[str, str]) -> StagingMode:
     raise ValueError(f"{STAGING_ENV}={value!r} is not one of {', '.join(modes)}")
 
 
+def checked_keys(pipeline: Pipeline) -> set[AssetPath]:
+    """The staged assets a check reads: its own asset, or a relationships check's `to`."""
+    return {
+        target.key
+        for check in pipeline.checks
+        for target in [*check_targets(pipeline, check.asset), *reference_targets(pipeline, check)]
+        if not target.destination
+    }
+
+
+def fused_loads(pipeline: Pipeline, mode: StagingMode) -> list[str]:
+    """The source tables loaded in their extract's own step (see the module's docstring)."""
+    if pipeline.transform is not None or mode == "every_node":
+        return []
+    checked = checked_keys(pipeline)
+    return [
+        table.name
+        for table in pipeline.source_tables()
+        if not table.incremental and raw_key(pipeline, table.name) not in checked
+    ]
+
+
 def transform_nodes(transform: TransformSpec) -> list[str]:
     """The ids of the nodes that compute something (neither source nor destination)."""
     return [n.id for n in transform.nodes if n.type not in ("source", "destination")]
@@ -77,12 +105,7 @@ def staging_reasons(pipeline: Pipeline, mode: StagingMode) -> dict[str, list[str
     nodes = transform_nodes(transform)
     if mode == "every_node":
         return {n: [EVERY_NODE] for n in nodes}
-    checked = {
-        target.key
-        for check in pipeline.checks
-        for target in [*check_targets(pipeline, check.asset), *reference_targets(pipeline, check)]
-        if not target.destination
-    }
+    checked = checked_keys(pipeline)
     load_inputs = {transform.input_of(n.id) for n in transform.nodes if n.type == "destination"}
     reasons: dict[str, list[str]] = {}
     for node_id in nodes:

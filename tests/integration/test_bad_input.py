@@ -165,7 +165,9 @@ def test_unreachable_s3_staging_fails_clearly(tmp_path, monkeypatch):
     assert message.startswith("staging at s3://staging-bucket/runs failed: ")
     assert message.endswith("check DATAPIPE_STAGING_URL, AWS_ENDPOINT_URL and the credentials")
     assert "s3-secret-value" not in message
-    assert not (directory / "warehouse.duckdb").exists()
+    # The load, in the extract's step, had begun; it rolled back when staging failed.
+    with duckdb.connect(str(directory / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SHOW TABLES").fetchall() == []
 
 
 def test_validate_command_reports_a_malformed_file_and_keeps_the_others(tmp_path):

@@ -11,36 +11,59 @@ goes through one thread-safe limiter (connectors/shared/http.py), whatever threa
 Why a step per connection, not per pipeline: the connection is what a rate limit, credentials
 and a retry are scoped to, and a connection with one table keeps the step (and step key,
 which alerts and the CLI name a failure by) that the table always had.
+
+A table the pipeline core lists in `fused_loads` is also loaded in this step, in the same
+pass as its extract: each batch goes into the staged file and on to the destination, so the
+destination works while the source is still being read. The staged file is complete and
+published before the load may commit, and a retried step does not load again a table whose
+load committed in an earlier try.
 """
 
 import os
+import queue
 import re
 import time
-from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
 import pyarrow as pa
 
-from connectors.base import CursorState
-from connectors.shared.parquet import write_parquet
+from connectors.base import CursorState, Extraction
+from connectors.shared.parquet import write_parquet, written_aside
 from datapipe_assets.defs import cursors
+from datapipe_assets.defs.assets.load import (
+    load_description,
+    load_metadata,
+    load_request,
+    load_where,
+)
 from datapipe_assets.defs.errors import CONNECTION_RETRY_POLICY, step_failures
 from datapipe_assets.defs.stage_metadata import seconds_since
-from datapipe_assets.pipeline.keys import raw_key
+from datapipe_assets.pipeline.keys import load_key, raw_key
 from datapipe_assets.pipeline.project import LoadedPipeline
 from datapipe_assets.pipeline.run_source import source_for_run
 from datapipe_assets.pipeline.spec import SourceTable
-from resources.staging import StagedFile, scratch_file
+from resources.staging import (
+    ParquetStagingIOManager,
+    PublishedFile,
+    StagedFile,
+    StagedTable,
+    latest_staged,
+    scratch_file,
+)
 
 
-def raw_assets(loaded: LoadedPipeline, after: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
-    """One multi-asset per source connection of the pipeline, over that connection's tables."""
+def raw_assets(
+    loaded: LoadedPipeline, after: list[dg.AssetKey], fused: Collection[str]
+) -> list[dg.AssetsDefinition]:
+    """One multi-asset per source connection of the pipeline, over that connection's tables
+    and the loads of its `fused` tables."""
     by_connection: dict[str, list[SourceTable]] = {}
     for table in loaded.pipeline.source_tables():
         by_connection.setdefault(loaded.table_connection(table.name).name, []).append(table)
-    return [_connection_asset(loaded, tables, after) for tables in by_connection.values()]
+    return [_connection_asset(loaded, tables, after, fused) for tables in by_connection.values()]
 
 
 def max_threads(loaded: LoadedPipeline, tables: int) -> int:
@@ -49,59 +72,132 @@ def max_threads(loaded: LoadedPipeline, tables: int) -> int:
     return max(1, min(limit, tables))
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What the step does for one table: extract it, load it, or both in one pass."""
+
+    table: SourceTable
+    extract: bool
+    # The target table when the table's load is selected.
+    load_into: str | None
+    # The table's latest staged data, for a load selected without its extract.
+    staged: StagedTable | None = None
+
+
+@dataclass(frozen=True)
+class _Output:
+    """An output a worker has ready, for the step's own thread to yield."""
+
+    result: dg.MaterializeResult
+    log: str
+
+
+@dataclass(frozen=True)
+class _Finished:
+    table: str
+    failure: dg.Failure | None = None
+
+
 def _connection_asset(
-    loaded: LoadedPipeline, tables: list[SourceTable], after: list[dg.AssetKey]
+    loaded: LoadedPipeline,
+    tables: list[SourceTable],
+    after: list[dg.AssetKey],
+    fused: Collection[str],
 ) -> dg.AssetsDefinition:
     pipeline = loaded.pipeline
     connection = loaded.table_connection(tables[0].name).name
     keys = {t.name: dg.AssetKey(raw_key(pipeline, t.name)) for t in tables}
+    targets = pipeline.target_tables()
+    load_keys = {
+        t.name: dg.AssetKey(load_key(pipeline, targets[t.name])) for t in tables if t.name in fused
+    }
     # A single table keeps the step name its own asset always had.
     name = (
         "__".join(raw_key(pipeline, tables[0].name))
         if len(tables) == 1
         else "__".join([*raw_key(pipeline, "from"), re.sub(r"\W", "_", connection)])
     )
+    specs = [_spec(loaded, table, after, skippable=table.name in load_keys) for table in tables]
+    specs += [_load_spec(loaded, targets[t], keys[t]) for t in load_keys]
 
     @dg.multi_asset(
         name=name,
-        specs=[_spec(loaded, table, after) for table in tables],
-        # Any raw table may be materialized alone: the step then extracts just that one.
+        specs=specs,
+        # Any raw table (or load) may be materialized alone: the step then does just that.
         can_subset=True,
         retry_policy=CONNECTION_RETRY_POLICY,
+        required_resource_keys={"staging"},
     )
     def _extract(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
-        selected = [t for t in tables if keys[t.name] in context.selected_asset_keys]
-        threads = max_threads(loaded, len(selected))
+        jobs = _jobs(context, tables, keys, load_keys, targets)
+        threads = max_threads(loaded, len(jobs))
         context.log.info(
-            f"extracting {', '.join(t.name for t in selected)} from connection "
-            f"{connection!r}, {threads} at a time"
+            f"extracting {', '.join(j.table.name for j in jobs if j.extract) or 'nothing'} "
+            f"from connection {connection!r}, {threads} at a time"
         )
-        tags = dict(context.run.tags)
+        step = _StepRun(loaded, dict(context.run.tags), context.run_id, context.resources.staging)
         failures: dict[str, dg.Failure] = {}
-        # Dagster's context is used on this thread only: workers extract, this thread yields
-        # each table's output (published by the IO manager) as soon as it is complete.
+        # Dagster's context is used on this thread only: workers extract (and load), this
+        # thread yields each output as soon as a worker has it ready.
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="extract") as pool:
-            futures: dict[Future[_Extracted], SourceTable] = {
-                pool.submit(_extract_table, loaded, table, tags): table for table in selected
-            }
-            for future in as_completed(futures):
-                table = futures[future]
-                try:
-                    extracted = future.result()
-                except dg.Failure as failure:
-                    failures[table.name] = failure
+            outbox: queue.Queue[_Output | _Finished] = queue.Queue()
+            for job in jobs:
+                pool.submit(step.work, job, outbox)
+            finished = 0
+            while finished < len(jobs):
+                message = outbox.get()
+                if isinstance(message, _Output):
+                    context.log.info(message.log)
+                    yield message.result
                     continue
-                context.log.info(f"{table.name}: {extracted.summary}")
-                yield dg.MaterializeResult(asset_key=keys[table.name], value=extracted.file)
+                finished += 1
+                if message.failure is not None:
+                    failures[message.table] = message.failure
         if failures:
             # The other tables' outputs are published; the step fails, so nothing downstream
             # of it runs.
-            raise _combined([failures[t.name] for t in selected if t.name in failures])
+            order = [t.name for t in tables]
+            raise _combined([failures[t] for t in order if t in failures])
 
     return _extract
 
 
-def _spec(loaded: LoadedPipeline, table: SourceTable, after: list[dg.AssetKey]) -> dg.AssetSpec:
+def _jobs(
+    context: dg.AssetExecutionContext,
+    tables: list[SourceTable],
+    keys: Mapping[str, dg.AssetKey],
+    load_keys: Mapping[str, dg.AssetKey],
+    targets: Mapping[str, str],
+) -> list[_Job]:
+    selected = context.selected_asset_keys
+    jobs = []
+    for table in tables:
+        extract = keys[table.name] in selected
+        load = load_keys.get(table.name) in selected
+        if (
+            load
+            and context.retry_number > 0
+            and _materialized_in_run(context, load_keys[table.name])
+        ):
+            # An earlier try loaded it (its extract came first): loading again would append
+            # the rows twice.
+            continue
+        if extract or load:
+            staged = (
+                None if extract or not load else latest_staged(context.instance, keys[table.name])
+            )
+            jobs.append(_Job(table, extract, targets[table.name] if load else None, staged))
+    return jobs
+
+
+def _materialized_in_run(context: dg.AssetExecutionContext, key: dg.AssetKey) -> bool:
+    event = context.instance.get_latest_materialization_event(key)
+    return event is not None and event.run_id == context.run_id
+
+
+def _spec(
+    loaded: LoadedPipeline, table: SourceTable, after: list[dg.AssetKey], skippable: bool
+) -> dg.AssetSpec:
     """The table's asset: key, group, kind, description and metadata, as it always had."""
     pipeline, source = loaded.pipeline, loaded.table_connection(table.name)
     named = f"`{table.source_name}`" + (
@@ -119,62 +215,188 @@ def _spec(loaded: LoadedPipeline, table: SourceTable, after: list[dg.AssetKey]) 
             + ")."
         ),
         metadata={"connection": source.name, "source_table": table.source_name},
+        # A table loaded in this step is skipped on a retry after its load committed.
+        skippable=skippable,
     ).with_io_manager_key("staging")
 
 
+def _load_spec(loaded: LoadedPipeline, target_table: str, raw: dg.AssetKey) -> dg.AssetSpec:
+    """The load asset of a table loaded in its extract's own step."""
+    destination = loaded.destination
+    return dg.AssetSpec(
+        key=load_key(loaded.pipeline, target_table),
+        deps=[raw],
+        group_name=loaded.pipeline.name,
+        kinds={destination.connector},
+        description=load_description(loaded, target_table),
+        metadata={"connection": destination.name, "target_table": target_table},
+        skippable=True,
+    )
+
+
 @dataclass(frozen=True)
-class _Extracted:
-    file: StagedFile
-    summary: str
+class _StepRun:
+    """What the workers of one step's run share."""
 
+    loaded: LoadedPipeline
+    tags: dict[str, str]
+    run_id: str
+    staging: ParquetStagingIOManager
 
-def _extract_table(
-    loaded: LoadedPipeline, table: SourceTable, tags: Mapping[str, str]
-) -> _Extracted:
-    """Extract one table into a scratch parquet file; runs on a worker thread.
+    def work(self, job: _Job, outbox: "queue.Queue[_Output | _Finished]") -> None:
+        """Do one table's job on a worker thread, posting its outputs and then its end.
 
-    Any error becomes the table's one-line, secret-free dg.Failure here, on its own thread.
-    """
-    pipeline, source = loaded.pipeline, loaded.table_connection(table.name)
-    where = f"pipeline {pipeline.name!r}, table {table.name!r} (connection {source.name!r})"
-    started = time.perf_counter()
-    with step_failures(where, loaded.connections()), scratch_file() as path:
-        start = _committed_state(loaded, table.name, tags) if table.incremental else None
-        run_source = source_for_run(loaded, table.name, tags)
-        extraction = run_source.open_source().extract(
+        Any error becomes the table's one-line, secret-free dg.Failure here, on its own
+        thread.
+        """
+        failure = None
+        try:
+            if job.load_into is None:
+                outbox.put(self._extract(job.table))
+            elif job.staged is not None:
+                outbox.put(self._load(job.table, job.load_into, job.staged))
+            else:
+                self._extract_and_load(job.table, job.load_into, outbox)
+        except dg.Failure as error:
+            failure = error
+        finally:
+            outbox.put(_Finished(job.table.name, failure))
+
+    def _where(self, table: SourceTable) -> str:
+        source = self.loaded.table_connection(table.name)
+        return (
+            f"pipeline {self.loaded.pipeline.name!r}, table {table.name!r} "
+            f"(connection {source.name!r})"
+        )
+
+    def _open(self, table: SourceTable, start: CursorState | None) -> Extraction:
+        run_source = source_for_run(self.loaded, table.name, self.tags)
+        return run_source.open_source().extract(
             table.source_name,
             table.incremental_key if table.incremental else None,
             start,
             table.primary_key,
         )
-        # The cursor state travels under the table's name in the pipeline, unique in it.
-        write_parquet(
-            path,
-            extraction.schema,
-            extraction,
-            lambda: cursors.encode_states({table.name: extraction.state}),
+
+    def _extract(self, table: SourceTable) -> _Output:
+        """Extract one table into a scratch parquet file, for the IO manager to publish."""
+        started = time.perf_counter()
+        with step_failures(self._where(table), self.loaded.connections()), scratch_file() as path:
+            start = self._committed_state(table) if table.incremental else None
+            extraction = self._open(table, start)
+            # The cursor state travels under the table's name in the pipeline, unique in it.
+            write_parquet(path, extraction.schema, extraction, _states(table, extraction))
+        _release_freed_memory()
+        metadata: dict[str, object] = {"duration_seconds": seconds_since(started)}
+        summary = "extracted"
+        if table.incremental:
+            metadata["cursor/start"] = cursors.describe(start)
+            metadata["cursor/extracted_to"] = cursors.describe(extraction.state)
+            summary = f"extracted from cursor {metadata['cursor/start']} to "
+            summary += str(metadata["cursor/extracted_to"])
+        return _Output(
+            dg.MaterializeResult(
+                asset_key=raw_key(self.loaded.pipeline, table.name),
+                value=StagedFile(path, metadata),
+            ),
+            f"{table.name}: {summary}",
         )
+
+    def _extract_and_load(
+        self, table: SourceTable, target: str, outbox: "queue.Queue[_Output | _Finished]"
+    ) -> None:
+        """Extract a full-sync table and load it in the same pass (see the module's doc)."""
+        pipeline, connections = self.loaded.pipeline, self.loaded.connections()
+        key = dg.AssetKey(raw_key(pipeline, table.name))
+        started = time.perf_counter()
+        request = load_request(self.loaded, target, self.tags, {})
+        published: list[PublishedFile] = []
+        with scratch_file() as path:
+            with step_failures(self._where(table), connections):
+                extraction = self._open(table, None)
+            source = _Watched(extraction)
+
+            def batches() -> Iterator[pa.RecordBatch]:
+                yield from written_aside(
+                    path, extraction.schema, source.batches(), _states(table, extraction)
+                )
+                # The file is complete: it is published before the load may commit.
+                metadata = {"duration_seconds": seconds_since(started)}
+                published.append(self.staging.publish(self.run_id, key, StagedFile(path, metadata)))
+                outbox.put(
+                    _Output(
+                        dg.MaterializeResult(asset_key=key, value=published[0]),
+                        f"{table.name}: extracted, loading",
+                    )
+                )
+
+            data = pa.RecordBatchReader.from_batches(extraction.schema, batches())
+            try:
+                result = self.loaded.destination.open_destination().load(data, request)
+            except Exception as error:
+                # A failed read is the extract's failure, whichever side noticed it first.
+                where = self._where(table) if source.error else load_where(self.loaded, target)
+                with step_failures(where, connections):
+                    raise (source.error or error) from None
+        _release_freed_memory()
+        metadata = load_metadata(request, result, extraction.schema, published[0].url, {}, started)
+        outbox.put(
+            _Output(
+                dg.MaterializeResult(asset_key=load_key(pipeline, target), metadata=metadata),
+                f"loaded {result.rows_loaded} rows into {target} ({request.mode})",
+            )
+        )
+
+    def _load(self, table: SourceTable, target: str, staged: StagedTable) -> _Output:
+        """Load a table's latest staged data, for a load materialized without its extract."""
+        started = time.perf_counter()
+        states = cursors.decode_states(staged)
+        request = load_request(self.loaded, target, self.tags, states)
+        with step_failures(load_where(self.loaded, target), self.loaded.connections()):
+            result = self.loaded.destination.open_destination().load(staged.reader(), request)
+        metadata = load_metadata(request, result, staged.schema, staged.url, states, started)
+        return _Output(
+            dg.MaterializeResult(
+                asset_key=load_key(self.loaded.pipeline, target), metadata=metadata
+            ),
+            f"loaded {result.rows_loaded} rows into {target} ({request.mode})",
+        )
+
+    def _committed_state(self, table: SourceTable) -> CursorState | None:
+        """The cursor the destination last committed, unless a full refresh was asked for."""
+        if self.tags.get(cursors.FULL_REFRESH_TAG) == "true":
+            return None
+        return self.loaded.destination.open_destination().read_state(
+            self.loaded.pipeline.name, table.name
+        )
+
+
+class _Watched:
+    """A source's batches, passed through, remembering the error reading them raised."""
+
+    def __init__(self, extraction: Extraction) -> None:
+        self._extraction = extraction
+        self.error: Exception | None = None
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._extraction
+        except Exception as error:
+            self.error = error
+            raise
+
+
+def _states(table: SourceTable, extraction: Extraction) -> Callable[[], dict[str, str]]:
+    """The staged file's cursor state, under the table's name in the pipeline (unique there),
+    asked for once the extract has ended."""
+    return lambda: cursors.encode_states({table.name: extraction.state})
+
+
+def _release_freed_memory() -> None:
     # Arrow's allocator keeps the pages the extract freed (CSV blocks, parquet row groups)
     # for reuse; handed back now, they are not held while the next step (a DuckDB segment,
     # with its own allocator) builds its memory on top: W2 peaked at 561 MB, now 422 MB.
     pa.default_memory_pool().release_unused()
-    metadata: dict[str, object] = {"duration_seconds": seconds_since(started)}
-    summary = "extracted"
-    if table.incremental:
-        metadata["cursor/start"] = cursors.describe(start)
-        metadata["cursor/extracted_to"] = cursors.describe(extraction.state)
-        summary = f"extracted from cursor {metadata['cursor/start']} to "
-        summary += str(metadata["cursor/extracted_to"])
-    return _Extracted(StagedFile(path, metadata), summary)
-
-
-def _committed_state(
-    loaded: LoadedPipeline, table: str, tags: Mapping[str, str]
-) -> CursorState | None:
-    """The cursor the destination last committed, unless a full refresh was asked for."""
-    if tags.get(cursors.FULL_REFRESH_TAG) == "true":
-        return None
-    return loaded.destination.open_destination().read_state(loaded.pipeline.name, table)
 
 
 def _combined(failures: list[dg.Failure]) -> dg.Failure:
