@@ -7,6 +7,7 @@ PostgreSQL in `connectors.shared.sql_types`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,34 @@ _INCOMING = "_datapipe_incoming"
 _STAGE = TableRef("temp", "_datapipe_stage")
 
 
+class _FileLocks:
+    """One lock per database file, held by the session open on it in this process.
+
+    A step extracts and loads several tables on threads of its own (see the raw assets), and
+    DuckDB's Python client loses the Arrow scan of one connection's load when another
+    connection to the same file opens and closes meanwhile ("Table Function with name
+    python_arrow_scan does not exist"). A file takes one writer at a time anyway.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[Path, threading.RLock] = {}
+
+    def of(self, path: Path) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(path, threading.RLock())
+
+
+_FILE_LOCKS = _FileLocks()
+
+
 class DuckDBSession(SqlSession):
     dialect = DUCKDB
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, lock: threading.RLock) -> None:
         self._con = con
         self._path = path
+        self._lock = lock
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._con.execute(sql, params)
@@ -85,7 +108,10 @@ class DuckDBSession(SqlSession):
         return f"DuckDB {duckdb.__version__} database {str(self._path)!r}"
 
     def close(self) -> None:
-        self._con.close()
+        try:
+            self._con.close()
+        finally:
+            self._lock.release()
 
 
 def _value_expression(field: pa.Field) -> str:
@@ -107,17 +133,20 @@ class DuckDBDestination(SqlDestination):
 
     def _connect(self) -> SqlSession:
         path = self.path.resolve()
+        lock = _FILE_LOCKS.of(path)
+        lock.acquire()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             con = duckdb.connect(str(path))
+            # Fixed so that tz-aware data loaded into a TIMESTAMP column lands as UTC.
+            con.execute("SET TimeZone = 'UTC'")
         except (OSError, duckdb.Error) as exc:
+            lock.release()
             raise ConnectorError(
                 f"connection {self.connection!r}: cannot open DuckDB database {str(path)!r} "
                 f"({_first_line(exc)}); check path and that no other process holds it open"
             ) from exc
-        # Fixed so that tz-aware data loaded into a TIMESTAMP column lands as UTC.
-        con.execute("SET TimeZone = 'UTC'")
-        return DuckDBSession(con, path)
+        return DuckDBSession(con, path, lock)
 
     def _driver_error(self, exc: Exception) -> str | None:
         return _first_line(exc) if isinstance(exc, duckdb.Error) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import threading
 from pathlib import Path
 
 import duckdb
@@ -115,3 +116,32 @@ def test_missing_path_is_reported(tmp_path):
     assert str(error.value) == (
         "connection 'warehouse': missing config key 'path'; set it in the connection's config"
     )
+
+
+def test_a_second_session_on_the_file_waits_for_the_load_in_progress(target):
+    """Loads of one step run on threads of their own; DuckDB's client loses a load's Arrow
+    scan when another connection to the file opens and closes meanwhile."""
+    mid_stream, checked = threading.Event(), threading.Event()
+    checked_mid_stream: list[bool] = []
+
+    def batches():
+        yield pa.record_batch({"id": [1, 2]})
+        mid_stream.set()
+        # Far longer than a check takes when nothing holds it back.
+        checked.wait(timeout=0.5)
+        checked_mid_stream.append(checked.is_set())
+        yield pa.record_batch({"id": [3]})
+
+    def check() -> None:
+        mid_stream.wait()
+        target.dest.check()
+        checked.set()
+
+    checker = threading.Thread(target=check)
+    checker.start()
+    reader = pa.RecordBatchReader.from_batches(pa.schema([("id", pa.int64())]), batches())
+    assert target.dest.load(reader, LoadRequest("revenue", LoadMode.REPLACE)).rows_loaded == 3
+    checker.join(timeout=10)
+    assert checked_mid_stream == [False]
+    assert checked.is_set()
+    assert target.query("SELECT id FROM revenue ORDER BY id") == [(1,), (2,), (3,)]

@@ -183,9 +183,8 @@ def _jobs(
             # the rows twice.
             continue
         if extract or load:
-            staged = (
-                None if extract or not load else latest_staged(context.instance, keys[table.name])
-            )
+            alone = load and not extract
+            staged = latest_staged(context.instance, keys[table.name]) if alone else None
             jobs.append(_Job(table, extract, targets[table.name] if load else None, staged))
     return jobs
 
@@ -247,16 +246,19 @@ class _StepRun:
         """Do one table's job on a worker thread, posting its outputs and then its end.
 
         Any error becomes the table's one-line, secret-free dg.Failure here, on its own
-        thread.
+        thread; a job that did not complete never passes for one that did.
         """
-        failure = None
+        where = self._where(job.table)
+        failure: dg.Failure | None = dg.Failure(f"{where}: interrupted", allow_retries=True)
         try:
-            if job.load_into is None:
-                outbox.put(self._extract(job.table))
-            elif job.staged is not None:
-                outbox.put(self._load(job.table, job.load_into, job.staged))
-            else:
-                self._extract_and_load(job.table, job.load_into, outbox)
+            with step_failures(where, self.loaded.connections()):
+                if job.load_into is None:
+                    outbox.put(self._extract(job.table))
+                elif job.staged is not None:
+                    outbox.put(self._load(job.table, job.load_into, job.staged))
+                else:
+                    self._extract_and_load(job.table, job.load_into, outbox)
+            failure = None
         except dg.Failure as error:
             failure = error
         finally:
