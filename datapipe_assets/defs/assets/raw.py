@@ -280,10 +280,12 @@ class _StepRun:
             table.primary_key,
         )
 
+    # The jobs; `work` words their errors.
+
     def _extract(self, table: SourceTable) -> _Output:
         """Extract one table into a scratch parquet file, for the IO manager to publish."""
         started = time.perf_counter()
-        with step_failures(self._where(table), self.loaded.connections()), scratch_file() as path:
+        with scratch_file() as path:
             start = self._committed_state(table) if table.incremental else None
             extraction = self._open(table, start)
             # The cursor state travels under the table's name in the pipeline, unique in it.
@@ -314,8 +316,7 @@ class _StepRun:
         request = load_request(self.loaded, target, self.tags, {})
         published: list[PublishedFile] = []
         with scratch_file() as path:
-            with step_failures(self._where(table), connections):
-                extraction = self._open(table, None)
+            extraction = self._open(table, None)
             source = _Watched(extraction)
 
             def batches() -> Iterator[pa.RecordBatch]:
