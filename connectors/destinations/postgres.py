@@ -8,12 +8,13 @@ shared with DuckDB in `connectors.shared.sql_destination`.
 
 from __future__ import annotations
 
-import json
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc_postgres
+import duckdb
 import pyarrow as pa
 from psycopg.conninfo import make_conninfo
 
@@ -192,11 +193,22 @@ def _wire_converter(arrow_type: pa.DataType) -> Converter | None:
 
 
 def _json_text(array: pa.Array) -> pa.Array:
-    values = array.to_pylist(maps_as_pydicts="lossy")
-    return pa.array(
-        [None if v is None else json.dumps(v, default=str, ensure_ascii=False) for v in values],
-        pa.string(),
-    )
+    """Nested values as JSON text, by DuckDB's `to_json` (as the DuckDB destination writes
+    them), so no Python runs per value."""
+    con = getattr(_json_writers, "connection", None)
+    if con is None:
+        # One per thread: a DuckDB connection is not for concurrent use, and loads run on
+        # the threads of an extract step.
+        con = _json_writers.connection = duckdb.connect(config={"threads": 1})
+    con.register("nested", pa.table({"value": array}))
+    try:
+        text = con.sql("SELECT to_json(value)::VARCHAR AS value FROM nested").to_arrow_table()
+    finally:
+        con.unregister("nested")
+    return text.column("value").combine_chunks()
+
+
+_json_writers = threading.local()
 
 
 class PostgresDestination(SqlDestination):

@@ -245,3 +245,28 @@ def test_types_binary_copy_cannot_write_go_through_text_like_a_text_copy(target)
          decimal.Decimal("0.1"), 1.5),
         (2, None, None, None, None),
     ]  # fmt: skip
+
+
+def test_nested_values_become_json_as_in_duckdb(target):
+    struct = {
+        "n": decimal.Decimal("1.25"),
+        "d": dt.date(2024, 1, 2),
+        "t": dt.datetime(2024, 1, 2, 3, 4, 5),
+        "tags": ["a", "b"],
+    }
+    data = pa.table(
+        {
+            "id": [1, 2],
+            "doc": [struct, None],
+            "counts": pa.array([[("x", 1)], None], pa.map_(pa.string(), pa.int64())),
+        }
+    )
+    load(target.dest, data)
+    assert target.query("SELECT id, doc::text, counts::text FROM revenue ORDER BY id") == [
+        (
+            1,
+            '{"d": "2024-01-02", "n": 1.25, "t": "2024-01-02 03:04:05", "tags": ["a", "b"]}',
+            '{"x": 1}',
+        ),
+        (2, None, None),
+    ]
