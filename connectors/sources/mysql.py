@@ -9,8 +9,12 @@ ConnectorX 0.4.6, a columnar reader, was tried and not taken. It reads 3x faster
 `arrow_stream` reads ahead of a slow consumer without bound: at batch_size 8192, tables of
 131, 262 and 524 MB peaked 75, 88 and 162 MB above the process's start. It also panics on a
 DECIMAL wider than 28 digits (unless read as text), and retries a refused connection for 30
-seconds, logging each try to stderr. DuckDB's MySQL extension on PyPI is built for DuckDB
-1.5, not the 2.0 used here, and PyPI has no ADBC MySQL driver.
+seconds, logging each try to stderr. arrow-odbc 10.6 over MariaDB Connector/ODBC 3.1 (Debian's
+unixodbc and odbc-mariadb) was tried too: 3x faster, but memory grew with the result (262k
+and 1M rows of 500 bytes peaked 135 and 552 MB above the start, with NO_CACHE=1 and
+FORWARDONLY=1), and unsigned integers arrived as signed (65535 as -1). DuckDB's MySQL
+extension on PyPI is built for DuckDB 1.5, not the 2.0 used here, and PyPI has no ADBC MySQL
+driver.
 """
 
 from __future__ import annotations
