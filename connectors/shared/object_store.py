@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from pyarrow import fs
 
@@ -40,10 +41,12 @@ def s3_filesystem(
 
 
 def filesystem_for(url: str, base_dir: Path | None = None) -> tuple[fs.FileSystem, str]:
-    """The filesystem and the path within it for `s3://bucket/key` or a local path."""
+    """The filesystem and the path within it for `s3://bucket/key`, `file:///path` or a local
+    path."""
     if url.startswith("s3://"):
         return s3_filesystem(), url.removeprefix("s3://").rstrip("/")
-    path = Path(url)
+    # Read as a plain path, a file URL became a folder named "file:" under the working one.
+    path = Path(url2pathname(urlparse(url).path)) if url.startswith("file://") else Path(url)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     return fs.LocalFileSystem(), str(path.resolve())

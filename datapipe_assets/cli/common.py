@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 
-from datapipe_assets.pipeline.project import PROJECT_ROOT, LoadedPipeline, Project
+from datapipe_assets.pipeline.project import (
+    PROJECT_ROOT,
+    LoadedPipeline,
+    Project,
+    load_project,
+    pipelines_dir,
+)
 
 
 class CommandError(Exception):
     """A one-line error for the user; the command exits 1."""
+
+
+def cli_project() -> Project:
+    """The pipelines folder's project. A folder that does not exist is an error: read as an
+    empty project, it passed for "0 valid pipelines"."""
+    directory = pipelines_dir()
+    if not directory.is_dir():
+        raise CommandError(
+            f"pipelines folder {directory} does not exist; create it, or set "
+            "DATAPIPE_PIPELINES_DIR to the folder that holds your pipeline files"
+        )
+    return load_project(directory)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
+    return value
 
 
 def valid_pipeline(project: Project, name: str) -> LoadedPipeline:

@@ -9,9 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from connectors.base import ConnectorError
-from datapipe_assets.cli.common import CommandError
+from datapipe_assets.cli.common import CommandError, cli_project, positive_int
 from datapipe_assets.pipeline.compiler import CompileError
-from datapipe_assets.pipeline.project import load_project
 
 
 def console_main() -> int:
@@ -51,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     preview = commands.add_parser("preview", help="rows at a node, without loading anything")
     preview.add_argument("pipeline")
     preview.add_argument("--node", help="node id or source table (default: the last node)")
-    preview.add_argument("--limit", type=int, default=10)
+    preview.add_argument("--limit", type=positive_int, default=10)
     preview.set_defaults(handler="preview:preview_command")
 
     run = commands.add_parser("run", help="materialize a pipeline end to end, in process")
@@ -62,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="last runs: status, rows per stage, checks")
     status.add_argument("pipeline", nargs="?", help="pipeline name (default: every pipeline)")
-    status.add_argument("--limit", type=int, default=5, help="runs per pipeline")
+    status.add_argument("--limit", type=positive_int, default=5, help="runs per pipeline")
     status.set_defaults(handler="status:status_command")
 
     for name, handler, text in (
@@ -76,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def validate_command(args: argparse.Namespace) -> int:
-    project = load_project()
+    project = cli_project()
     for loaded in project.pipelines:
         print(f"ok     {loaded.pipeline.name} ({loaded.file.name})")
         for note in loaded.notes:

@@ -8,7 +8,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from datapipe_assets.cli.common import CommandError, valid_pipeline
+from datapipe_assets.cli.common import CommandError, cli_project, valid_pipeline
 from datapipe_assets.pipeline.compiler import (
     CompileError,
     Relation,
@@ -18,7 +18,7 @@ from datapipe_assets.pipeline.compiler import (
     relation_views,
 )
 from datapipe_assets.pipeline.graph import ancestors, topological_order
-from datapipe_assets.pipeline.project import LoadedPipeline, load_project
+from datapipe_assets.pipeline.project import LoadedPipeline
 from datapipe_assets.pipeline.spec import Node
 from resources.duckdb_sandbox import first_line, sandboxed_connection
 
@@ -26,7 +26,7 @@ MAX_CELL = 40
 
 
 def preview_command(args: argparse.Namespace) -> int:
-    loaded = valid_pipeline(load_project(), args.pipeline)
+    loaded = valid_pipeline(cli_project(), args.pipeline)
     table = preview_rows(loaded, args.node, args.limit)
     print(format_table(table))
     print(f"({table.num_rows} row(s) shown)")

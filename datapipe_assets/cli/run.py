@@ -12,17 +12,16 @@ import uuid
 import dagster as dg
 
 from datapipe_assets.cli.check_report import failed_error_checks, skipped_loads
-from datapipe_assets.cli.common import CommandError, dagster_home, valid_pipeline
+from datapipe_assets.cli.common import CommandError, cli_project, dagster_home, valid_pipeline
 from datapipe_assets.cli.progress import printed_progress
 from datapipe_assets.defs.cursors import FULL_REFRESH_TAG
 from datapipe_assets.defs.factory import build_definitions
-from datapipe_assets.pipeline.project import load_project
 from datapipe_assets.pipeline.spec import Pipeline
 
 
 def run_command(args: argparse.Namespace) -> int:
     dagster_home()
-    project = load_project()
+    project = cli_project()
     names = [p.pipeline.name for p in project.pipelines] if args.all else [args.pipeline]
     if not args.all and args.pipeline is None:
         raise CommandError("name a pipeline or pass --all")

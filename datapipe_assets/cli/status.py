@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from datapipe_assets.cli.common import dagster_home
+from datapipe_assets.cli.common import CommandError, cli_project, dagster_home
 from datapipe_assets.pipeline.keys import PIPELINE_TAG, key_stage
-from datapipe_assets.pipeline.project import load_project
 
 STAGES = ("extracted", "transformed", "loaded")
 
@@ -95,10 +94,22 @@ def format_runs(pipeline: str, runs: list[RunSummary]) -> str:
 
 def status_command(args: argparse.Namespace) -> int:
     dagster_home()
-    names = (
-        [args.pipeline] if args.pipeline else [p.pipeline.name for p in load_project().pipelines]
-    )
+    names = [args.pipeline] if args.pipeline else [p.pipeline.name for p in cli_project().pipelines]
     with dg.DagsterInstance.get() as instance:
         for name in names:
-            print(format_runs(name, recent_runs(instance, name, args.limit)))
+            runs = recent_runs(instance, name, args.limit)
+            if not runs and args.pipeline:
+                _check_known(name)
+            print(format_runs(name, runs))
     return 0
+
+
+def _check_known(name: str) -> None:
+    """A named pipeline without runs must be one of the folder's (a removed pipeline's runs
+    are still shown)."""
+    valid = [p.pipeline.name for p in cli_project().pipelines]
+    if name not in valid:
+        raise CommandError(
+            f"no pipeline named {name!r}, and no runs of one; pipelines: "
+            + (", ".join(valid) or "none")
+        )

@@ -207,3 +207,34 @@ destination: {connection: warehouse}
         "ok     revenue (revenue.yaml)",
         "2 valid pipeline(s), 0 error(s)",
     ]
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "ten"])
+def test_a_limit_below_one_is_a_usage_error(project, capsys, limit):
+    with pytest.raises(SystemExit) as exit_:
+        main(["preview", "revenue", "--limit", limit])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"datapipe preview: error: argument --limit: must be a whole number of 1 or more, "
+        f"not {limit!r}"
+    )
+
+
+@pytest.mark.parametrize("command", [["validate"], ["run", "revenue"], ["status"]])
+def test_a_missing_pipelines_folder_is_an_error(project, capsys, monkeypatch, tmp_path, command):
+    missing = tmp_path / "no_such_folder"
+    monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(missing))
+    assert main(command) == 1
+    assert capsys.readouterr().err == (
+        f"error: pipelines folder {missing} does not exist; create it, or set "
+        "DATAPIPE_PIPELINES_DIR to the folder that holds your pipeline files\n"
+    )
+
+
+def test_status_of_an_unknown_pipeline_names_it(project, capsys):
+    assert main(["status", "revnue"]) == 1
+    assert capsys.readouterr().err == (
+        "error: no pipeline named 'revnue', and no runs of one; pipelines: revenue\n"
+    )
+    assert main(["status", "revenue"]) == 0
+    assert capsys.readouterr().out == "revenue: no runs yet\n"
