@@ -13,6 +13,8 @@ from datapipe_assets.cli.check_report import details, outcome
 from datapipe_assets.defs.errors import failure_message
 
 FOLLOWED = {
+    # Logged as the run starts: which assets each step materializes (see _UnfinishedAssets).
+    dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
     dg.DagsterEventType.ASSET_MATERIALIZATION,
     dg.DagsterEventType.ASSET_CHECK_EVALUATION,
     dg.DagsterEventType.STEP_FAILURE,
@@ -33,15 +35,40 @@ def printed_progress(instance: dg.DagsterInstance, run_id: str) -> Iterator[None
         follower.join()
 
 
+class _UnfinishedAssets:
+    """Per step, the assets it was planned to materialize and has not yet."""
+
+    def __init__(self) -> None:
+        self._by_step: dict[str, list[str]] = {}
+
+    def record(self, event: dg.DagsterEvent) -> None:
+        key = event.asset_key
+        if key is None:
+            return
+        pending, name = self._by_step.setdefault(event.step_key or "", []), key.to_user_string()
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+            pending.append(name)
+        elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and name in pending:
+            pending.remove(name)
+
+    def of(self, step_key: str | None) -> list[str]:
+        return self._by_step.get(step_key or "", [])
+
+
 def _follow(instance: dg.DagsterInstance, run_id: str, stop: threading.Event) -> None:
     cursor = None
+    unfinished = _UnfinishedAssets()
     while True:
         finished = stop.is_set()  # read before the query, so the last events are printed
         page = instance.get_records_for_run(run_id, cursor=cursor, of_type=FOLLOWED)
         for record in page.records:
             event = record.event_log_entry.dagster_event
-            if event is not None:
-                print(progress_line(event), file=sys.stderr if event.is_step_failure else None)
+            if event is None:
+                continue
+            unfinished.record(event)
+            if event.event_type != dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+                line = progress_line(event, unfinished.of(event.step_key))
+                print(line, file=sys.stderr if event.is_step_failure else None)
         cursor = page.cursor
         if finished:
             return
@@ -59,9 +86,12 @@ def check_lines(evaluation: dg.AssetCheckEvaluation) -> str:
     return "\n".join([f"{failed}: {figures}" if figures else failed, *details(evaluation)])
 
 
-def progress_line(event: dg.DagsterEvent) -> str:
+def progress_line(event: dg.DagsterEvent, unfinished: list[str]) -> str:
+    """A materialization's or check's line; a failure's names the assets its step left
+    unmaterialized (its step key if it had none)."""
     if event.is_step_failure:
-        return f"  FAILED {event.step_key}: {failure_message(event)}"
+        failed = ", ".join(sorted(unfinished)) or event.step_key
+        return f"  FAILED {failed}: {failure_message(event)}"
     if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
         return check_lines(event.asset_check_evaluation_data)
     materialization = event.step_materialization_data.materialization

@@ -117,7 +117,7 @@ def test_run_of_a_failing_pipeline_exits_1_with_the_reason(project, capsys):
     assert main(["run", "revenue"]) == 1
     captured = capsys.readouterr()
     assert captured.err.splitlines()[-1] == (
-        "  FAILED default__revenue__raw__orders: connection 'orders_csv': data/orders.csv line 5: "
+        "  FAILED default/revenue/raw/orders: connection 'orders_csv': data/orders.csv line 5: "
         "expected 5 fields, found 3; fix the row or the delimiter (',')"
     )
     assert captured.out.splitlines()[-1].endswith(" FAILED")

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.sources.csv import CsvSource
+from datapipe_assets.cli.main import main
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.pipeline.project import load_project
 from tests.support.project_files import failure_messages, run
@@ -155,3 +156,19 @@ def test_a_retried_step_does_not_load_a_table_twice(project, monkeypatch):
         e.materialization.asset_key.path[2:] for e in result.get_asset_materialization_events()
     ]
     assert materialized.count(["load", "card"]) == 1
+
+
+def test_the_cli_names_a_failure_by_the_assets_its_step_left_unmaterialized(
+    project, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(project))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    with duckdb.connect(str(project / "wh.duckdb")) as con:
+        con.execute("CREATE TABLE bank (order_id BIGINT, cents DATE)")
+    assert main(["run", "shop"]) == 1
+    # card's extract and load, in the same step, did materialize.
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "  FAILED acme/shop/load/bank, acme/shop/raw/bank: connection 'warehouse': column "
+        "'cents' of table 'bank' is DATE but the data is BIGINT; change the column type or "
+        "cast it in a computed step"
+    )
