@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from datapipe_assets.cli.common import CommandError, cli_project, dagster_home
+from datapipe_assets.defs.errors import failure_message
 from datapipe_assets.pipeline.keys import PIPELINE_TAG, key_stage
 
 STAGES = ("extracted", "transformed", "loaded")
@@ -20,6 +21,8 @@ class RunSummary:
     seconds: float | None
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
     failing_checks: list[str] = field(default_factory=list)
+    # The first failed step's message, for a failed run.
+    failure: str | None = None
 
 
 def recent_runs(instance: dg.DagsterInstance, pipeline: str, limit: int = 5) -> list[RunSummary]:
@@ -45,13 +48,16 @@ def _summary(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunSummary:
         of_type={
             dg.DagsterEventType.ASSET_MATERIALIZATION,
             dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+            dg.DagsterEventType.STEP_FAILURE,
         },
     ).records
     for event_record in events:
         event = event_record.event_log_entry.dagster_event
         if event is None:
             continue
-        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+        if event.is_step_failure:
+            summary.failure = summary.failure or failure_message(event)
+        elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             _count_rows(summary, event.step_materialization_data.materialization)
         else:
             evaluation = event.event_specific_data
@@ -89,6 +95,8 @@ def format_runs(pipeline: str, runs: list[RunSummary]) -> str:
             f"{run.rows['extracted']:>10,} {run.rows['transformed']:>12,} "
             f"{run.rows['loaded']:>10,}  {', '.join(run.failing_checks) or '-'}"
         )
+        if run.failure is not None:
+            lines.append(f"             reason: {run.failure}")
     return "\n".join(lines)
 
 

@@ -106,8 +106,12 @@ def test_status_lists_runs_with_rows_per_stage(project, capsys):
         "revenue",
         "  run        status      seconds  extracted  transformed     loaded  failing checks",
     ]
-    failed, succeeded = (line.split() for line in lines[2:])
+    failed, reason, succeeded = lines[2].split(), lines[3], lines[4].split()
     assert failed[1:2] + failed[3:] == ["FAILURE", "0", "0", "0", "-"]
+    assert reason == (
+        "             reason: connection 'orders_csv': data/orders.csv line 5: expected 5 "
+        "fields, found 3; fix the row or the delimiter (',')"
+    )
     assert succeeded[1:2] + succeeded[3:] == ["SUCCESS", "3", "1", "1", "-"]
     assert float(succeeded[2]) > 0
 
