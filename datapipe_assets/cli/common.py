@@ -43,11 +43,19 @@ def positive_int(text: str) -> int:
 
 
 def valid_pipeline(project: Project, name: str) -> LoadedPipeline:
+    """The pipeline a command names. Refused when several files declare the name; when its
+    file is invalid, the error gives that file's own problems."""
+    files = project.declared.get(name, [])
+    if len(files) > 1:
+        raise CommandError(
+            f"pipeline name {name!r} is declared by {' and '.join(files)}; give each pipeline "
+            "a unique name"
+        )
     try:
         return project.get(name)
     except KeyError as error:
-        problems = [str(e) for errors in project.errors.values() for e in errors]
-        detail = f" ({problems[0]})" if problems else ""
+        problems = [str(e) for file in files for e in project.errors.get(file, [])]
+        detail = f" ({'; '.join(problems)})" if problems else ""
         raise CommandError(f"{error.args[0]}{detail}") from None
 
 

@@ -22,14 +22,20 @@ from datapipe_assets.pipeline.spec import Pipeline
 def run_command(args: argparse.Namespace) -> int:
     dagster_home()
     project = cli_project()
-    names = [p.pipeline.name for p in project.pipelines] if args.all else [args.pipeline]
     if not args.all and args.pipeline is None:
         raise CommandError("name a pipeline or pass --all")
-    for errors in project.errors.values():
-        for error in errors:
-            print(f"skipped: {error}", file=sys.stderr)
-    if not args.all:
-        valid_pipeline(project, args.pipeline)
+    if args.all:
+        for errors in project.errors.values():
+            for error in errors:
+                print(f"skipped: {error}", file=sys.stderr)
+        # A name two files declare is ambiguous: neither runs (the error above names both).
+        names = [
+            p.pipeline.name
+            for p in project.pipelines
+            if len(project.declared.get(p.pipeline.name, [])) <= 1
+        ]
+    else:
+        names = [valid_pipeline(project, args.pipeline).pipeline.name]
     definitions = build_definitions(project)
     tags = {FULL_REFRESH_TAG: "true"} if args.full_refresh else {}
     failed = 0

@@ -75,6 +75,8 @@ class Project:
     directory: Path = Path(".")
     pipelines: list[LoadedPipeline] = field(default_factory=list)
     errors: dict[str, list[SpecError]] = field(default_factory=dict)
+    # Every pipeline name a file declares, valid or not, and the files declaring it.
+    declared: dict[str, list[str]] = field(default_factory=dict)
 
     def get(self, name: str) -> LoadedPipeline:
         for loaded in self.pipelines:
@@ -227,8 +229,11 @@ def _load_pipeline(
             )
         ]
         return None
+    document = normalize_editor_export(document)
+    if isinstance(document.get("name"), str):
+        project.declared.setdefault(document["name"], []).append(display)
     try:
-        pipeline = Pipeline.model_validate(normalize_editor_export(document))
+        pipeline = Pipeline.model_validate(document)
     except ValidationError as error:
         project.errors[display] = pydantic_errors(file, error)
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import pytest
+import yaml
 
 from datapipe_assets.cli.main import main
 from tests.support.project_files import SIX_NODE_TRANSFORM, postgres_config, write_project
@@ -242,3 +243,34 @@ def test_status_of_an_unknown_pipeline_names_it(project, capsys):
     )
     assert main(["status", "revenue"]) == 0
     assert capsys.readouterr().out == "revenue: no runs yet\n"
+
+
+def _copy_pipeline(project, file: str, **changes) -> None:
+    pipeline = yaml.safe_load((project / "revenue.yaml").read_text())
+    (project / file).write_text(yaml.safe_dump({**pipeline, **changes}))
+
+
+def test_a_name_two_files_declare_is_refused(project, capsys):
+    _copy_pipeline(project, "revenue_copy.yaml")
+    assert main(["run", "revenue"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: pipeline name 'revenue' is declared by {project / 'revenue.yaml'} and "
+        f"{project / 'revenue_copy.yaml'}; give each pipeline a unique name\n"
+    )
+    assert main(["run", "--all"]) == 0
+    captured = capsys.readouterr()
+    assert "running revenue" not in captured.out
+    assert captured.err == (
+        f"skipped: {project / 'revenue_copy.yaml'}: name: pipeline name 'revenue' is already "
+        f"used by {project / 'revenue.yaml'}; give each pipeline a unique name\n"
+    )
+
+
+def test_running_an_invalid_pipeline_shows_its_own_problems_once(project, capsys):
+    _copy_pipeline(project, "a_other.yaml", name="other", schedule="never")
+    _copy_pipeline(project, "z_mine.yaml", name="mine", load_mode="sideways")
+    assert main(["run", "mine"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: no valid pipeline named 'mine'; valid pipelines: revenue "
+        f"({project / 'z_mine.yaml'}: load_mode: unknown key; remove it or check its spelling)"
+    ]
