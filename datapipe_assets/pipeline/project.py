@@ -5,6 +5,7 @@ Every file is checked on its own, so one bad file is reported while the others l
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -307,7 +308,6 @@ HINTS = {
     "extra_forbidden": "remove it or check its spelling",
     "missing": "required; add it",
     "string_pattern_mismatch": "use lowercase letters, digits and _, starting with a letter",
-    "union_tag_invalid": "use one of the node types listed",
     "literal_error": "use one of the values listed",
 }
 
@@ -316,6 +316,9 @@ def pydantic_errors(file: Path, error: ValidationError, prefix: str = "") -> lis
     errors = []
     for item in error.errors():
         path = _location(item["loc"], prefix, snake_case=file.suffix != ".json")
+        if item["type"] == "union_tag_invalid":
+            errors.append(_unknown_node_type(display_path(file), path, item))
+            continue
         hint = HINTS.get(item["type"], "fix the value")
         message = {
             "extra_forbidden": "unknown key",
@@ -324,6 +327,18 @@ def pydantic_errors(file: Path, error: ValidationError, prefix: str = "") -> lis
         }.get(item["type"], item["msg"])
         errors.append(SpecError(display_path(file), path, message, hint))
     return errors
+
+
+def _unknown_node_type(file: str, path: str, item: Any) -> SpecError:
+    """`node 'spin': unknown type 'pivot'`, with the closest type, instead of pydantic's
+    tagged-union wording."""
+    node = item.get("input")
+    node_id = node.get("id") if isinstance(node, dict) else None
+    tag = str(item.get("ctx", {}).get("tag", ""))
+    named = f"node {node_id!r}" if isinstance(node_id, str) else "node"
+    close = difflib.get_close_matches(tag, NODE_TYPES, n=1)
+    hint = (f"did you mean {close[0]!r}? " if close else "") + f"use one of {', '.join(NODE_TYPES)}"
+    return SpecError(file, path, f"{named}: unknown type {tag!r}", hint)
 
 
 NODE_TYPES = (
