@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -53,6 +54,9 @@ class CsvConfig(ConnectorConfig):
     columns: dict[str, ColumnType] = option(
         {}, "Column name -> type (BIGINT, DOUBLE, DATE, DECIMAL(p,s), ...), overriding sniffing."
     )
+    encoding: str = option(
+        "utf-8", "The files' text encoding, e.g. latin-1 or cp1252 (read into UTF-8)."
+    )
     null_values: list[str] = option(
         [""], "Unquoted values read as NULL in every column; a quoted one stays text."
     )
@@ -74,6 +78,18 @@ class CsvConfig(ConnectorConfig):
             raise ConfigValueError(
                 f"{{key}} {value!r} must be a single character", "use one such as , ; | or a tab"
             )
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ConfigValueError(
+                f"{{key}} {value!r} is not a known text encoding",
+                "use a name such as utf-8, latin-1 or cp1252",
+            ) from None
         return value
 
     @field_validator("table")

@@ -102,6 +102,7 @@ class CsvSource(Source):
         self.delimiter = settings.delimiter
         self.header = settings.header
         self.null_values = list(settings.null_values)
+        self.encoding = settings.encoding
         self.overrides = self._types(settings.columns, "columns")
         # `path` of a single-table or per-file connection: what a file-arrival sensor lists.
         self.path = settings.path
@@ -270,6 +271,10 @@ class CsvSource(Source):
         """The fixed schema: types inferred from the first block, then the overrides."""
         with self._open(file, None, _RowGuard()) as reader:
             sniffed = reader.schema
+        if any(pa.types.is_binary(t) for t in sniffed.types):
+            # Arrow reads a column whose text does not decode as bytes: that is the wrong
+            # encoding, not binary data.
+            raise self._encoding_error(file)
         names = self._column_names(len(sniffed)) or sniffed.names
         unknown = sorted(set(table.overrides) - set(names))
         if unknown:
@@ -301,6 +306,8 @@ class CsvSource(Source):
         """
         read_options = pacsv.ReadOptions(
             block_size=BLOCK_SIZE,
+            # Any other encoding is transcoded into UTF-8 as the file is read.
+            encoding=self.encoding,
             use_threads=not numbered,
             column_names=None if self.header or schema is None else schema.names,
             autogenerate_column_names=not self.header and schema is None,
@@ -355,6 +362,8 @@ class CsvSource(Source):
             except StopIteration:
                 return
             except pa.ArrowInvalid as exc:
+                if "invalid UTF8" in str(exc):
+                    raise self._encoding_error(file) from None
                 raise self._parse_error(file, exc, guard, schema) from None
             except OSError as exc:
                 raise self._io_error(file.display, exc) from None
@@ -401,6 +410,15 @@ class CsvSource(Source):
         except ConnectorError as error:
             return error
         return self._error(f"cannot parse {file.display}; check the delimiter and quoting")
+
+    def _encoding_error(self, file: CsvFile) -> ConnectorError:
+        """Text that does not decode: the first line that does not, and what to set."""
+        line = _first_undecodable_line(file, self.encoding)
+        where = file.display if line is None else f"{file.display} line {line}"
+        return self._error(
+            f"{where} is not valid {self.encoding} text; set encoding in the connection's "
+            "config to the file's encoding (such as latin-1 or cp1252)"
+        )
 
     def _conversion_error(
         self, file: CsvFile, schema: pa.Schema, bad: _BadValue, rows_before: int
@@ -513,6 +531,18 @@ def _where(file: CsvFile, row_number: int | None) -> str:
     if row_number is None:
         return file.display
     return f"{file.display} line {_physical_line(file, row_number)}"
+
+
+def _first_undecodable_line(file: CsvFile, encoding: str) -> int | None:
+    """The number of the first line that is not valid text in this encoding (error path
+    only, like _physical_line)."""
+    with file.open() as stream:
+        for line_number, line in enumerate(io.BufferedReader(stream, 1 << 20), start=1):
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError:
+                return line_number
+    return None
 
 
 def _physical_line(file: CsvFile, row_number: int) -> int:

@@ -65,15 +65,16 @@ def texts(connector: str, role: str, config: Any, name: str = "shop_db") -> list
             {"path": "a.csv", "delimeter": ";"},
             "connection 'shop_db': unknown config key 'delimeter'; did you mean 'delimiter'? "
             "(keys: path, tables, table, table_per_file, delimiter, header, columns, "
-            "null_values, endpoint_url, region, aws_access_key_id, aws_secret_access_key)",
+            "encoding, null_values, endpoint_url, region, aws_access_key_id, "
+            "aws_secret_access_key)",
         ),
         (
             "csv",
             "source",
-            {"path": "a.csv", "encoding": "latin-1"},
-            "connection 'shop_db': unknown config key 'encoding'; remove it (keys: path, tables, "
-            "table, table_per_file, delimiter, header, columns, null_values, endpoint_url, "
-            "region, aws_access_key_id, aws_secret_access_key)",
+            {"path": "a.csv", "quotechar": "'"},
+            "connection 'shop_db': unknown config key 'quotechar'; remove it (keys: path, tables, "
+            "table, table_per_file, delimiter, header, columns, encoding, null_values, "
+            "endpoint_url, region, aws_access_key_id, aws_secret_access_key)",
         ),
         (
             "rest_api",

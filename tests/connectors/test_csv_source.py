@@ -709,3 +709,39 @@ def test_a_null_marker_that_looks_like_a_number_is_null_quoted_or_not(tmp_path: 
         {"sku": "c", "count": 7},
         {"sku": "d", "count": None},
     ]
+
+
+LATIN_1 = "id,name\n1,café\n2,naïve\n".encode("latin-1")
+
+
+def test_an_encoding_other_than_utf8_is_read_as_text(tmp_path: Path) -> None:
+    (tmp_path / "people.csv").write_bytes(LATIN_1)
+    source = CsvSource(
+        "files", {"path": "people.csv", "base_dir": str(tmp_path), "encoding": "latin-1"}
+    )
+    assert rows(source.read("people")) == [{"id": 1, "name": "café"}, {"id": 2, "name": "naïve"}]
+
+
+@pytest.mark.parametrize("plain_rows", [0, 600_000], ids=["first_block", "later_block"])
+def test_text_that_is_not_utf8_names_the_line_and_says_to_set_encoding(
+    tmp_path: Path, plain_rows: int
+) -> None:
+    plain = "".join(f"{i},plain\n" for i in range(plain_rows)).encode()
+    (tmp_path / "people.csv").write_bytes(b"id,name\n" + plain + LATIN_1.split(b"\n", 1)[1])
+    assert (tmp_path / "people.csv").stat().st_size > BLOCK_SIZE or plain_rows == 0
+    source = CsvSource("files", {"path": "people.csv", "base_dir": str(tmp_path)})
+    with pytest.raises(ConnectorError) as error:
+        rows(source.read("people"))
+    assert str(error.value) == (
+        f"connection 'files': people.csv line {plain_rows + 2} is not valid utf-8 text; set "
+        "encoding in the connection's config to the file's encoding (such as latin-1 or cp1252)"
+    )
+
+
+def test_an_unknown_encoding_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConnectorError) as error:
+        CsvSource("files", {"path": "a.csv", "encoding": "klingon"})
+    assert str(error.value) == (
+        "connection 'files': encoding 'klingon' is not a known text encoding; use a name such "
+        "as utf-8, latin-1 or cp1252"
+    )
