@@ -276,6 +276,7 @@ class CsvSource(Source):
             # encoding, not binary data.
             raise self._encoding_error(file)
         names = self._column_names(len(sniffed)) or sniffed.names
+        self._check_header(file, names)
         unknown = sorted(set(table.overrides) - set(names))
         if unknown:
             key = "columns" if table.where == "path" else f"{table.where}.columns"
@@ -288,6 +289,22 @@ class CsvSource(Source):
             pa.field(name, overrides.get(name) or _settle(field.type))
             for name, field in zip(names, sniffed, strict=True)
         )
+
+    def _check_header(self, file: CsvFile, names: list[str]) -> None:
+        """Every column needs a name of its own: SQL cannot name an unnamed column, and a
+        table cannot hold two of one name."""
+        for position, name in enumerate(names, start=1):
+            if not name.strip():
+                raise self._error(
+                    f"{file.display}: column {position} of the header has no name; name it"
+                )
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise self._error(
+                    f"{file.display}: the header names column {name!r} twice; rename one"
+                )
+            seen.add(name)
 
     def _column_names(self, count: int) -> list[str] | None:
         return None if self.header else [f"column_{i}" for i in range(1, count + 1)]

@@ -745,3 +745,20 @@ def test_an_unknown_encoding_is_a_config_error(tmp_path: Path) -> None:
         "connection 'files': encoding 'klingon' is not a known text encoding; use a name such "
         "as utf-8, latin-1 or cp1252"
     )
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        ("id,name,id", "the header names column 'id' twice; rename one"),
+        ("id,,name", "column 2 of the header has no name; name it"),
+    ],
+)
+def test_a_header_needs_a_distinct_name_per_column(
+    tmp_path: Path, header: str, problem: str
+) -> None:
+    write(tmp_path / "people.csv", f"{header}\n1,a,b\n")
+    source = CsvSource("files", {"path": "people.csv", "base_dir": str(tmp_path)})
+    with pytest.raises(ConnectorError) as error:
+        source.discover()
+    assert str(error.value) == f"connection 'files': people.csv: {problem}"
