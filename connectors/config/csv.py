@@ -18,6 +18,9 @@ from connectors.config.model import (
     option,
 )
 
+# Parse blocks, in megabytes: a row (of one line or several) must fit in one.
+DEFAULT_BLOCK_MB, MAX_BLOCK_MB = 4, 1024
+
 # What a table name must look like: it becomes part of asset keys and SQL identifiers.
 TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -54,6 +57,9 @@ class CsvConfig(ConnectorConfig):
     columns: dict[str, ColumnType] = option(
         {}, "Column name -> type (BIGINT, DOUBLE, DATE, DECIMAL(p,s), ...), overriding sniffing."
     )
+    block_size_mb: int = option(
+        DEFAULT_BLOCK_MB, "Size of the blocks files are parsed in; a row must fit in one."
+    )
     encoding: str = option(
         "utf-8", "The files' text encoding, e.g. latin-1 or cp1252 (read into UTF-8)."
     )
@@ -77,6 +83,15 @@ class CsvConfig(ConnectorConfig):
         if len(value) != 1:
             raise ConfigValueError(
                 f"{{key}} {value!r} must be a single character", "use one such as , ; | or a tab"
+            )
+        return value
+
+    @field_validator("block_size_mb")
+    @classmethod
+    def _block_size(cls, value: int) -> int:
+        if not 1 <= value <= MAX_BLOCK_MB:
+            raise ConfigValueError(
+                f"{{key}} {value} is out of range", f"use 1 to {MAX_BLOCK_MB} (megabytes)"
             )
         return value
 

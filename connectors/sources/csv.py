@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 from pyarrow import fs
 
 from connectors.base import ConnectorError, Source, TableSchema, rows_since
-from connectors.config.csv import TABLE_NAME, CsvConfig
+from connectors.config.csv import DEFAULT_BLOCK_MB, MAX_BLOCK_MB, TABLE_NAME, CsvConfig
 from connectors.shared.column_types import parse_type
 from connectors.shared.csv_files import (
     CsvFile,
@@ -44,8 +44,9 @@ from connectors.shared.object_store import s3_filesystem
 
 __all__ = ["BLOCK_SIZE", "CsvSource", "default_table_name", "parse_type"]
 
-# Bytes per parsed block: the sniffing window, and the unit of memory a read holds.
-BLOCK_SIZE = 4 << 20
+# Bytes per parsed block by default (block_size_mb): the sniffing window, and the unit of
+# memory a read holds.
+BLOCK_SIZE = DEFAULT_BLOCK_MB << 20
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class CsvSource(Source):
         self.header = settings.header
         self.null_values = list(settings.null_values)
         self.encoding = settings.encoding
+        self.block_size = settings.block_size_mb << 20
         self.overrides = self._types(settings.columns, "columns")
         # `path` of a single-table or per-file connection: what a file-arrival sensor lists.
         self.path = settings.path
@@ -322,7 +324,7 @@ class CsvSource(Source):
         number the rows, so that is kept for finding a malformed row once one is known.
         """
         read_options = pacsv.ReadOptions(
-            block_size=BLOCK_SIZE,
+            block_size=self.block_size,
             # Any other encoding is transcoded into UTF-8 as the file is read.
             encoding=self.encoding,
             use_threads=not numbered,
@@ -342,6 +344,9 @@ class CsvSource(Source):
             return pacsv.open_csv(file.open(), read_options, parse_options, convert_options)
         except pa.ArrowInvalid as exc:
             if "Empty CSV file" in str(exc):
+                # Arrow says the same of a first line longer than a block.
+                if file.filesystem.get_file_info(file.path).size > self.block_size:
+                    raise self._long_row_error(file) from None
                 raise self._error(f"{file.display} is empty; it needs at least one line") from None
             raise self._parse_error(file, exc, guard, schema) from None
         except OSError as exc:
@@ -427,6 +432,16 @@ class CsvSource(Source):
         except ConnectorError as error:
             return error
         return self._error(f"cannot parse {file.display}; check the delimiter and quoting")
+
+    def _long_row_error(self, file: CsvFile) -> ConnectorError:
+        """A row longer than a parse block: its line, and the block size that fits it."""
+        line, size = _first_long_line(file, self.block_size)
+        where = file.display if line is None else f"{file.display} line {line}"
+        needed = min(MAX_BLOCK_MB, max(2 * (size >> 20), (size >> 20) + 1))
+        return self._error(
+            f"{where} is a row of {size:,} bytes, longer than the {self.block_size >> 20} MB "
+            f"blocks the file is parsed in; set block_size_mb to {needed} or more"
+        )
 
     def _encoding_error(self, file: CsvFile) -> ConnectorError:
         """Text that does not decode: the first line that does not, and what to set."""
@@ -548,6 +563,19 @@ def _where(file: CsvFile, row_number: int | None) -> str:
     if row_number is None:
         return file.display
     return f"{file.display} line {_physical_line(file, row_number)}"
+
+
+def _first_long_line(file: CsvFile, limit: int) -> tuple[int | None, int]:
+    """The first line longer than `limit` bytes and its length (error path only). A quoted
+    field's line breaks can make a row of several short lines: then no line, and the
+    longest line's length."""
+    longest = 0
+    with file.open() as stream:
+        for line_number, line in enumerate(io.BufferedReader(stream, 1 << 20), start=1):
+            if len(line) > limit:
+                return line_number, len(line)
+            longest = max(longest, len(line))
+    return None, longest
 
 
 def _first_undecodable_line(file: CsvFile, encoding: str) -> int | None:

@@ -65,7 +65,7 @@ def texts(connector: str, role: str, config: Any, name: str = "shop_db") -> list
             {"path": "a.csv", "delimeter": ";"},
             "connection 'shop_db': unknown config key 'delimeter'; did you mean 'delimiter'? "
             "(keys: path, tables, table, table_per_file, delimiter, header, columns, "
-            "encoding, null_values, endpoint_url, region, aws_access_key_id, "
+            "block_size_mb, encoding, null_values, endpoint_url, region, aws_access_key_id, "
             "aws_secret_access_key)",
         ),
         (
@@ -73,8 +73,8 @@ def texts(connector: str, role: str, config: Any, name: str = "shop_db") -> list
             "source",
             {"path": "a.csv", "quotechar": "'"},
             "connection 'shop_db': unknown config key 'quotechar'; remove it (keys: path, tables, "
-            "table, table_per_file, delimiter, header, columns, encoding, null_values, "
-            "endpoint_url, region, aws_access_key_id, aws_secret_access_key)",
+            "table, table_per_file, delimiter, header, columns, block_size_mb, encoding, "
+            "null_values, endpoint_url, region, aws_access_key_id, aws_secret_access_key)",
         ),
         (
             "rest_api",

@@ -762,3 +762,27 @@ def test_a_header_needs_a_distinct_name_per_column(
     with pytest.raises(ConnectorError) as error:
         source.discover()
     assert str(error.value) == f"connection 'files': people.csv: {problem}"
+
+
+def test_a_header_longer_than_a_block_names_it_and_the_block_size_that_fits(
+    tmp_path: Path,
+) -> None:
+    columns = ",".join(f"column_with_a_long_name_{i:06}" for i in range(200_000))
+    write(tmp_path / "wide.csv", f"{columns}\n" + ",".join(["1"] * 200_000) + "\n")
+    source = CsvSource("files", {"path": "wide.csv", "base_dir": str(tmp_path)})
+    with pytest.raises(ConnectorError) as error:
+        source.discover()
+    assert str(error.value) == (
+        f"connection 'files': wide.csv line 1 is a row of {len(columns) + 1:,} bytes, longer "
+        "than the 4 MB blocks the file is parsed in; set block_size_mb to 10 or more"
+    )
+    roomy = CsvSource("files", {"path": "wide.csv", "base_dir": str(tmp_path), "block_size_mb": 10})
+    assert len(roomy.discover()[0].schema) == 200_000
+
+
+def test_block_size_is_bounded() -> None:
+    with pytest.raises(ConnectorError) as error:
+        CsvSource("files", {"path": "a.csv", "block_size_mb": 2048})
+    assert str(error.value) == (
+        "connection 'files': block_size_mb 2048 is out of range; use 1 to 1024 (megabytes)"
+    )
