@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,18 +54,44 @@ class PublishedFile:
         return str(self.metadata[STAGED_PATH].value)
 
 
+# A step's scratch folder older than this belonged to a step that was killed.
+STALE_SCRATCH_SECONDS = 24 * 60 * 60
+SCRATCH_PREFIXES = ("datapipe-step-", "datapipe-input-")
+
+
 @contextmanager
 def scratch_file() -> Iterator[Path]:
     """A path for an asset's output file, in a private folder removed if the step fails.
 
     On success the folder is left for the IO manager, which removes it once published.
     """
-    folder = Path(tempfile.mkdtemp(prefix="datapipe-step-"))
+    remove_stale_scratch()
+    folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIXES[0]))
     try:
         yield folder / PARQUET_FILE
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def remove_stale_scratch(now: float | None = None) -> list[Path]:
+    """Remove the scratch folders of steps killed over a day ago (a kill -9 runs no cleanup)
+    and return them. Age is that of the newest of the folder and its files, which a live
+    step keeps writing."""
+    cutoff = (time.time() if now is None else now) - STALE_SCRATCH_SECONDS
+    removed = []
+    for prefix in SCRATCH_PREFIXES:
+        for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+            try:
+                newest = max(
+                    [folder.stat().st_mtime, *(f.stat().st_mtime for f in folder.iterdir())]
+                )
+            except OSError:
+                continue  # removed meanwhile, or not ours to read
+            if newest < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -109,7 +136,7 @@ class StagedTable:
         if isinstance(self.filesystem, fs.LocalFileSystem):
             yield self.path
             return
-        folder = Path(tempfile.mkdtemp(prefix="datapipe-input-"))
+        folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIXES[1]))
         try:
             fs.copy_files(
                 self.path,
