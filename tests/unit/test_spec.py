@@ -29,7 +29,7 @@ transform:
     - {id: orders, type: source, data: {table: orders}}
     - {id: paid, type: filter, data: {column: status, operator: eq, value: paid}}
     - {id: renamed, type: rename, data: {mappings: [{from: amount_cents, to: amount}], dropUnmapped: false}}
-    - {id: usd, type: computed, data: {columns: [{name: amount_usd, expression: "amount / 100.0", resultType: DOUBLE}]}}
+    - {id: usd, type: computed, data: {columns: [{name: amount_usd, expression: "amount / 100.0", resultType: "DECIMAL(12,2)"}]}}
     - {id: latest, type: deduplicate, data: {columns: [id], keepStrategy: last, orderBy: updated_at}}
     - {id: by_customer, type: aggregate, data: {groupBy: [customer_id], measures: [{column: amount_usd, function: sum, alias: revenue}, {column: id, function: count, alias: orders}]}}
     - {id: out, type: destination}
@@ -49,6 +49,13 @@ schedule: daily
 timezone: UTC
 """  # noqa: E501
 
+# The shipped example keeps money as DECIMAL; the benchmarks' six nodes compute a DOUBLE.
+USD_AS_DECIMAL = {
+    "columns": [
+        {"name": "amount_usd", "expression": "amount / 100.0", "resultType": "DECIMAL(12,2)"}
+    ]
+}
+
 ORDERS_REVENUE_JSON = {
     "name": "orders_revenue",
     "org": "acme",
@@ -57,7 +64,11 @@ ORDERS_REVENUE_JSON = {
     # The six-node transform with the editor's canvas positions and edge ids.
     "transformConfig": {
         "nodes": [
-            {**node, "position": {"x": 200 * i, "y": 0}, "data": node.get("data", {})}
+            {
+                **node,
+                "position": {"x": 200 * i, "y": 0},
+                "data": USD_AS_DECIMAL if node["id"] == "usd" else node.get("data", {}),
+            }
             for i, node in enumerate(SIX_NODE_TRANSFORM["nodes"])
         ],
         "edges": [
@@ -145,7 +156,7 @@ def test_yaml_example_parses_to_the_expected_model():
     assert (computed.name, computed.expression, computed.result_type) == (
         "amount_usd",
         "amount / 100.0",
-        "DOUBLE",
+        "DECIMAL(12,2)",
     )
     dedup = pipeline.transform.node("latest").data
     assert (dedup.columns, dedup.keep_strategy, dedup.order_by) == (["id"], "last", "updated_at")
