@@ -65,6 +65,6 @@ def test_a_misspelled_key_gets_a_did_you_mean(folder, capsys, command):
     assert main([command, "bad_csv"]) == 1
     assert capsys.readouterr().err == (
         "error: connection 'bad_csv': unknown config key 'delimter'; did you mean 'delimiter'? "
-        "(keys: path, tables, table, table_per_file, delimiter, header, columns, null_values, "
-        "endpoint_url, region, aws_access_key_id, aws_secret_access_key)\n"
+        "(keys: path, tables, table, table_per_file, delimiter, header, columns, block_size_mb, "
+        "encoding, null_values, endpoint_url, region, aws_access_key_id, aws_secret_access_key)\n"
     )

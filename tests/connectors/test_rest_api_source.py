@@ -373,7 +373,7 @@ def test_example_pipeline_parses():
     pipeline = Pipeline.model_validate(yaml.safe_load(EXAMPLE.read_text()))
     assert pipeline.source.connector == "rest_api"
     assert pipeline.source.config["api_key"] == "${REST_API_KEY}"
-    assert pipeline.destination.config == {"path": "../../.datapipe/examples.duckdb"}
+    assert pipeline.destination.config == {"path": "../.datapipe/examples.duckdb"}
     RestApiSource("example", pipeline.source.config)  # its endpoints are valid too
 
 
