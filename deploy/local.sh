@@ -12,4 +12,10 @@ cp -n dagster.yaml "$DAGSTER_HOME/dagster.yaml" 2>/dev/null || true
 
 .venv/bin/datapipe validate
 .venv/bin/datapipe run --all
-exec .venv/bin/dagster dev -h 127.0.0.1 -p 3000
+# The UI runs in the instance's own folder: started in the project, Dagster warns that the
+# project's dagster.yaml (the template DAGSTER_HOME's copy is made from) is not the one used.
+project="$PWD"
+cd "$DAGSTER_HOME"
+# dagster dev still works, and is what the README and the deployment notes name.
+export PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded"
+exec "$project/.venv/bin/dagster" dev -w "$project/workspace.yaml" -h 127.0.0.1 -p 3000
