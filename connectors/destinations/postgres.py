@@ -237,7 +237,4 @@ class PostgresDestination(SqlDestination):
         return server_message(exc) or self._problem(exc)
 
     def _problem(self, exc: Exception) -> str:
-        settings = self.settings
-        return connect_problem(
-            exc, settings.host, settings.port, settings.database, settings.username
-        )
+        return connect_problem(exc, self.settings)

@@ -32,6 +32,7 @@ from pymysql.cursors import SSCursor
 
 from connectors.base import BATCH_ROWS, ConnectorError
 from connectors.config.mysql import MySQLConfig
+from connectors.shared.secrets import mask
 from connectors.shared.sql_source import Column, SqlSource, listing, quoted, unreachable_reason
 from connectors.shared.sql_types import decimal_type
 
@@ -274,8 +275,11 @@ class MySQLSource(SqlSource):
         reason = unreachable_reason(str(exc))
         if reason is not None:
             return self._error(f"cannot reach {address} ({reason}); check host and port")
+        # The client's own words (error 2013, "Lost connection ..."), the password masked.
+        words = str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__
+        secrets = [self.settings.password] if self.settings.password else []
         return self._error(
-            f"cannot connect to {address} ({type(exc).__name__} {code}); "
+            f"cannot connect to {address} (error {code}: {mask(words, secrets)}); "
             "check the connection settings"
         )
 

@@ -20,6 +20,7 @@ from psycopg.conninfo import make_conninfo
 
 from connectors.base import ConnectorError
 from connectors.config.postgres import PostgresConfig
+from connectors.shared.secrets import mask
 from connectors.shared.sql_source import Column, SqlSource, quoted, unreachable_reason
 from connectors.shared.sql_types import decimal_type
 
@@ -117,12 +118,18 @@ def libpq_args(settings: PostgresConfig) -> dict[str, Any]:
     }
 
 
-def connect_problem(exc: Exception, host: str, port: int, database: str, user: str) -> str:
+def connect_problem(exc: Exception, settings: PostgresConfig) -> str:
     """What a failed connection means to the user, for the PostgreSQL source and destination.
 
-    Built from what failed: libpq's own text is matched, never repeated, since it can
-    include connection details.
+    Built from what failed where libpq's text is recognized; otherwise that text's first
+    line, with the password masked.
     """
+    host, port, database, user = (
+        settings.host,
+        settings.port,
+        settings.database,
+        settings.username,
+    )
     text = str(exc).lower()
     address = f"{host}:{port}"
     if "password authentication failed" in text or ("role" in text and "does not exist" in text):
@@ -141,7 +148,17 @@ def connect_problem(exc: Exception, host: str, port: int, database: str, user: s
         return f"cannot reach {address} ({reason}); check host and port"
     if "ssl" in text:
         return f"SSL negotiation with {address} failed; check sslmode"
-    return f"cannot connect to {address} ({type(exc).__name__}); check the connection settings"
+    reason = driver_text(exc, settings)
+    return f"cannot connect to {address} ({reason}); check the connection settings"
+
+
+def driver_text(exc: Exception, settings: PostgresConfig) -> str:
+    """The first line of a driver's message, with the password masked; its class name when
+    it has none."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return mask(lines[0], [settings.password] if settings.password else [])
 
 
 def server_message(exc: adbc_driver_manager.Error) -> str | None:
@@ -221,7 +238,7 @@ class PostgresSource(SqlSource):
             raise self._connect_error(exc) from None
 
     def _connect_error(self, exc: Exception) -> ConnectorError:
-        return self._error(connect_problem(exc, self.host, self.port, self.database, self.username))
+        return self._error(connect_problem(exc, self.settings))
 
     def _adbc_error(self, action: str, exc: adbc_driver_manager.Error) -> ConnectorError:
         message = server_message(exc)
@@ -233,5 +250,5 @@ class PostgresSource(SqlSource):
         # Server-side errors carry a primary message that never holds connection details.
         diag = getattr(exc, "diag", None)
         primary = diag.message_primary if diag is not None else None
-        reason = primary or type(exc).__name__
+        reason = primary or driver_text(exc, self.settings)
         return self._error(f"{action} failed: {reason}")

@@ -17,7 +17,7 @@ from connectors.base import BATCH_ROWS, ConnectorError, CursorState, TableSchema
 from connectors.sources.mysql import MySQLSource
 from datapipe_assets.pipeline.spec import Pipeline
 from tests.support.mariadb_server import MariaDBServer, mariadb_server
-from tests.support.services import free_port
+from tests.support.services import free_port, hang_up_server
 
 EXAMPLE = Path(__file__).parents[2] / "pipelines" / "examples" / "mysql.yaml"
 UTC = dt.UTC
@@ -401,3 +401,14 @@ def test_example_pipeline_parses() -> None:
     assert pipeline.source.config["password"] == "${MYSQL_PASSWORD}"
     assert pipeline.source.incremental_key == "updated_at"
     assert pipeline.destination.connector == "duckdb"
+
+
+def test_an_unrecognized_connection_failure_gives_the_client_s_words(
+    mariadb: MariaDBServer, database: str
+) -> None:
+    with hang_up_server() as port:
+        message = error_of(mariadb, source(mariadb, database, port=port).check)
+    assert message == (
+        f"connection 'shop_mysql': cannot connect to 127.0.0.1:{port} (error 2013: Lost "
+        "connection to MySQL server during query); check the connection settings"
+    )

@@ -13,7 +13,7 @@ import pytest
 from connectors.base import ConnectorError, TableSchema
 from connectors.sources.postgres import BATCH_BYTES, PostgresSource
 from tests.support.project_files import postgres_config
-from tests.support.services import PG_PASSWORD, PostgresServer, free_port
+from tests.support.services import PG_PASSWORD, PostgresServer, free_port, hang_up_server
 
 # The test server checks passwords; the real one must still never leak into a message.
 PASSWORD = PG_PASSWORD
@@ -347,4 +347,20 @@ def test_query_failure_is_reported_without_secrets(
     assert error_of(source.read, "orders", "day", "not a date") == (
         "connection 'shop_db': reading 'orders' failed: "
         'invalid input syntax for type date: "not a date"'
+    )
+
+
+def test_an_unrecognized_connection_failure_gives_the_driver_s_words_without_the_password(
+    postgres: PostgresServer, pg_database: str
+) -> None:
+    # libpq tries twice: with and without SSL.
+    with hang_up_server(connections=2) as port:
+        source = PostgresSource(
+            "shop_db", config(postgres, pg_database, port=port, sslmode="disable")
+        )
+        message = error_of(source.check)
+    assert message == (
+        f"connection 'shop_db': cannot connect to 127.0.0.1:{port} (connection failed: "
+        f'connection to server at "127.0.0.1", port {port} failed: server closed the '
+        "connection unexpectedly); check the connection settings"
     )

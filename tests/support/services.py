@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -200,3 +201,21 @@ def _wait_until_writable(server: S3Server, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.3)
+
+
+@contextmanager
+def hang_up_server(connections: int = 1) -> Iterator[int]:
+    """A port on 127.0.0.1 where something accepts `connections` connections and closes
+    each at once, without a word of any protocol; yields the port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:
+        for _ in range(connections):
+            connection, _ = listener.accept()
+            connection.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
