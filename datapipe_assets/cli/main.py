@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from connectors.base import ConnectorError
 from datapipe_assets.cli.common import CommandError, cli_project, positive_int
 from datapipe_assets.pipeline.compiler import CompileError
+from datapipe_assets.pipeline.readiness import readiness_warnings
 
 
 def console_main() -> int:
@@ -76,13 +77,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def validate_command(args: argparse.Namespace) -> int:
     project = cli_project()
+    warnings = 0
     for loaded in project.pipelines:
         print(f"ok     {loaded.pipeline.name} ({loaded.file.name})")
         for note in loaded.notes:
             print(f"note   {note}")
+        for warning in readiness_warnings(loaded):
+            print(f"warn   {warning}")
+            warnings += 1
     for errors in project.errors.values():
         for error in errors:
             print(f"error  {error}")
     count = sum(len(e) for e in project.errors.values())
-    print(f"{len(project.pipelines)} valid pipeline(s), {count} error(s)")
+    summary = f"{len(project.pipelines)} valid pipeline(s), {count} error(s)"
+    print(summary + (f", {warnings} warning(s)" if warnings else ""))
     return 1 if count else 0

@@ -274,3 +274,28 @@ def test_running_an_invalid_pipeline_shows_its_own_problems_once(project, capsys
         "error: no valid pipeline named 'mine'; valid pipelines: revenue "
         f"({project / 'z_mine.yaml'}: load_mode: unknown key; remove it or check its spelling)"
     ]
+
+
+def test_validate_warns_of_unset_variables_and_csv_paths_that_match_no_file(
+    project, capsys, monkeypatch
+):
+    monkeypatch.delenv("DOWN_DB_PASSWORD")
+    (project / "from_db.yaml").write_text(
+        "name: from_db\n"
+        "source: {connection: down_db, tables: [orders]}\n"
+        "destination: {connection: warehouse}\n"
+    )
+    (project / "exports.yaml").write_text(
+        "name: exports\n"
+        "source: {connector: csv, config: {path: 'exports/*.csv', table: orders},"
+        " tables: [orders]}\n"
+        "destination: {connection: warehouse}\n"
+    )
+    assert main(["validate"]) == 0
+    assert [line for line in capsys.readouterr().out.splitlines() if not line.startswith("ok")] == [
+        "warn   pipeline 'exports': connection 'exports.source' path 'exports/*.csv' matches no "
+        f"file (relative to {project}); check the path, or add the file before the pipeline runs",
+        "warn   pipeline 'from_db': connection 'down_db' uses ${DOWN_DB_PASSWORD}, which is not "
+        "set; set it before the pipeline runs",
+        "3 valid pipeline(s), 0 error(s), 2 warning(s)",
+    ]
