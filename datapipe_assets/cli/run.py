@@ -12,7 +12,8 @@ import uuid
 import dagster as dg
 
 from datapipe_assets.cli.check_report import failed_error_checks, skipped_loads
-from datapipe_assets.cli.common import CommandError, cli_project, dagster_home, valid_pipeline
+from datapipe_assets.cli.common import CommandError, cli_project, valid_pipeline
+from datapipe_assets.cli.instance import dagster_instance
 from datapipe_assets.cli.progress import printed_progress
 from datapipe_assets.defs.cursors import FULL_REFRESH_TAG
 from datapipe_assets.defs.factory import build_definitions
@@ -20,7 +21,6 @@ from datapipe_assets.pipeline.spec import Pipeline
 
 
 def run_command(args: argparse.Namespace) -> int:
-    dagster_home()
     project = cli_project()
     if not args.all and args.pipeline is None:
         raise CommandError("name a pipeline or pass --all")
@@ -39,7 +39,7 @@ def run_command(args: argparse.Namespace) -> int:
     definitions = build_definitions(project)
     tags = {FULL_REFRESH_TAG: "true"} if args.full_refresh else {}
     failed = 0
-    with dg.DagsterInstance.get() as instance:
+    with dagster_instance() as instance:
         for name in names:
             print(f"running {name} ...", flush=True)
             run_id = str(uuid.uuid4())

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from datapipe_assets.cli.common import CommandError, cli_project, dagster_home
+from datapipe_assets.cli.common import CommandError, cli_project
+from datapipe_assets.cli.instance import dagster_instance
 from datapipe_assets.defs.errors import failure_message
 from datapipe_assets.pipeline.keys import PIPELINE_TAG, key_stage
 
@@ -101,9 +102,8 @@ def format_runs(pipeline: str, runs: list[RunSummary]) -> str:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    dagster_home()
     names = [args.pipeline] if args.pipeline else [p.pipeline.name for p in cli_project().pipelines]
-    with dg.DagsterInstance.get() as instance:
+    with dagster_instance() as instance:
         for name in names:
             runs = recent_runs(instance, name, args.limit)
             if not runs and args.pipeline:

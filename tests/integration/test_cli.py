@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import duckdb
 import pytest
 import yaml
@@ -168,9 +173,6 @@ def test_validate_real_postgres_connection_check(project, capsys, postgres, monk
 
 def test_validate_and_preview_never_import_dagster(project):
     """The pipeline core is enough for validate and preview: no Dagster import at all."""
-    import subprocess
-    import sys
-
     code = (
         "import sys; from datapipe_assets.cli.main import main; "
         "codes = [main(['validate']), main(['preview', 'revenue', '--limit', '1'])]; "
@@ -299,3 +301,22 @@ def test_validate_warns_of_unset_variables_and_csv_paths_that_match_no_file(
         "set; set it before the pipeline runs",
         "3 valid pipeline(s), 0 error(s), 2 warning(s)",
     ]
+
+
+def test_two_first_commands_at_once_leave_a_working_instance(project, tmp_path):
+    """Unserialized, 3 rounds in 12 left the schedule storage with two alembic heads, and every
+    later command failed with alembic's traceback."""
+    datapipe = str(Path(sys.executable).parent / "datapipe")
+    for round_ in range(8):
+        env = {**os.environ, "DAGSTER_HOME": str(tmp_path / f"home_{round_}")}
+        first = [
+            subprocess.Popen([datapipe, "status"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]  # fmt: skip
+        assert [p.communicate(timeout=120)[1] for p in first] == ["", ""]
+        assert [p.returncode for p in first] == [0, 0]
+        later = subprocess.run(
+            [datapipe, "status"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert (later.returncode, later.stderr) == (0, "")
