@@ -18,6 +18,8 @@ from contextlib import contextmanager
 import duckdb
 import pyarrow as pa
 
+from connectors.shared.sql_destination import quote
+
 SPILL_DIRECTORY = os.path.join(tempfile.gettempdir(), "datapipe-duckdb-spill")
 
 
@@ -98,7 +100,7 @@ def output_schema(sql: str, inputs: Mapping[str, pa.Schema]) -> pa.Schema:
     """
     with binding_connection() as con:
         ctes = [
-            f"{_quote(name)} AS (SELECT * FROM {_empty_table(con, schema)})"
+            f"{quote(name)} AS (SELECT * FROM {_empty_table(con, schema)})"
             for name, schema in inputs.items()
         ]
         with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
@@ -118,10 +120,6 @@ def _empty_table(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> str:
             con.unregister("_datapipe_schema")
         tables[schema] = name
     return name
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def parse_single_select(sql: str) -> tuple[bool, str | None]:

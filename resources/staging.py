@@ -74,11 +74,11 @@ def scratch_file() -> Iterator[Path]:
         raise
 
 
-def remove_stale_scratch(now: float | None = None) -> list[Path]:
+def remove_stale_scratch() -> list[Path]:
     """Remove the scratch folders of steps killed over a day ago (a kill -9 runs no cleanup)
     and return them. Age is that of the newest of the folder and its files, which a live
     step keeps writing."""
-    cutoff = (time.time() if now is None else now) - STALE_SCRATCH_SECONDS
+    cutoff = time.time() - STALE_SCRATCH_SECONDS
     removed = []
     for prefix in SCRATCH_PREFIXES:
         for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):

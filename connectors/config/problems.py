@@ -11,7 +11,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -168,15 +168,18 @@ def _shown(value: Any) -> str:
     return f", not {value!r}"
 
 
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """`did you mean 'x'? ` for the choice closest to a misspelled word; empty if none is."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
 def _keys_hint(unknown: str, owner: type[BaseModel] | None) -> str:
     keys = user_keys(owner) if owner is not None else []
     if not keys:
         return "remove it"
-    close = difflib.get_close_matches(unknown, keys, n=1)
     listed = ", ".join(keys)
-    if close:
-        return f"did you mean {close[0]!r}? (keys: {listed})"
-    return f"remove it (keys: {listed})"
+    return f"{did_you_mean(unknown, keys) or 'remove it '}(keys: {listed})"
 
 
 def _walk(

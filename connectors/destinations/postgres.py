@@ -21,7 +21,14 @@ from psycopg.conninfo import make_conninfo
 from connectors.base import ConnectorError
 from connectors.config.postgres import PostgresConfig
 from connectors.shared.sql_destination import SqlDestination, SqlSession, TableRef, quote
-from connectors.shared.sql_types import POSTGRES, Family, SqlType, from_arrow, parse_sql_type
+from connectors.shared.sql_types import (
+    POSTGRES,
+    Family,
+    SqlType,
+    from_arrow,
+    is_json,
+    parse_sql_type,
+)
 from connectors.sources.postgres import connect_problem, libpq_args, server_message
 
 _STAGE = TableRef("pg_temp", "_datapipe_stage")
@@ -184,7 +191,7 @@ def _wire_converter(arrow_type: pa.DataType) -> Converter | None:
         if convert_values is None:
             return lambda array: array.dictionary_decode()
         return lambda array: convert_values(array.dictionary_decode())
-    if from_arrow(arrow_type).family is Family.JSON:
+    if is_json(arrow_type):
         return _json_text
     wire_type = next((t for matches, t in _EXACT_CASTS if matches(arrow_type)), None)
     if wire_type is None:

@@ -565,28 +565,30 @@ def _where(file: CsvFile, row_number: int | None) -> str:
     return f"{file.display} line {_physical_line(file, row_number)}"
 
 
-def _first_long_line(file: CsvFile, limit: int) -> tuple[int | None, int]:
-    """The first line longer than `limit` bytes and its length (error path only). A quoted
-    field's line breaks can make a row of several short lines: then no line, and the
-    longest line's length."""
-    longest = 0
+def _numbered_lines(file: CsvFile) -> Iterator[tuple[int, bytes]]:
+    """The file's lines as an editor numbers them, read once, for the error paths below."""
     with file.open() as stream:
-        for line_number, line in enumerate(io.BufferedReader(stream, 1 << 20), start=1):
-            if len(line) > limit:
-                return line_number, len(line)
-            longest = max(longest, len(line))
+        yield from enumerate(io.BufferedReader(stream, 1 << 20), start=1)
+
+
+def _first_long_line(file: CsvFile, limit: int) -> tuple[int | None, int]:
+    """The first line longer than `limit` bytes and its length. A quoted field's line breaks
+    can make a row of several short lines: then no line, and the longest line's length."""
+    longest = 0
+    for line_number, line in _numbered_lines(file):
+        if len(line) > limit:
+            return line_number, len(line)
+        longest = max(longest, len(line))
     return None, longest
 
 
 def _first_undecodable_line(file: CsvFile, encoding: str) -> int | None:
-    """The number of the first line that is not valid text in this encoding (error path
-    only, like _physical_line)."""
-    with file.open() as stream:
-        for line_number, line in enumerate(io.BufferedReader(stream, 1 << 20), start=1):
-            try:
-                line.decode(encoding)
-            except UnicodeDecodeError:
-                return line_number
+    """The number of the first line that is not valid text in this encoding."""
+    for line_number, line in _numbered_lines(file):
+        try:
+            line.decode(encoding)
+        except UnicodeDecodeError:
+            return line_number
     return None
 
 
@@ -597,10 +599,9 @@ def _physical_line(file: CsvFile, row_number: int) -> int:
     user sees. This only runs on the error path: streaming the file once is affordable.
     """
     seen = 0
-    with file.open() as stream:
-        for line_number, line in enumerate(io.BufferedReader(stream, 1 << 20), start=1):
-            if line.strip(b"\r\n"):
-                seen += 1
-                if seen == row_number:
-                    return line_number
+    for line_number, line in _numbered_lines(file):
+        if line.strip(b"\r\n"):
+            seen += 1
+            if seen == row_number:
+                return line_number
     return row_number

@@ -163,7 +163,7 @@ def driver_text(exc: Exception, settings: PostgresConfig) -> str:
 
 def server_message(exc: adbc_driver_manager.Error) -> str | None:
     """The server's primary message for a statement that failed through ADBC; None when the
-    server never answered (a failed connection), whose libpq text is never repeated."""
+    server never answered (a failed connection: see connect_problem)."""
     primary = dict(exc.details or []).get(b"PG_DIAG_MESSAGE_PRIMARY")
     return None if primary is None else primary.decode(errors="replace").splitlines()[0]
 

@@ -5,7 +5,6 @@ Every file is checked on its own, so one bad file is reported while the others l
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_snake
 
 from connectors.base import ConnectorError
+from connectors.config.problems import did_you_mean
 from connectors.registry import source_class
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.problems import Problem
@@ -336,8 +336,7 @@ def _unknown_node_type(file: str, path: str, item: Any) -> SpecError:
     node_id = node.get("id") if isinstance(node, dict) else None
     tag = str(item.get("ctx", {}).get("tag", ""))
     named = f"node {node_id!r}" if isinstance(node_id, str) else "node"
-    close = difflib.get_close_matches(tag, NODE_TYPES, n=1)
-    hint = (f"did you mean {close[0]!r}? " if close else "") + f"use one of {', '.join(NODE_TYPES)}"
+    hint = did_you_mean(tag, NODE_TYPES) + f"use one of {', '.join(NODE_TYPES)}"
     return SpecError(file, path, f"{named}: unknown type {tag!r}", hint)
 
 

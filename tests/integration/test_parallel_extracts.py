@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 import pytest
 
 from datapipe_assets.defs.factory import build_definitions
@@ -21,6 +20,7 @@ from tests.support.warehouse_runs import (
     materializations,
     shop_project,
     warehouse_rows,
+    warehouse_tables,
 )
 
 FILES = SHOP_FILES
@@ -137,12 +137,7 @@ def test_a_failing_table_fails_its_step_while_the_others_materialize_and_nothing
         "fix the row or the delimiter (',')"
     ]
     assert sorted(materializations(result)) == ["raw/bank", "raw/card", "raw/customers"]
-    assert not (project / "wh.duckdb").exists() or _tables(project) == []
-
-
-def _tables(project: Path) -> list[str]:
-    with duckdb.connect(str(project / "wh.duckdb"), read_only=True) as con:
-        return [r[0] for r in con.execute("SHOW TABLES").fetchall()]
+    assert not (project / "wh.duckdb").exists() or warehouse_tables(project) == []
 
 
 # The payment tables incremental too: two cursors read and committed by one step.

@@ -53,6 +53,12 @@ def warehouse_rows(project: Path, table: str) -> list[tuple[Any, ...]]:
         return con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall()
 
 
+def warehouse_tables(project: Path) -> list[str]:
+    """The tables in the project's wh.duckdb."""
+    with duckdb.connect(str(project / "wh.duckdb"), read_only=True) as con:
+        return [name for (name,) in con.execute("SHOW TABLES").fetchall()]
+
+
 def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetMaterialization]:
     """The run's materializations by asset key, without the org and pipeline parts."""
     return {

@@ -32,18 +32,30 @@ def load_asset(
         retry_policy=CONNECTION_RETRY_POLICY,
     )
     def _load(context: dg.AssetExecutionContext, data: StagedTable) -> dg.MaterializeResult:
-        # Only incremental tables' extracts carry a state: a full extract has none to commit.
-        states = cursors.decode_states(data)
-        request = load_request(loaded, target_table, context.run.tags, states)
-        started = time.perf_counter()
-        with step_failures(load_where(loaded, target_table), loaded.connections()):
-            result = destination.open_destination().load(data.reader(), request)
-        context.log.info(f"loaded {result.rows_loaded} rows into {target_table} ({request.mode})")
-        return dg.MaterializeResult(
-            metadata=load_metadata(request, result, data.schema, data.url, states, started)
-        )
+        metadata, line = load_staged(loaded, target_table, context.run.tags, data)
+        context.log.info(line)
+        return dg.MaterializeResult(metadata=metadata)
 
     return _load
+
+
+def load_staged(
+    loaded: LoadedPipeline, target_table: str, tags: Mapping[str, str], data: StagedTable
+) -> tuple[dict[str, Any], str]:
+    """Load staged data, with the cursor states it carries; the load's metadata and log line."""
+    # Only incremental tables' extracts carry a state: a full extract has none to commit.
+    states = cursors.decode_states(data)
+    request = load_request(loaded, target_table, tags, states)
+    started = time.perf_counter()
+    with step_failures(load_where(loaded, target_table), loaded.connections()):
+        result = loaded.destination.open_destination().load(data.reader(), request)
+    metadata = load_metadata(request, result, data.schema, data.url, states, started)
+    return metadata, loaded_line(target_table, request, result)
+
+
+def loaded_line(target_table: str, request: LoadRequest, result: LoadResult) -> str:
+    """A load's line in the run's log."""
+    return f"loaded {result.rows_loaded} rows into {target_table} ({request.mode})"
 
 
 def load_description(loaded: LoadedPipeline, target_table: str) -> str:

@@ -37,7 +37,9 @@ from datapipe_assets.defs.assets.load import (
     load_description,
     load_metadata,
     load_request,
+    load_staged,
     load_where,
+    loaded_line,
 )
 from datapipe_assets.defs.errors import CONNECTION_RETRY_POLICY, step_failures
 from datapipe_assets.defs.stage_metadata import seconds_since
@@ -255,7 +257,7 @@ class _StepRun:
                 if job.load_into is None:
                     outbox.put(self._extract(job.table))
                 elif job.staged is not None:
-                    outbox.put(self._load(job.table, job.load_into, job.staged))
+                    outbox.put(self._load(job.load_into, job.staged))
                 else:
                     self._extract_and_load(job.table, job.load_into, outbox)
             failure = None
@@ -346,24 +348,15 @@ class _StepRun:
         outbox.put(
             _Output(
                 dg.MaterializeResult(asset_key=load_key(pipeline, target), metadata=metadata),
-                f"loaded {result.rows_loaded} rows into {target} ({request.mode})",
+                loaded_line(target, request, result),
             )
         )
 
-    def _load(self, table: SourceTable, target: str, staged: StagedTable) -> _Output:
+    def _load(self, target: str, staged: StagedTable) -> _Output:
         """Load a table's latest staged data, for a load materialized without its extract."""
-        started = time.perf_counter()
-        states = cursors.decode_states(staged)
-        request = load_request(self.loaded, target, self.tags, states)
-        with step_failures(load_where(self.loaded, target), self.loaded.connections()):
-            result = self.loaded.destination.open_destination().load(staged.reader(), request)
-        metadata = load_metadata(request, result, staged.schema, staged.url, states, started)
-        return _Output(
-            dg.MaterializeResult(
-                asset_key=load_key(self.loaded.pipeline, target), metadata=metadata
-            ),
-            f"loaded {result.rows_loaded} rows into {target} ({request.mode})",
-        )
+        metadata, line = load_staged(self.loaded, target, self.tags, staged)
+        key = load_key(self.loaded.pipeline, target)
+        return _Output(dg.MaterializeResult(asset_key=key, metadata=metadata), line)
 
     def _committed_state(self, table: SourceTable) -> CursorState | None:
         """The cursor the destination last committed, unless a full refresh was asked for."""
