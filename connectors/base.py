@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -208,12 +209,57 @@ class LoadResult:
 
 
 @dataclass(frozen=True)
+class ExtractStart:
+    """The committed cursor state an extract started from: None when there was none."""
+
+    state: CursorState | None
+
+
+@dataclass(frozen=True)
 class StateUpdate:
-    """A cursor state committed in the same destination transaction as the rows it covers."""
+    """A cursor state committed in the same destination transaction as the rows it covers.
+
+    With `started_from`, the load commits only if the destination's committed state is still
+    the one the extract started from: had another run committed since, its rows would be
+    loaded twice. None skips the check (a full refresh replaces whatever was committed).
+    """
 
     pipeline: str
     source_table: str
     state: CursorState
+    started_from: ExtractStart | None = None
+
+    def overtaken(self, committed: CursorState | None) -> bool:
+        """Whether another run committed this table after the extract started."""
+        if self.started_from is None:
+            return False
+        return _as_json(committed) != _as_json(self.started_from.state)
+
+
+def refuse_overtaken(
+    updates: Sequence[StateUpdate], read_committed: Callable[[str], Iterable[tuple[str, str]]]
+) -> None:
+    """Raise if another run committed one of these tables after its extract started.
+
+    `read_committed(pipeline)` gives the destination's (source_table, state JSON) rows.
+    """
+    checked = [update for update in updates if update.started_from is not None]
+    if not checked:
+        return
+    committed = {
+        table: CursorState.from_json(json.loads(state))
+        for table, state in read_committed(checked[0].pipeline)
+    }
+    for update in checked:
+        if update.overtaken(committed.get(update.source_table)):
+            raise ConnectorError(
+                f"another run of pipeline {update.pipeline!r} committed table "
+                f"{update.source_table!r} after this run started; nothing was loaded; run again"
+            )
+
+
+def _as_json(state: CursorState | None) -> str | None:
+    return None if state is None else json.dumps(state.to_json(), sort_keys=True)
 
 
 @dataclass

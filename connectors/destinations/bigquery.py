@@ -47,6 +47,7 @@ from connectors.base import (
     LoadRequest,
     LoadResult,
     TableSchema,
+    refuse_overtaken,
 )
 from connectors.config.bigquery import BigQueryConfig
 from connectors.shared.google_auth import service_account_info
@@ -196,6 +197,7 @@ class BigQueryDestination(Destination):
                 self._create_table(client, target, plan.schema)
             if request.state_updates:
                 self._create_table(client, self._table_ref(STATE_TABLE), STATE_SCHEMA)
+                self._refuse_overtaken(client, request)
             if request.mode is LoadMode.UPSERT:
                 rows = self._upsert(client, existing, data, plan, request, Path(tmp))
             else:
@@ -334,6 +336,18 @@ class BigQueryDestination(Destination):
             f"SELECT COUNT(*) FROM (SELECT DISTINCT {keys} FROM {_sql_name(staging)})",
         ]
         return ";\n".join(statements), params
+
+    def _refuse_overtaken(self, client: bigquery.Client, request: LoadRequest) -> None:
+        """Refuse a cursor another run committed after this run's extract started.
+
+        BigQuery has no lock to hold across the load job, so this narrows the window to the
+        load itself rather than closing it, as PostgreSQL's lock does.
+        """
+        sql = f"SELECT source_table, state FROM {self._sql_name(STATE_TABLE)} WHERE pipeline = @p"
+        refuse_overtaken(
+            request.state_updates,
+            lambda pipeline: _run_query(client, sql, [_param("p", pipeline)], self.location),
+        )
 
     def _merge_states(self, client: bigquery.Client, request: LoadRequest) -> None:
         """Commit the cursor states after an append or replace: a job of their own."""

@@ -8,6 +8,7 @@ PostgreSQL in `connectors.shared.sql_types`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from connectors.shared.sql_types import DUCKDB, is_json
 # The name the incoming batches are visible under while they are inserted.
 _INCOMING = "_datapipe_incoming"
 _STAGE = TableRef("temp", "_datapipe_stage")
+# How long a session waits for another process's session on the same file to end.
+LOCK_WAIT_SECONDS = 300
 
 
 class _FileLocks:
@@ -104,6 +107,11 @@ class DuckDBSession(SqlSession):
         # A DuckDB table's rowid follows insertion order, and the arrow scan keeps batch order.
         return _STAGE, "rowid"
 
+    def hold(self, name: str) -> None:
+        # Nothing more to take: the session already holds the database file alone, against
+        # this process's threads (its file lock) and other processes (DuckDB's own lock).
+        pass
+
     def describe(self) -> str:
         return f"DuckDB {duckdb.__version__} database {str(self._path)!r}"
 
@@ -137,7 +145,7 @@ class DuckDBDestination(SqlDestination):
         lock.acquire()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            con = duckdb.connect(str(path))
+            con = _connect_when_free(path)
             # Fixed so that tz-aware data loaded into a TIMESTAMP column lands as UTC.
             con.execute("SET TimeZone = 'UTC'")
         except (OSError, duckdb.Error) as exc:
@@ -150,6 +158,19 @@ class DuckDBDestination(SqlDestination):
 
     def _driver_error(self, exc: Exception) -> str | None:
         return _first_line(exc) if isinstance(exc, duckdb.Error) else None
+
+
+def _connect_when_free(path: Path) -> duckdb.DuckDBPyConnection:
+    """Connect, waiting while another process has the file open: DuckDB lets one process
+    at a time write a database file, and a run's load holds it for the load's length."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "Could not set lock" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -66,6 +66,11 @@ class PostgresSession(SqlSession):
         self._cursor.execute(sql)
         return self._cursor.rowcount
 
+    def hold(self, name: str) -> None:
+        # A transaction-level advisory lock: released by COMMIT or ROLLBACK, and by the
+        # server when a killed client's connection drops.
+        self.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", (name,))
+
     def columns(self, table: TableRef) -> dict[str, str] | None:
         # format_type() spells types with their modifiers, e.g. numeric(12,2).
         rows = self.query(

@@ -26,6 +26,7 @@ from connectors.base import (
     LoadRequest,
     LoadResult,
     TableSchema,
+    refuse_overtaken,
 )
 from connectors.shared.sql_types import (
     Dialect,
@@ -99,6 +100,11 @@ class SqlSession(ABC):
         """Create a temporary staging table with these columns, dropped by the transaction's
         end at the latest; return it and an expression giving each staged row's position in
         insertion order."""
+
+    @abstractmethod
+    def hold(self, name: str) -> None:
+        """Wait for, then hold until the transaction ends, the lock called `name`: loads
+        into one table from several processes run one after another."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -245,6 +251,7 @@ class _TableLoad:
     request: LoadRequest
 
     def run(self, session: SqlSession, data: pa.RecordBatchReader) -> LoadResult:
+        self._hold_table(session)
         existing = session.columns(self.table)
         if existing is None:
             column_types, added = self._create(session, data.schema), ()
@@ -263,6 +270,21 @@ class _TableLoad:
             columns_added=added,
             table_created=existing is None,
         )
+
+    def _hold_table(self, session: SqlSession) -> None:
+        """Take the table's load lock, then refuse a cursor another run committed since this
+        run's extract started: both runs read from the same cursor, so loading this one too
+        would double the rows between them."""
+        session.hold(f"datapipe load {self.table.schema}.{self.table.name}")
+        state_table = TableRef(self.state_schema, STATE_TABLE)
+
+        def read_committed(pipeline: str) -> list[tuple[Any, ...]]:
+            if session.columns(state_table) is None:
+                return []
+            sql = f"SELECT source_table, state FROM {state_table.sql} WHERE pipeline = $1"
+            return session.query(sql, (pipeline,))
+
+        refuse_overtaken(self.request.state_updates, read_committed)
 
     def _create(self, session: SqlSession, schema: pa.Schema) -> dict[str, str]:
         """Create the table from the data's schema; return the declared column types."""

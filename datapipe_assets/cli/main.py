@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("pipeline", nargs="?", help="pipeline name (default: --all)")
     run.add_argument("--all", action="store_true", help="run every valid pipeline")
     run.add_argument("--full-refresh", action="store_true", help="ignore incremental cursors")
+    run.add_argument(
+        "--force", action="store_true", help="run even while the pipeline has a live run"
+    )
     run.set_defaults(handler="run:run_command")
 
     status = commands.add_parser("status", help="last runs: status, rows per stage, checks")

@@ -17,6 +17,7 @@ from datapipe_assets.cli.instance import dagster_instance
 from datapipe_assets.cli.progress import printed_progress
 from datapipe_assets.defs.cursors import FULL_REFRESH_TAG
 from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.defs.live_runs import live_runs, process_tags
 from datapipe_assets.pipeline.spec import Pipeline
 
 
@@ -37,10 +38,14 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         names = [valid_pipeline(project, args.pipeline).pipeline.name]
     definitions = build_definitions(project)
-    tags = {FULL_REFRESH_TAG: "true"} if args.full_refresh else {}
+    tags = process_tags() | ({FULL_REFRESH_TAG: "true"} if args.full_refresh else {})
     failed = 0
     with dagster_instance() as instance:
         for name in names:
+            if not args.force and (live := live_runs(instance, name)):
+                print(f"error: {_overlap(name, live)}", file=sys.stderr)
+                failed += 1
+                continue
             print(f"running {name} ...", flush=True)
             run_id = str(uuid.uuid4())
             with printed_progress(instance, run_id):
@@ -56,6 +61,14 @@ def run_command(args: argparse.Namespace) -> int:
             ok = report(project.get(name).pipeline, run_id, result)
             failed += not ok
     return 1 if failed else 0
+
+
+def _overlap(name: str, live: list[dg.DagsterRun]) -> str:
+    runs = ", ".join(f"{run.run_id} ({run.status.value})" for run in live)
+    return (
+        f"pipeline {name!r} is already running: {runs}; wait for it to finish, or pass "
+        "--force to start another run alongside it"
+    )
 
 
 def report(pipeline: Pipeline, run_id: str, result: dg.ExecuteInProcessResult) -> bool:

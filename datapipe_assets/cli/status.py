@@ -10,6 +10,7 @@ import dagster as dg
 from datapipe_assets.cli.common import CommandError, cli_project
 from datapipe_assets.cli.instance import dagster_instance
 from datapipe_assets.defs.errors import failure_message
+from datapipe_assets.defs.live_runs import fail_abandoned_runs
 from datapipe_assets.pipeline.keys import PIPELINE_TAG, key_stage
 
 STAGES = ("extracted", "transformed", "loaded")
@@ -50,6 +51,7 @@ def _summary(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunSummary:
             dg.DagsterEventType.ASSET_MATERIALIZATION,
             dg.DagsterEventType.ASSET_CHECK_EVALUATION,
             dg.DagsterEventType.STEP_FAILURE,
+            dg.DagsterEventType.RUN_FAILURE,
         },
     ).records
     for event_record in events:
@@ -58,6 +60,9 @@ def _summary(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunSummary:
             continue
         if event.is_step_failure:
             summary.failure = summary.failure or failure_message(event)
+        elif event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            # A failed step's reason says more than its run's "steps failed" message.
+            summary.failure = summary.failure or event_record.event_log_entry.message
         elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             _count_rows(summary, event.step_materialization_data.materialization)
         else:
@@ -104,6 +109,7 @@ def format_runs(pipeline: str, runs: list[RunSummary]) -> str:
 def status_command(args: argparse.Namespace) -> int:
     names = [args.pipeline] if args.pipeline else [p.pipeline.name for p in cli_project().pipelines]
     with dagster_instance() as instance:
+        fail_abandoned_runs(instance)
         for name in names:
             runs = recent_runs(instance, name, args.limit)
             if not runs and args.pipeline:

@@ -24,6 +24,7 @@ from functools import reduce
 import dagster as dg
 
 from connectors.sources.csv import CsvSource
+from datapipe_assets.defs.live_runs import live_runs
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.keys import PIPELINE_TAG, load_key
 from datapipe_assets.pipeline.project import LoadedPipeline, Project
@@ -32,13 +33,6 @@ from datapipe_assets.pipeline.run_source import FILE_TAG
 # How often the daemon may evaluate each sensor; a listing of a folder or prefix is cheap.
 SENSOR_INTERVAL_VARIABLE = "DATAPIPE_SENSOR_INTERVAL_SECONDS"
 DEFAULT_SENSOR_INTERVAL = 30
-IN_PROGRESS = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 def sensor_interval() -> int:
@@ -187,8 +181,9 @@ def non_overlapping_schedule(
 ) -> dg.ScheduleDefinition:
     """The pipeline's cron schedule; a tick is skipped while a run of the pipeline is unfinished.
 
-    Runs are matched by the job's tags (`datapipe/pipeline`), which the full-refresh job
-    carries too, so a manual full refresh also holds the schedule back.
+    Runs are matched by the pipeline's tag (`datapipe/pipeline`), which the full-refresh job
+    and `datapipe run` carry too, so a manual run also holds the schedule back; a run whose
+    process died is marked failed first, so it holds nothing back.
     """
     name = loaded.pipeline.name
 
@@ -201,9 +196,7 @@ def non_overlapping_schedule(
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
     def _evaluate(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        running = context.instance.get_runs(
-            filters=dg.RunsFilter(tags=dict(job.tags), statuses=IN_PROGRESS), limit=1
-        )
+        running = live_runs(context.instance, name)
         if running:
             run = running[0]
             return dg.SkipReason(

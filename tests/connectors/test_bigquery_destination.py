@@ -12,7 +12,14 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from connectors.base import ConnectorError, CursorState, LoadMode, LoadRequest, StateUpdate
+from connectors.base import (
+    ConnectorError,
+    CursorState,
+    ExtractStart,
+    LoadMode,
+    LoadRequest,
+    StateUpdate,
+)
 from connectors.destinations.bigquery import BigQueryDestination
 from datapipe_assets.pipeline.spec import Pipeline
 from tests.support.fake_bigquery import PROJECT, FakeBigQuery
@@ -128,6 +135,25 @@ def test_a_failed_merge_changes_nothing_and_still_drops_the_staging_table(bq):
     assert sorted(t for _, t in bq.tables) == ["_datapipe_state", "orders"]
     assert bq.rows("raw", "orders") == [(1, "new"), (2, "paid")]
     assert destination(bq).read_state("p", "orders") == CursorState(1)
+
+
+@pytest.mark.parametrize("mode", [LoadMode.APPEND, LoadMode.UPSERT])
+def test_a_load_refuses_a_cursor_committed_after_its_extract_started(bq, mode):
+    first = StateUpdate("p", "orders", CursorState(2), ExtractStart(None))
+    load(bq, ORDERS, mode, upsert_key=["id"], state_updates=[first])
+    jobs = len(bq.configs("load"))
+    with pytest.raises(ConnectorError) as error:
+        load(bq, ORDERS, mode, upsert_key=["id"], state_updates=[first])
+    assert str(error.value) == (
+        "another run of pipeline 'p' committed table 'orders' after this run started; nothing "
+        "was loaded; run again"
+    )
+    assert len(bq.configs("load")) == jobs
+    following = StateUpdate("p", "orders", CursorState(3), ExtractStart(CursorState(2)))
+    load(bq, pa.table({"id": [3], "status": ["new"]}), mode, upsert_key=["id"],
+         state_updates=[following])  # fmt: skip
+    assert destination(bq).read_state("p", "orders") == CursorState(3)
+    assert sorted(bq.rows("raw", "orders"))[-1] == (3, "new")
 
 
 def test_append_commits_the_cursor_state_in_a_merge_after_the_load(bq):

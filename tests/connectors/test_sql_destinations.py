@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import threading
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from connectors.base import (
     ConnectorError,
     CursorState,
+    ExtractStart,
     LoadMode,
     LoadRequest,
     LoadResult,
@@ -304,3 +307,70 @@ def test_decimals_keep_exact_values(target, sql_type):
     load(target.dest, pa.table({"amount": pa.array(values, pa.decimal128(18, 4))}))
     assert target.column_types() == [("amount", sql_type)]
     assert target.query("SELECT amount FROM revenue") == [(v,) for v in values]
+
+
+OVERTAKEN = (
+    "another run of pipeline 'p' committed table 's' after this run started; nothing was "
+    "loaded; run again"
+)
+
+
+@pytest.mark.parametrize("mode", list(LoadMode))
+def test_a_load_refuses_a_cursor_committed_after_its_extract_started(target, mode):
+    committed = StateUpdate("p", "s", CursorState(5), ExtractStart(None))
+    load(target.dest, pa.table({"id": [1]}), mode, upsert_key=["id"], state_updates=[committed])
+    # A second run also extracted from no committed state, and read the same rows.
+    overtaken = StateUpdate("p", "s", CursorState(5), ExtractStart(None))
+    with pytest.raises(ConnectorError) as error:
+        load(target.dest, pa.table({"id": [1, 2]}), mode, upsert_key=["id"],
+             state_updates=[overtaken])  # fmt: skip
+    assert str(error.value) == OVERTAKEN
+    assert target.query("SELECT * FROM revenue") == [(1,)]
+    assert target.dest.read_state("p", "s") == CursorState(5)
+    # The run that started from the committed state loads.
+    following = StateUpdate("p", "s", CursorState(7), ExtractStart(CursorState(5)))
+    load(target.dest, pa.table({"id": [2]}), mode, upsert_key=["id"], state_updates=[following])
+    assert target.dest.read_state("p", "s") == CursorState(7)
+    # Without a start (a full refresh) nothing is checked.
+    load(target.dest, pa.table({"id": [3]}), mode, upsert_key=["id"],
+         state_updates=[StateUpdate("p", "s", CursorState(1))])  # fmt: skip
+    assert target.dest.read_state("p", "s") == CursorState(1)
+
+
+def test_a_load_waits_for_a_concurrent_load_of_the_table_then_refuses(target, tmp_path):
+    """Two loads from the same start overlap: the second waits for the first's commit, sees
+    its cursor and loads nothing. Each load has its own destination object (connection)."""
+    first_holds = threading.Event()
+    release_first = threading.Event()
+
+    def paused_batches() -> Iterator[pa.RecordBatch]:
+        yield pa.record_batch({"id": [1]})
+        first_holds.set()
+        release_first.wait(30)
+        yield pa.record_batch({"id": [2]})
+
+    update = StateUpdate("p", "s", CursorState(2), ExtractStart(None))
+    request = LoadRequest("revenue", LoadMode.APPEND, state_updates=[update])
+    reader = pa.RecordBatchReader.from_batches(pa.schema({"id": pa.int64()}), paused_batches())
+    first = threading.Thread(target=target.dest.load, args=(reader, request))
+    first.start()
+    assert first_holds.wait(30)
+    outcome: list[BaseException | LoadResult] = []
+
+    def second_load() -> None:
+        try:
+            outcome.append(load(target.reopened(), pa.table({"id": [1, 2]}),
+                                state_updates=[update]))  # fmt: skip
+        except ConnectorError as error:
+            outcome.append(error)
+
+    second = threading.Thread(target=second_load)
+    second.start()
+    second.join(1.5)
+    assert second.is_alive(), "the second load must wait for the first to commit"
+    release_first.set()
+    first.join(30)
+    second.join(30)
+    assert [str(e) for e in outcome] == [OVERTAKEN]
+    assert target.query("SELECT * FROM revenue ORDER BY id") == [(1,), (2,)]
+    assert target.dest.read_state("p", "s") == CursorState(2)

@@ -37,6 +37,10 @@ class Target:
     def column_types(self, table: str = "revenue") -> list[tuple[str, str]]:
         return self.query(self.column_types_sql.format(table=table))
 
+    def reopened(self) -> Destination:
+        """Another destination object on the same database, as another run would open."""
+        return open_destination(self.name, "warehouse", self.config)
+
 
 def duckdb_target(tmp_path: Path) -> Target:
     config = {"path": "db/warehouse.duckdb", "base_dir": str(tmp_path)}

@@ -7,7 +7,14 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from connectors.base import CursorState, LoadMode, LoadRequest, LoadResult, StateUpdate
+from connectors.base import (
+    CursorState,
+    ExtractStart,
+    LoadMode,
+    LoadRequest,
+    LoadResult,
+    StateUpdate,
+)
 from datapipe_assets.defs import cursors
 from datapipe_assets.defs.errors import CONNECTION_RETRY_POLICY, step_failures
 from datapipe_assets.defs.stage_metadata import seconds_since
@@ -45,7 +52,7 @@ def load_staged(
     """Load staged data, with the cursor states it carries; the load's metadata and log line."""
     # Only incremental tables' extracts carry a state: a full extract has none to commit.
     states = cursors.decode_states(data)
-    request = load_request(loaded, target_table, tags, states)
+    request = load_request(loaded, target_table, tags, states, cursors.decode_starts(data))
     started = time.perf_counter()
     with step_failures(load_where(loaded, target_table), loaded.connections()):
         result = loaded.destination.open_destination().load(data.reader(), request)
@@ -79,9 +86,12 @@ def load_request(
     target_table: str,
     tags: Mapping[str, str],
     states: Mapping[str, CursorState],
+    starts: Mapping[str, ExtractStart],
 ) -> LoadRequest:
     spec = loaded.pipeline.destination
     full_refresh = tags.get(cursors.FULL_REFRESH_TAG) == "true"
+    # A full refresh replaces the table, so another run's commit leaves nothing doubled.
+    checked = {} if full_refresh else starts
     # A forced full refresh re-extracts everything, so the table is rebuilt from it.
     mode = LoadMode.REPLACE if full_refresh else LoadMode(spec.load_mode)
     return LoadRequest(
@@ -89,7 +99,9 @@ def load_request(
         mode=mode,
         upsert_key=spec.upsert_key,
         create_table_if_missing=spec.create_table_if_missing,
-        state_updates=[StateUpdate(loaded.pipeline.name, t, s) for t, s in states.items()],
+        state_updates=[
+            StateUpdate(loaded.pipeline.name, t, s, checked.get(t)) for t, s in states.items()
+        ],
     )
 
 

@@ -291,7 +291,7 @@ class _StepRun:
             start = self._committed_state(table) if table.incremental else None
             extraction = self._open(table, start)
             # The cursor state travels under the table's name in the pipeline, unique in it.
-            write_parquet(path, extraction.schema, extraction, _states(table, extraction))
+            write_parquet(path, extraction.schema, extraction, _states(table, start, extraction))
         _release_freed_memory()
         metadata: dict[str, object] = {"duration_seconds": seconds_since(started)}
         summary = "extracted"
@@ -315,7 +315,7 @@ class _StepRun:
         pipeline, connections = self.loaded.pipeline, self.loaded.connections()
         key = dg.AssetKey(raw_key(pipeline, table.name))
         started = time.perf_counter()
-        request = load_request(self.loaded, target, self.tags, {})
+        request = load_request(self.loaded, target, self.tags, {}, {})
         published: list[PublishedFile] = []
         with scratch_file() as path:
             extraction = self._open(table, None)
@@ -323,7 +323,7 @@ class _StepRun:
 
             def batches() -> Iterator[pa.RecordBatch]:
                 yield from written_aside(
-                    path, extraction.schema, source.batches(), _states(table, extraction)
+                    path, extraction.schema, source.batches(), _states(table, None, extraction)
                 )
                 # The file is complete: it is published before the load may commit.
                 metadata = {"duration_seconds": seconds_since(started)}
@@ -382,10 +382,12 @@ class _Watched:
             raise
 
 
-def _states(table: SourceTable, extraction: Extraction) -> Callable[[], dict[str, str]]:
+def _states(
+    table: SourceTable, start: CursorState | None, extraction: Extraction
+) -> Callable[[], dict[str, str]]:
     """The staged file's cursor state, under the table's name in the pipeline (unique there),
     asked for once the extract has ended."""
-    return lambda: cursors.encode_states({table.name: extraction.state})
+    return lambda: cursors.encode_states(table.name, start, extraction.state)
 
 
 def _release_freed_memory() -> None:
