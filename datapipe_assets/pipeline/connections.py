@@ -101,7 +101,7 @@ class ConnectionSpec:
         for key, value in _items(self.config):
             if isinstance(value, str) and SECRET_KEY.search(key):
                 found.append(self._quietly(value))
-        return [secret for secret in found if secret]
+        return list(dict.fromkeys(secret for secret in found if secret))
 
     def _quietly(self, value: str) -> str:
         """A value resolved as far as it can be, with what cannot be resolved left empty."""
