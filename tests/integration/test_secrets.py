@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 from datapipe_assets.cli.main import main
-from datapipe_assets.pipeline.secret_store import reveal
+from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.pipeline.project import load_project
+from datapipe_assets.pipeline.secret_store import _wrapping_key, reveal
 from tests.support.project_files import postgres_config, write_project
 
 MASTER = "correct horse battery staple 4417"
@@ -220,6 +222,28 @@ def test_a_secret_in_an_error_is_masked(project, capsys, monkeypatch, tmp_path):
     assert [f for f in files if b"private-share-7731" in f.read_bytes()] == []
 
 
+def test_secrets_are_decrypted_only_when_a_connection_is_opened(project, capsys, monkeypatch):
+    """Loading the project and its Dagster definitions derives no key; opening connections
+    derives the key once per file and process (about half a second), not once per secret."""
+    config = {"path": "${secret:orders_path}", "delimiter": "${secret:delimiter}"}
+    write_project(
+        project,
+        {**yaml.safe_load((project / "connections.yaml").read_text()),
+         "orders_csv": {"connector": "csv", "config": config}},
+        {},
+    )  # fmt: skip
+    for name, value in (("orders_path", "data/orders.csv"), ("delimiter", ",")):
+        assert secrets(capsys, monkeypatch, "set", name, stdin=value)[0] == 0
+    _wrapping_key.cache_clear()
+    project_ = load_project(project)
+    build_definitions(project_)
+    assert _wrapping_key.cache_info().misses == 0
+    [orders] = project_.pipelines
+    assert [t.name for t in orders.sources[0].open_source().discover()] == ["orders"]
+    assert orders.sources[0].resolve()["delimiter"] == ","
+    assert _wrapping_key.cache_info().misses == 1
+
+
 def validate(capsys, *args: str) -> tuple[int, list[str]]:
     capsys.readouterr()
     code = main(["validate", *args])
@@ -247,6 +271,24 @@ def test_validate_warns_of_an_unknown_secret(project, capsys):
             "1 valid pipeline(s), 0 error(s), 1 warning(s)",
         ],
     )
+
+
+def test_a_malformed_file_is_named_by_validate_and_list(project, capsys, monkeypatch):
+    store = project / "secrets.enc.yaml"
+    store.write_text("secrets: [pg_password]\n")
+    problem = (
+        f"{store} is not a secrets file as `datapipe secrets` writes it; restore it from a "
+        "backup, or delete it and set its secrets again"
+    )
+    assert validate(capsys) == (
+        0,
+        [
+            "ok     orders (orders.yaml)",
+            f"warn   pipeline 'orders': connection 'warehouse' uses secrets, but {problem}",
+            "1 valid pipeline(s), 0 error(s), 1 warning(s)",
+        ],
+    )
+    assert secrets(capsys, monkeypatch, "list") == (1, "", f"error: {problem}\n")
 
 
 PLAINTEXT = {
