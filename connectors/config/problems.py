@@ -1,8 +1,8 @@
 """Config problems: a model's validation errors as one-line messages with a fix.
 
-Two checks use them. At load time no environment is read, so a value holding a `${NAME}`
-placeholder is accepted for any key; only unknown and missing keys and literal values are
-judged. At run time the resolved config is validated in full.
+Two checks use them. At load time no environment or secret is read, so a value holding a
+`${NAME}` or `${secret:NAME}` placeholder is accepted for any key; only unknown and missing
+keys and literal values are judged. At run time the resolved config is validated in full.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import BaseModel, Tag, ValidationError
 from pydantic_core import ErrorDetails
 
 from connectors.config.model import ConfigValueError, ConnectorConfig, user_keys
-from connectors.shared.secrets import PLACEHOLDER, SECRET_KEY
+from connectors.shared.secrets import REFERENCE, SECRET_KEY
 
 # What a value must be, by pydantic error type.
 _KINDS: dict[str, str] = {
@@ -94,7 +94,7 @@ def _is_placeholder(detail: ErrorDetails) -> bool:
     if detail["type"] in ("extra_forbidden", "missing"):
         return False
     value = detail.get("input")
-    return isinstance(value, str) and PLACEHOLDER.search(value) is not None
+    return isinstance(value, str) and REFERENCE.search(value) is not None
 
 
 def _unique(problems: list[ConfigProblem]) -> list[ConfigProblem]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+from pathlib import Path
 
 from datapipe_assets.pipeline.project import (
     PROJECT_ROOT,
@@ -20,15 +21,20 @@ class CommandError(Exception):
 
 
 def cli_project() -> Project:
-    """The pipelines folder's project. A folder that does not exist is an error: read as an
-    empty project, it passed for "0 valid pipelines"."""
+    """The pipelines folder's project."""
+    return load_project(existing_pipelines_dir())
+
+
+def existing_pipelines_dir() -> Path:
+    """The pipelines folder. One that does not exist is an error: read as an empty project,
+    it passed for "0 valid pipelines"."""
     directory = pipelines_dir()
     if not directory.is_dir():
         raise CommandError(
             f"pipelines folder {directory} does not exist; create it, or set "
             "DATAPIPE_PIPELINES_DIR to the folder that holds your pipeline files"
         )
-    return load_project(directory)
+    return directory
 
 
 def positive_int(text: str) -> int:

@@ -1,4 +1,4 @@
-"""The `datapipe` command: validate, preview, run, status, discover and check."""
+"""The `datapipe` command: validate, preview, run, status, discover, check and secrets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from connectors.base import ConnectorError
 from datapipe_assets.cli.common import CommandError, cli_project, positive_int
 from datapipe_assets.pipeline.compiler import CompileError
-from datapipe_assets.pipeline.readiness import readiness_warnings
+from datapipe_assets.pipeline.readiness import plaintext_warnings, readiness_warnings
 
 
 def console_main() -> int:
@@ -46,7 +46,22 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check every pipeline file; exit 1 on errors")
+    validate.add_argument(
+        "--strict", action="store_true", help="treat warnings as errors: exit 1 on any"
+    )
     validate.set_defaults(handler="main:validate_command")
+
+    secrets = commands.add_parser("secrets", help="encrypted values for ${secret:NAME}")
+    actions = secrets.add_subparsers(required=True, metavar="ACTION")
+    for name, text in (
+        ("set", "store a value, typed at a hidden prompt or piped on stdin"),
+        ("list", "the stored names (never the values)"),
+        ("rm", "forget a value"),
+    ):
+        action = actions.add_parser(name, help=text)
+        if name != "list":
+            action.add_argument("name")
+        action.set_defaults(handler=f"secrets:{name}_command")
 
     preview = commands.add_parser("preview", help="rows at a node, without loading anything")
     preview.add_argument("pipeline")
@@ -80,18 +95,25 @@ def _parser() -> argparse.ArgumentParser:
 
 def validate_command(args: argparse.Namespace) -> int:
     project = cli_project()
+    # With --strict, what would be a warning is an error.
+    warn = "error  " if args.strict else "warn   "
     warnings = 0
     for loaded in project.pipelines:
         print(f"ok     {loaded.pipeline.name} ({loaded.file.name})")
         for note in loaded.notes:
             print(f"note   {note}")
         for warning in readiness_warnings(loaded):
-            print(f"warn   {warning}")
+            print(f"{warn}{warning}")
             warnings += 1
+    for warning in plaintext_warnings(project):
+        print(f"{warn}{warning}")
+        warnings += 1
     for errors in project.errors.values():
         for error in errors:
             print(f"error  {error}")
     count = sum(len(e) for e in project.errors.values())
+    if args.strict:
+        count, warnings = count + warnings, 0
     summary = f"{len(project.pipelines)} valid pipeline(s), {count} error(s)"
     print(summary + (f", {warnings} warning(s)" if warnings else ""))
     return 1 if count else 0

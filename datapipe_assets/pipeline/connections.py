@@ -1,7 +1,8 @@
 """Connections: where a pipeline's source and destination live, and their secrets.
 
-`${NAME}` placeholders stay unresolved until run time, so definitions (and the Dagster UI)
-never hold a secret; resolved values exist only inside the step that uses them.
+`${NAME}` and `${secret:NAME}` placeholders stay unresolved until run time, so definitions
+(and the Dagster UI) never hold a secret; resolved values exist only inside the step that
+uses them. A secret is decrypted only when a connection that uses it is opened.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 from connectors.base import ConnectorError, Destination, Source
 from connectors.registry import open_destination, open_source
-from connectors.shared.secrets import PLACEHOLDER, SECRET_KEY
+from connectors.shared.secrets import PLACEHOLDER, REFERENCE, SECRET_KEY, SECRET_REFERENCE
+from datapipe_assets.pipeline.secret_store import SECRETS_FILE, SecretStoreError, reveal
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,12 @@ class ConnectionSpec:
     # Relative paths in the config (CSV files, DuckDB databases) resolve against the folder
     # of the file that declared the connection, not the process's working directory.
     base_dir: Path = Path(".")
+    # Where `${secret:NAME}` is read from: secrets.enc.yaml beside connections.yaml.
+    secrets_file: Path = Path(SECRETS_FILE)
 
     def resolve(self) -> dict[str, Any]:
-        """The config with `${NAME}` read from the environment; raises if one is unset."""
+        """The config with `${NAME}` read from the environment and `${secret:NAME}` from the
+        secrets file; raises if one is unset, unknown or cannot be decrypted."""
         resolved = {key: self._resolve_value(key, value) for key, value in self.config.items()}
         resolved.setdefault("base_dir", str(self.base_dir))
         return resolved
@@ -44,7 +49,9 @@ class ConnectionSpec:
             return value
 
         def substitute(match: re.Match[str]) -> str:
-            variable = match.group(1)
+            variable, secret = match.groups()
+            if secret is not None:
+                return self._secret(secret)
             if variable not in os.environ:
                 raise ConnectorError(
                     f"connection {self.name!r}: environment variable {variable} (for "
@@ -52,7 +59,20 @@ class ConnectionSpec:
                 )
             return os.environ[variable]
 
-        return PLACEHOLDER.sub(substitute, value)
+        # One pass for both kinds, so text inside a resolved value is never resolved again.
+        return REFERENCE.sub(substitute, value)
+
+    def _secret(self, name: str) -> str:
+        try:
+            return reveal(self.secrets_file, name)
+        except SecretStoreError as error:
+            raise ConnectorError(f"connection {self.name!r}: {error}") from None
+
+    def secret_names(self) -> list[str]:
+        """The names the config reads as `${secret:NAME}`."""
+        return sorted(
+            {n for value in _strings(self.config) for n in SECRET_REFERENCE.findall(value)}
+        )
 
     def missing_variables(self) -> list[str]:
         return sorted(
@@ -71,14 +91,31 @@ class ConnectionSpec:
         return open_destination(self.connector, self.name, self.resolve())
 
     def secrets(self) -> list[str]:
-        """Resolved secret values, for masking any text that leaves a step."""
-        found: list[str] = []
+        """Resolved secret values, for masking any text that leaves a step: every value
+        of a secret-named key, and every `${secret:NAME}` wherever it is used.
+
+        Never raises, as it runs while another error is reported: a value that cannot be
+        resolved here is left out.
+        """
+        found = [self._quietly(f"${{secret:{name}}}") for name in self.secret_names()]
         for key, value in _items(self.config):
             if isinstance(value, str) and SECRET_KEY.search(key):
-                resolved = PLACEHOLDER.sub(lambda m: os.environ.get(m.group(1), ""), value)
-                if resolved:
-                    found.append(resolved)
-        return found
+                found.append(self._quietly(value))
+        return list(dict.fromkeys(secret for secret in found if secret))
+
+    def _quietly(self, value: str) -> str:
+        """A value resolved as far as it can be, with what cannot be resolved left empty."""
+
+        def substitute(match: re.Match[str]) -> str:
+            variable, secret = match.groups()
+            if secret is None:
+                return os.environ.get(variable, "")
+            try:
+                return reveal(self.secrets_file, secret)
+            except SecretStoreError:
+                return ""
+
+        return REFERENCE.sub(substitute, value)
 
 
 def secrets_of(connections: Iterable[ConnectionSpec]) -> list[str]:

@@ -22,6 +22,7 @@ from connectors.config.problems import did_you_mean
 from connectors.registry import source_class
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.problems import Problem
+from datapipe_assets.pipeline.secret_store import SECRETS_FILE
 from datapipe_assets.pipeline.spec import (
     Connection,
     ConnectionRef,
@@ -33,7 +34,13 @@ from datapipe_assets.pipeline.validation import check_pipeline, trigger_problems
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PIPELINE_SUFFIXES = (".yaml", ".yml", ".json")
 # Files in the pipelines folder that hold settings rather than a pipeline.
-SETTINGS_FILES = ("connections.yaml", "connections.yml", "alerts.yaml", "alerts.yml")
+SETTINGS_FILES = (
+    "connections.yaml",
+    "connections.yml",
+    "alerts.yaml",
+    "alerts.yml",
+    SECRETS_FILE,
+)
 # Connectors whose table schemas are cheap to read while definitions load.
 CHEAP_DISCOVERY = ("csv",)
 
@@ -78,6 +85,8 @@ class Project:
     errors: dict[str, list[SpecError]] = field(default_factory=dict)
     # Every pipeline name a file declares, valid or not, and the files declaring it.
     declared: dict[str, list[str]] = field(default_factory=dict)
+    # connections.yaml's valid connections, used by a pipeline or not.
+    connections: dict[str, ConnectionSpec] = field(default_factory=dict)
 
     def get(self, name: str) -> LoadedPipeline:
         for loaded in self.pipelines:
@@ -95,10 +104,16 @@ def connections_file(directory: Path) -> Path:
     return Path(os.environ.get("DATAPIPE_CONNECTIONS_FILE", directory / "connections.yaml"))
 
 
+def secrets_file(directory: Path) -> Path:
+    """The encrypted secrets `${secret:NAME}` reads: beside connections.yaml."""
+    return connections_file(directory).with_name(SECRETS_FILE)
+
+
 def load_project(directory: Path | None = None) -> Project:
     directory = directory or pipelines_dir()
     project = Project(directory)
     connections = load_connections(connections_file(directory), project)
+    project.connections = connections
     seen: dict[str, Path] = {}
     for file in sorted(directory.iterdir()) if directory.is_dir() else []:
         if file.suffix not in PIPELINE_SUFFIXES or file.name in SETTINGS_FILES:
@@ -196,7 +211,9 @@ def load_connections(file: Path, project: Project) -> dict[str, ConnectionSpec]:
         except ValidationError as error:
             errors += pydantic_errors(file, error, prefix=str(name))
             continue
-        connections[name] = ConnectionSpec(name, parsed.connector, parsed.config, file.parent)
+        connections[name] = ConnectionSpec(
+            name, parsed.connector, parsed.config, file.parent, file.with_name(SECRETS_FILE)
+        )
     if not isinstance(document, dict):
         errors.append(
             SpecError(
@@ -238,12 +255,13 @@ def _load_pipeline(
     except ValidationError as error:
         project.errors[display] = pydantic_errors(file, error)
         return None
+    secrets = secrets_file(project.directory)
     sources = [
-        _connection(pipeline, block, connections, file, pipeline.connection_name(index))
+        _connection(pipeline, block, connections, file, pipeline.connection_name(index), secrets)
         for index, (_, block) in enumerate(pipeline.source_blocks())
     ]
     destination = _connection(
-        pipeline, pipeline.destination, connections, file, f"{pipeline.name}.destination"
+        pipeline, pipeline.destination, connections, file, f"{pipeline.name}.destination", secrets
     )
     schemas = known_schemas(pipeline, sources)
     validation = check_pipeline(pipeline, connections, schemas)
@@ -265,10 +283,11 @@ def _connection(
     connections: Mapping[str, ConnectionSpec],
     file: Path,
     inline_name: str,
+    secrets: Path,
 ) -> ConnectionSpec | None:
     if ref.connection is not None:
         return connections.get(ref.connection)
-    return ConnectionSpec(inline_name, str(ref.connector), ref.config or {}, file.parent)
+    return ConnectionSpec(inline_name, str(ref.connector), ref.config or {}, file.parent, secrets)
 
 
 def known_schemas(
@@ -291,7 +310,9 @@ def _discover_cheaply(source: ConnectionSpec) -> dict[str, pa.Schema]:
         if connector_class.offline_discovery:
             # Placeholders stay unresolved: such a discover() never uses the config's values.
             connector = connector_class(source.name, source.config)
-        elif source.connector in CHEAP_DISCOVERY and not source.missing_variables():
+        elif source.connector in CHEAP_DISCOVERY and not (
+            source.missing_variables() or source.secret_names()
+        ):
             connector = source.open_source()
         else:
             return {}

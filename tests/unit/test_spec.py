@@ -379,11 +379,14 @@ def test_inline_connector_and_config_in_source_config(tmp_path: Path, monkeypatc
     project = load_project(tmp_path)
     assert project.errors == {}
     [loaded] = project.pipelines
+    secrets = tmp_path / "secrets.enc.yaml"
     assert loaded.sources == (
-        ConnectionSpec("inline.source", "csv", {"path": "orders.csv", "delimiter": ","}, tmp_path),
+        ConnectionSpec(
+            "inline.source", "csv", {"path": "orders.csv", "delimiter": ","}, tmp_path, secrets
+        ),
     )
     assert loaded.destination == ConnectionSpec(
-        "inline.destination", "duckdb", {"path": "out.duckdb"}, tmp_path
+        "inline.destination", "duckdb", {"path": "out.duckdb"}, tmp_path, secrets
     )
 
 
