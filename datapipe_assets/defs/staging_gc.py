@@ -1,12 +1,12 @@
-"""Staging retention through Dagster: what the instance still points at, the daily job.
+"""Staging retention against a Dagster instance: which run folders it still points at.
 
-`datapipe gc` and the `datapipe_staging_gc` job both run `staging_gc`, which reads the
-instance and leaves the removal to resources/staging_gc.py. A run folder is kept while its
-run is queued or in progress, while a run in progress re-executes it (from failure, it reads
-the staged data of the steps that succeeded), and while any asset's latest materialization
-records a path in it (`staged_path`, a load's `loaded_from`, ...): a downstream step or a
-check reads that file later, whichever run wrote it.
-"""
+`datapipe gc` and the daily `datapipe_staging_gc` job (staging_gc_job.py) both run
+`staging_gc`, which reads the instance and leaves the removal to resources/staging_gc.py.
+A run folder is kept while its run is queued or in progress, while a run in progress
+re-executes it (from failure, it reads the staged data of the steps that succeeded), and
+while any asset's latest materialization records a path in it (`staged_path`, a load's
+`loaded_from`, ...): a downstream step or a check reads that file later, whichever run
+wrote it."""
 
 from __future__ import annotations
 
@@ -78,12 +78,14 @@ def latest_materializations(instance: dg.DagsterInstance, base_url: str) -> dict
         event = instance.get_latest_materialization_event(key)
         if event is None or event.asset_materialization is None:
             continue
-        for entry in event.asset_materialization.metadata.values():
-            value = entry.value
-            if isinstance(value, str) and value.startswith(prefix):
-                run_id = value[len(prefix) :].split("/", 1)[0]
-                if key.to_user_string() not in found.get(run_id, []):
-                    found.setdefault(run_id, []).append(key.to_user_string())
+        values = [entry.value for entry in event.asset_materialization.metadata.values()]
+        runs = {
+            value.removeprefix(prefix).split("/", 1)[0]
+            for value in values
+            if isinstance(value, str) and value.startswith(prefix)
+        }
+        for run_id in runs:
+            found.setdefault(run_id, []).append(key.to_user_string())
     return found
 
 
