@@ -76,10 +76,18 @@ def scratch_file() -> Iterator[Path]:
 
 def remove_stale_scratch() -> list[Path]:
     """Remove the scratch folders of steps killed over a day ago (a kill -9 runs no cleanup)
-    and return them. Age is that of the newest of the folder and its files, which a live
-    step keeps writing."""
+    and return them."""
+    stale = stale_scratch()
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
+
+
+def stale_scratch() -> list[Path]:
+    """The scratch folders of steps killed over a day ago. Age is that of the newest of the
+    folder and its files, which a live step keeps writing."""
     cutoff = time.time() - STALE_SCRATCH_SECONDS
-    removed = []
+    stale = []
     for prefix in SCRATCH_PREFIXES:
         for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
             try:
@@ -89,9 +97,8 @@ def remove_stale_scratch() -> list[Path]:
             except OSError:
                 continue  # removed meanwhile, or not ours to read
             if newest < cutoff:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-    return removed
+                stale.append(folder)
+    return stale
 
 
 @dataclass(frozen=True)
@@ -209,12 +216,7 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
         try:
             yield
         except OSError as error:
-            reason = " ".join(str(error).split())
-            raise dg.Failure(
-                f"staging at {self.base_url} failed: {reason}; check DATAPIPE_STAGING_URL, "
-                "AWS_ENDPOINT_URL and the credentials",
-                allow_retries=True,
-            ) from None
+            raise dg.Failure(storage_error(self.base_url, error), allow_retries=True) from None
 
     def _read(self, context: dg.InputContext) -> StagedTable:
         asset_key = context.asset_key
@@ -223,6 +225,15 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
             return StagedTable.at(filesystem, path, url_for(filesystem, path))
         # The upstream asset was not materialized in this run: read its latest version.
         return latest_staged(context.instance, asset_key)
+
+
+def storage_error(base_url: str, error: OSError) -> str:
+    """A staging storage failure (unreachable S3, no permission) as one line."""
+    reason = " ".join(str(error).split())
+    return (
+        f"staging at {base_url} failed: {reason}; check DATAPIPE_STAGING_URL, "
+        "AWS_ENDPOINT_URL and the credentials"
+    )
 
 
 def latest_staged(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> StagedTable:

@@ -1,4 +1,4 @@
-"""The `datapipe` command: validate, preview, run, status, discover, check and secrets."""
+"""The `datapipe` command: validate, preview, run, status, discover, check, secrets and gc."""
 
 from __future__ import annotations
 
@@ -82,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("pipeline", nargs="?", help="pipeline name (default: every pipeline)")
     status.add_argument("--limit", type=positive_int, default=5, help="runs per pipeline")
     status.set_defaults(handler="status:status_command")
+
+    collect = commands.add_parser(
+        "gc", help="remove staged runs older than DATAPIPE_STAGING_RETENTION (default 14d)"
+    )
+    collect.add_argument(
+        "--dry-run", action="store_true", help="print what would be removed; remove nothing"
+    )
+    collect.set_defaults(handler="gc:gc_command")
 
     for name, handler, text in (
         ("discover", "connections:discover_command", "list a connection's tables and columns"),

@@ -15,6 +15,7 @@ from datapipe_assets.defs.assets.load import load_asset
 from datapipe_assets.defs.assets.raw import raw_assets
 from datapipe_assets.defs.assets.segment import segment_asset
 from datapipe_assets.defs.checks import pipeline_checks
+from datapipe_assets.defs.staging_gc_job import staging_gc_job, staging_gc_schedule
 from datapipe_assets.defs.triggers import (
     chain_conditions,
     chain_sensors,
@@ -101,8 +102,9 @@ def invalid_pipeline_spec(file: str, errors: list[SpecError]) -> dg.AssetSpec:
 def build_definitions(project: Project) -> dg.Definitions:
     assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
     checks: list[dg.AssetChecksDefinition] = []
-    jobs: list[dg.UnresolvedAssetJobDefinition] = []
-    schedules: list[dg.ScheduleDefinition] = []
+    # Staging retention: the daily cleanup, whatever the pipelines.
+    jobs: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [staging_gc_job]
+    schedules: list[dg.ScheduleDefinition] = [staging_gc_schedule]
     sensors: list[dg.SensorDefinition] = []
     for loaded in project.pipelines:
         pipeline = loaded.pipeline

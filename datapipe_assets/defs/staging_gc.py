@@ -1,0 +1,105 @@
+"""Staging retention against a Dagster instance: which run folders it still points at.
+
+`datapipe gc` and the daily `datapipe_staging_gc` job (staging_gc_job.py) both run
+`staging_gc`, which reads the instance and leaves the removal to resources/staging_gc.py.
+A run folder is kept while its run is queued or in progress, while a run in progress
+re-executes it (from failure, it reads the staged data of the steps that succeeded), and
+while any asset's latest materialization records a path in it (`staged_path`, a load's
+`loaded_from`, ...): a downstream step or a check reads that file later, whichever run
+wrote it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import dagster as dg
+
+from connectors.shared.object_store import filesystem_for, url_for
+from datapipe_assets.defs.triggers import IN_PROGRESS
+from resources.retention import Retention, RetentionError, staging_retention
+from resources.staging import remove_stale_scratch, stale_scratch, storage_error
+from resources.staging_gc import collect_garbage, staged_runs
+
+# Run ids per run storage query.
+BATCH = 100
+
+
+class StagingGcError(Exception):
+    """A one-line error: a bad retention, or staging that cannot be read or written."""
+
+
+def gc_retention() -> Retention:
+    try:
+        return staging_retention(os.environ)
+    except RetentionError as error:
+        raise StagingGcError(str(error)) from None
+
+
+def staging_gc(
+    instance: dg.DagsterInstance, base_url: str, retention: Retention, dry_run: bool
+) -> Iterator[str]:
+    """Remove stale scratch folders and expired run folders (or, with dry_run, say which):
+    a line for each, then a summary."""
+    verb = "would remove" if dry_run else "removed"
+    for folder in stale_scratch() if dry_run else remove_stale_scratch():
+        yield f"{verb} stale scratch folder {folder}"
+    try:
+        filesystem, base = filesystem_for(base_url)
+        # Listed before the instance is read: a run that starts or ends meanwhile is then
+        # absent from the listing, seen in progress, or seen just ended (so too recent).
+        folders = staged_runs(filesystem, base)
+        referenced = referenced_runs(instance, url_for(filesystem, base))
+        recorded = last_written(instance, [f.run_id for f in folders])
+        yield from collect_garbage(filesystem, folders, recorded, referenced, retention, dry_run)
+    except OSError as error:
+        raise StagingGcError(storage_error(base_url, error)) from None
+
+
+def referenced_runs(instance: dg.DagsterInstance, base_url: str) -> dict[str, str]:
+    """Run id -> why its staging folder must stay."""
+    reasons: dict[str, str] = {}
+    for record in instance.get_run_records(dg.RunsFilter(statuses=IN_PROGRESS)):
+        run = record.dagster_run
+        reasons[run.run_id] = f"its run is {run.status.value}"
+        for parent in {run.parent_run_id, run.root_run_id} - {None, run.run_id}:
+            reasons.setdefault(parent, f"run {run.run_id} ({run.status.value}) re-executes it")
+    for run_id, keys in latest_materializations(instance, base_url).items():
+        assets = keys[0] + (f" and {len(keys) - 1} more asset(s)" if len(keys) > 1 else "")
+        reasons.setdefault(run_id, f"it holds the latest materialization of {assets}")
+    return reasons
+
+
+def latest_materializations(instance: dg.DagsterInstance, base_url: str) -> dict[str, list[str]]:
+    """Run id -> the assets whose latest materialization records a path in its folder."""
+    prefix = base_url.rstrip("/") + "/"
+    found: dict[str, list[str]] = {}
+    for key in sorted(instance.get_asset_keys(), key=lambda k: k.to_user_string()):
+        event = instance.get_latest_materialization_event(key)
+        if event is None or event.asset_materialization is None:
+            continue
+        values = [entry.value for entry in event.asset_materialization.metadata.values()]
+        runs = {
+            value.removeprefix(prefix).split("/", 1)[0]
+            for value in values
+            if isinstance(value, str) and value.startswith(prefix)
+        }
+        for run_id in runs:
+            found.setdefault(run_id, []).append(key.to_user_string())
+    return found
+
+
+def last_written(instance: dg.DagsterInstance, run_ids: Sequence[str]) -> dict[str, float]:
+    """Run id -> when the run ended (its last status change if it never did), for the runs
+    the run storage knows.
+
+    The end, not the start: a run writes its files until it ends, and a long run that ended
+    just now may hold latest materializations.
+    """
+    times: dict[str, float] = {}
+    for start in range(0, len(run_ids), BATCH):
+        chunk = list(run_ids[start : start + BATCH])
+        for record in instance.get_run_records(dg.RunsFilter(run_ids=chunk)):
+            ended = record.end_time or record.update_timestamp.timestamp()
+            times[record.dagster_run.run_id] = ended
+    return times
