@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 
 from connectors.shared.object_store import filesystem_for, url_for
-from datapipe_assets.defs.triggers import IN_PROGRESS
+from datapipe_assets.defs.live_runs import IN_PROGRESS, fail_abandoned_runs
 from resources.retention import Retention, RetentionError, staging_retention
 from resources.staging import remove_stale_scratch, stale_scratch, storage_error
 from resources.staging_gc import collect_garbage, staged_runs
@@ -59,6 +59,8 @@ def staging_gc(
 def referenced_runs(instance: dg.DagsterInstance, base_url: str) -> dict[str, str]:
     """Run id -> why its staging folder must stay."""
     reasons: dict[str, str] = {}
+    # A run whose process was killed holds nothing.
+    fail_abandoned_runs(instance)
     for record in instance.get_run_records(dg.RunsFilter(statuses=IN_PROGRESS)):
         run = record.dagster_run
         reasons[run.run_id] = f"its run is {run.status.value}"
