@@ -13,6 +13,10 @@ from urllib.request import url2pathname
 
 from pyarrow import fs
 
+# Seconds a request may wait for an answer; raise it for very slow links to the store.
+TIMEOUT_VARIABLE = "DATAPIPE_S3_TIMEOUT_SECONDS"
+DEFAULT_TIMEOUT_SECONDS = 60
+
 
 def s3_filesystem(
     endpoint_url: str | None = None,
@@ -25,8 +29,10 @@ def s3_filesystem(
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
     options: dict[str, object] = {
         "region": region or os.environ.get("AWS_REGION", "us-east-1"),
+        # Without a request timeout, a store that accepts connections but never answers
+        # (overloaded, or its process stopped) hangs a run for good.
         "connect_timeout": 5,
-        "request_timeout": 60,
+        "request_timeout": float(os.environ.get(TIMEOUT_VARIABLE) or DEFAULT_TIMEOUT_SECONDS),
         "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=3),
     }
     if access_key and secret_key:
