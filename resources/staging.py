@@ -33,6 +33,8 @@ from connectors.shared.object_store import filesystem_for, url_for
 PREVIEW_ROWS = 10
 STAGED_PATH = "staged_path"
 PARQUET_FILE = "data.parquet"
+# The folder of a run's rejected rows (see connectors/shared/rejects.py), beside its data.
+REJECTS_FOLDER = "rejects"
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,20 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
                 return PublishedFile({**metadata, **file.metadata})
         finally:
             shutil.rmtree(file.path.parent, ignore_errors=True)
+
+    def publish_rejects(self, run_id: str, asset_key: dg.AssetKey, rejects: pa.Table) -> str:
+        """Publish an asset's rejected rows in this run, as `{run_id}/rejects/{asset}.parquet`;
+        return the file's URL."""
+        with scratch_file() as local:
+            pq.write_table(rejects, local, compression="zstd")
+        try:
+            with self._storage_errors():
+                filesystem, base = filesystem_for(self.base_url)
+                path = "/".join([base, run_id, REJECTS_FOLDER, *asset_key.path]) + ".parquet"
+                self._publish(local, filesystem, path)
+                return url_for(filesystem, path)
+        finally:
+            shutil.rmtree(local.parent, ignore_errors=True)
 
     def _publish(self, local: Path, filesystem: fs.FileSystem, path: str) -> None:
         """Copy under a temporary name, then move into place: no reader sees a partial file."""

@@ -163,6 +163,8 @@ class SqlDestination(Destination):
             session.execute("BEGIN")
             try:
                 result = table_load.run(session, tracked.reader)
+                if request.rejects is not None:
+                    request.rejects.enforce()
                 session.execute("COMMIT")
             except BaseException as exc:
                 _rollback(session)

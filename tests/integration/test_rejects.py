@@ -1,0 +1,190 @@
+"""Rejected rows (`on_bad_rows: {action: reject}`): each bad row is kept, with its reason,
+file, line and text, in the run's rejects file; the good rows load; over the limit, nothing
+loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from tests.support.project_files import failure_messages, run, write_project
+from tests.support.warehouse_runs import materializations, warehouse_rows, warehouse_tables
+
+HEADER = b"id,name,amount\n"
+REJECT = {"action": "reject", "max_rejected": 5}
+
+
+def _project(directory: Path, csv: bytes, **pipeline: Any) -> Path:
+    """orders.csv (id declared BIGINT, amount DOUBLE) copied into wh.duckdb by pipeline `copy`."""
+    (directory / "data").mkdir(parents=True, exist_ok=True)
+    (directory / "data" / "orders.csv").write_bytes(csv)
+    return write_project(
+        directory,
+        {
+            "files": {
+                "connector": "csv",
+                "config": {
+                    "path": "data/orders.csv",
+                    "columns": {"id": "BIGINT", "amount": "DOUBLE"},
+                },
+            },
+            "warehouse": {"connector": "duckdb", "config": {"path": "wh.duckdb"}},
+        },
+        {
+            "copy.yaml": {
+                "name": "copy",
+                "source": {"connection": "files", "tables": ["orders"]},
+                "destination": {"connection": "warehouse", "load_mode": "append"},
+                "on_bad_rows": REJECT,
+                **pipeline,
+            }
+        },
+    )
+
+
+def _tables(project: Path) -> list[str]:
+    """The tables in wh.duckdb; none when the file was never created."""
+    return warehouse_tables(project) if (project / "wh.duckdb").exists() else []
+
+
+def _rejects(staging: Path, run_id: str, *key: str) -> list[tuple[Any, ...]]:
+    path = staging / run_id / "rejects" / "default" / "copy" / Path(*key).with_suffix(".parquet")
+    return [tuple(row.values()) for row in pq.read_table(path).to_pylist()]
+
+
+# Per CSV reject cause: the file's rows after the header, the rows loaded, the rejects.
+CSV_CAUSES: dict[str, tuple[bytes, list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {
+    "wrong_field_count": (
+        b"1,a,1.5\n\n2,b,2.5,extra\n3,c,3\n",
+        [(1, "a", 1.5), (3, "c", 3.0)],
+        [("expected 3 fields, found 4", "data/orders.csv", 4, "2,b,2.5,extra")],
+    ),
+    "value_not_of_the_column_type": (
+        b'1,a,1.5\n2,b,"x"\n3,c, 3 \nfour,d,4\n5,e,\n',
+        [(1, "a", 1.5), (3, "c", 3.0), (5, "e", None)],
+        [
+            ("column 'amount' value 'x' is not double", "data/orders.csv", 3, '2,b,"x"'),
+            ("column 'id' value 'four' is not int64", "data/orders.csv", 5, "four,d,4"),
+        ],
+    ),
+    "text_not_valid_in_the_encoding": (
+        b"1,caf\xc3\xa9,1.5\n2,caf\xe9,2\n3,c,3\n",
+        [(1, "caf\u00e9", 1.5), (3, "c", 3.0)],
+        [("column 'name' is not valid utf-8 text", "data/orders.csv", 3, "2,caf\\xe9,2")],
+    ),
+}
+
+
+@pytest.mark.parametrize("cause", CSV_CAUSES)
+@pytest.mark.parametrize("staging_mode", ["minimal", "every_node"])
+def test_csv_row_rejected(tmp_path, monkeypatch, cause, staging_mode):
+    """Each cause, with the load in the extract's step (minimal) and in a step of its own."""
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    rows, loaded, rejected = CSV_CAUSES[cause]
+    project = _project(tmp_path / "p", HEADER + rows, staging=staging_mode)
+    with dg.instance_for_test() as instance:
+        result = run(project, "copy", instance)
+    assert result.success, failure_messages(result)
+    assert warehouse_rows(project, "orders") == loaded
+    assert _rejects(tmp_path / "staging", result.run_id, "raw", "orders") == rejected
+    found = materializations(result)
+    assert found["raw/orders"].metadata["rejected_rows"] == dg.IntMetadataValue(len(rejected))
+    assert found["load/orders"].metadata["rejected_rows"] == dg.IntMetadataValue(0)
+
+
+def test_rejects_over_max_rejected_load_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    project = _project(tmp_path / "p", HEADER + b"1,a,1\n", on_bad_rows={
+        "action": "reject", "max_rejected": 1})  # fmt: skip
+    with dg.instance_for_test() as instance:
+        assert run(project, "copy", instance).success
+        bad = HEADER + b"2,b,x\n3,c,3\n4,d,4,4\n"
+        (project / "data" / "orders.csv").write_bytes(bad)
+        result = run(project, "copy", instance)
+    assert not result.success
+    rejects = tmp_path / "staging" / result.run_id / "rejects/default/copy/raw/orders.parquet"
+    assert failure_messages(result) == [
+        "pipeline 'copy', table 'orders' (connection 'files'): 2 of 3 rows read were rejected "
+        "(66.67%), over the pipeline's on_bad_rows limit (max_rejected: 1); nothing was "
+        f"loaded; the rejects are in {rejects} (datapipe rejects copy)"
+    ]
+    assert warehouse_rows(project, "orders") == [(1, "a", 1.0)]
+    assert _rejects(tmp_path / "staging", result.run_id, "raw", "orders") == [
+        ("column 'amount' value 'x' is not double", "data/orders.csv", 2, "2,b,x"),
+        ("expected 3 fields, found 4", "data/orders.csv", 4, "4,d,4,4"),
+    ]
+
+
+@pytest.mark.parametrize(("percent", "loads"), [(25, True), (24.9, False)])
+def test_max_rejected_percent_of_the_rows_read(tmp_path, monkeypatch, percent, loads):
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    csv = HEADER + b"1,a,1\n2,b,2\n3,c,x\n4,d,4\n"
+    policy = {"action": "reject", "max_rejected_percent": percent}
+    project = _project(tmp_path / "p", csv, on_bad_rows=policy, staging="every_node")
+    with dg.instance_for_test() as instance:
+        result = run(project, "copy", instance)
+    assert result.success is loads
+    if loads:
+        assert warehouse_rows(project, "orders") == [(1, "a", 1.0), (2, "b", 2.0), (4, "d", 4.0)]
+        return
+    assert _tables(project) == []
+    rejects = tmp_path / "staging" / result.run_id / "rejects/default/copy/raw/orders.parquet"
+    assert failure_messages(result) == [
+        "pipeline 'copy', table 'orders' (connection 'files'): 1 of 4 rows read were rejected "
+        "(25.00%), over the pipeline's on_bad_rows limit (max_rejected_percent: 24.9); "
+        f"nothing was loaded; the rejects are in {rejects} (datapipe rejects copy)"
+    ]
+
+
+def test_action_fail_is_the_default_and_fails_at_the_first_bad_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    csv = HEADER + b"1,a,1\n2,b,x\n"
+    project = _project(tmp_path / "p", csv, on_bad_rows={"action": "fail"})
+    with dg.instance_for_test() as instance:
+        result = run(project, "copy", instance)
+    assert failure_messages(result) == [
+        "connection 'files': data/orders.csv line 3: column 'amount' value 'x' is not double; "
+        "fix the value, list it in null_values if it means NULL, or set columns: "
+        "{amount: VARCHAR} (or another type that fits)"
+    ]
+    assert _tables(project) == []
+    assert not (tmp_path / "staging" / result.run_id / "rejects").exists()
+
+
+def test_incremental_rejects_once_and_the_cursor_passes_them(tmp_path, monkeypatch):
+    """A rejected row is read once: the next runs start past it and do not reject it again."""
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    header = b"id,name,amount,updated_at\n"
+    first = header + b"1,a,1,2026-01-01\n2,b,x,2026-01-02\n3,c,3,2026-01-03\n"
+    incremental = {"sync_mode": "incremental", "incremental_key": "updated_at",
+                   "primary_key": ["id"], "tables": ["orders"]}  # fmt: skip
+    project = _project(tmp_path / "p", first, source={"connection": "files", **incremental})
+    later = first + b"4,d,y,2026-01-04\n5,e,5,2026-01-05\n"
+    staging = tmp_path / "staging"
+    with dg.instance_for_test() as instance:
+        runs = [run(project, "copy", instance)]
+        (project / "data" / "orders.csv").write_bytes(later)
+        runs += [run(project, "copy", instance), run(project, "copy", instance)]
+    assert [r.success for r in runs] == [True, True, True]
+    assert [row[:3] for row in warehouse_rows(project, "orders")] == [
+        (1, "a", 1.0), (3, "c", 3.0), (5, "e", 5.0)
+    ]  # fmt: skip
+    assert _rejects(staging, runs[0].run_id, "raw", "orders") == [
+        ("column 'amount' value 'x' is not double", "data/orders.csv", 3, "2,b,x,2026-01-02")
+    ]
+    assert _rejects(staging, runs[1].run_id, "raw", "orders") == [
+        ("column 'amount' value 'y' is not double", "data/orders.csv", 5, "4,d,y,2026-01-04")
+    ]
+    assert not (staging / runs[2].run_id / "rejects").exists()
+    rejected = [materializations(r)["raw/orders"].metadata["rejected_rows"] for r in runs]
+    assert rejected == [dg.IntMetadataValue(1), dg.IntMetadataValue(1), dg.IntMetadataValue(0)]
+    [(pipeline, table, state, _)] = warehouse_rows(project, "_datapipe_state")
+    cursor = {"type": "date", "value": "2026-01-05"}
+    assert (pipeline, table, json.loads(state)) == (
+        "copy", "orders", {"cursor": cursor, "boundary_keys": [[5]]}
+    )  # fmt: skip
