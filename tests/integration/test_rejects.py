@@ -188,3 +188,38 @@ def test_incremental_rejects_once_and_the_cursor_passes_them(tmp_path, monkeypat
     assert (pipeline, table, json.loads(state)) == (
         "copy", "orders", {"cursor": cursor, "boundary_keys": [[5]]}
     )  # fmt: skip
+
+
+def test_rejected_rows_check_fails_showing_the_first_five(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    bad = b"".join(b"%d,n%d,x%d\n" % (i, i, i) for i in range(2, 8))
+    project = _project(tmp_path / "p", HEADER + b"1,a,1\n" + bad, on_bad_rows={
+        "action": "reject", "max_rejected": 6})  # fmt: skip
+    with dg.instance_for_test() as instance:
+        result = run(project, "copy", instance)
+    assert result.success, failure_messages(result)
+    checks = {"/".join(e.asset_key.path[2:]): e for e in result.get_asset_check_evaluations()}
+    assert sorted(checks) == ["load/orders", "raw/orders"]
+    assert (checks["load/orders"].passed, checks["load/orders"].metadata) == (
+        True, {"rejected_rows": dg.IntMetadataValue(0)}
+    )  # fmt: skip
+    raw = checks["raw/orders"]
+    assert (raw.check_name, raw.passed, raw.severity) == (
+        "rejected_rows", False, dg.AssetCheckSeverity.WARN
+    )  # fmt: skip
+    assert raw.description == (
+        "6 rows rejected; first data/orders.csv line 3: column 'amount' value 'x2' is not double"
+    )
+    url = tmp_path / "staging" / result.run_id / "rejects/default/copy/raw/orders.parquet"
+    table = "\n".join(
+        f"| column 'amount' value 'x{i}' is not double | data/orders.csv | {i + 1} "
+        f"| {i},n{i},x{i} |"
+        for i in range(2, 7)
+    )
+    assert raw.metadata == {
+        "rejected_rows": dg.IntMetadataValue(6),
+        "rejects_path": dg.PathMetadataValue(str(url)),
+        "first_rejects": dg.MarkdownMetadataValue(
+            "| reason | file | line | raw |\n|---|---|---|---|\n" + table
+        ),
+    }
