@@ -32,6 +32,9 @@ RUN_ERROR = (
     "pipeline 'orders', node 'bad' (sql): Conversion Error: Could not convert string 'paid' "
     "to INT32 when casting from source column status"
 )
+PAID = {"id": "bad", "type": "filter",
+        "data": {"column": "status", "operator": "eq", "value": "paid"}}  # fmt: skip
+CHECK_FAILED_HOOK = {"on": "check_failed", "channel": "webhook", "url": "${ALERT_WEBHOOK_URL}"}
 SLACK_TOKEN_PATH = "/services/T0001/B0002/Xy7SecretToken"
 HOOK_TOKEN = "hook-token-5521"
 # aiosmtpd warns that its login is not over TLS: the test server listens on loopback only.
@@ -298,12 +301,10 @@ def test_check_failed_and_schema_change_from_real_checks(tmp_path, hooks, smtp):
 
 
 def test_check_failed_covers_rejected_rows(tmp_path, hooks):
-    paid = {"id": "bad", "type": "filter",
-            "data": {"column": "status", "operator": "eq", "value": "paid"}}  # fmt: skip
     directory = _project(
         tmp_path / "p",
-        paid,
-        [{"on": "check_failed", "channel": "webhook", "url": "${ALERT_WEBHOOK_URL}"}],
+        PAID,
+        [CHECK_FAILED_HOOK],
         on_bad_rows={"action": "reject", "max_rejected": 1},
     )
     (directory / "orders.csv").write_text(ORDERS_CSV + "3,paid,5,extra\n")
@@ -472,12 +473,10 @@ def test_failure_alert_from_postgres_run_storage(tmp_path, hooks, postgres, pg_d
 
 def test_check_alert_from_postgres_event_log(tmp_path, hooks, postgres, pg_database):
     """A failed check from the pipeline file, alerted once, with Dagster's storage in PostgreSQL."""
-    paid = {"id": "bad", "type": "filter",
-            "data": {"column": "status", "operator": "eq", "value": "paid"}}  # fmt: skip
     directory = _project(
         tmp_path / "p",
-        paid,
-        [{"on": "check_failed", "channel": "webhook", "url": "${ALERT_WEBHOOK_URL}"}],
+        PAID,
+        [CHECK_FAILED_HOOK],
         checks=[{"asset": "bad", "type": "expression", "expression": "amount > 10",
                  "name": "big_enough"}],
     )  # fmt: skip
