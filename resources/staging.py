@@ -254,6 +254,26 @@ def latest_staged(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> Stage
     return StagedTable.open(str(staged.value))
 
 
+def run_rejects(
+    base_url: str, run_id: str, prefix: tuple[str, ...]
+) -> dict[str, tuple[str, pa.Table]]:
+    """The rejects files a run published for assets whose keys start with `prefix`: by the
+    rest of the key (`raw/orders`), in key order, each with its URL and rows."""
+    filesystem, base = filesystem_for(base_url)
+    folder = "/".join([base, run_id, REJECTS_FOLDER, *prefix])
+    selector = fs.FileSelector(folder, recursive=True, allow_not_found=True)
+    found = {}
+    for info in sorted(filesystem.get_file_info(selector), key=lambda i: i.path):
+        if info.is_file and info.extension == "parquet" and not info.base_name.startswith("_"):
+            with filesystem.open_input_file(info.path) as handle:
+                rows = pq.read_table(handle)
+            found[info.path[len(folder) + 1 : -len(".parquet")]] = (
+                url_for(filesystem, info.path),
+                rows,
+            )
+    return found
+
+
 def staged_metadata(local: Path, url: str) -> dict[str, Any]:
     """Row count, schema, size, location and a preview, from the parquet file itself."""
     parquet = pq.ParquetFile(local)

@@ -1,4 +1,4 @@
-"""The `datapipe` command: validate, preview, run, status, discover and check."""
+"""The `datapipe` command: validate, preview, run, status, rejects, discover and check."""
 
 from __future__ import annotations
 
@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("pipeline", nargs="?", help="pipeline name (default: every pipeline)")
     status.add_argument("--limit", type=positive_int, default=5, help="runs per pipeline")
     status.set_defaults(handler="status:status_command")
+
+    rejects = commands.add_parser("rejects", help="the rows a run rejected (on_bad_rows)")
+    rejects.add_argument("pipeline")
+    rejects.add_argument("--run", help="run id (default: the latest run that rejected rows)")
+    rejects.set_defaults(handler="rejects:rejects_command")
 
     for name, handler, text in (
         ("discover", "connections:discover_command", "list a connection's tables and columns"),

@@ -23,6 +23,7 @@ from resources.staging import ParquetStagingIOManager, StagedTable
 REJECT_TALLIES = "datapipe.reject_tallies"
 REJECTED_ROWS = "rejected_rows"
 REJECTS_PATH = "rejects_path"
+ROWS_READ = "rows_read"
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,14 @@ def published(
     return staging.publish_rejects(run_id, key, log.table())
 
 
-def rejects_metadata(log: RejectLog | None, url: str | None) -> dict[str, object]:
-    """What every raw and load asset records of its rejects (0 without the policy)."""
+def rejects_metadata(
+    log: RejectLog | None, url: str | None, read: int | None = None
+) -> dict[str, object]:
+    """What every raw and load asset records of its rejects (0 without the policy); with the
+    policy, also the rows read on the way (what a percent limit is a share of)."""
     metadata: dict[str, object] = {REJECTED_ROWS: dg.MetadataValue.int(len(log or ()))}
+    if read is not None:
+        metadata[ROWS_READ] = dg.MetadataValue.int(read)
     if url is not None:
         metadata[REJECTS_PATH] = dg.MetadataValue.path(url)
     return metadata

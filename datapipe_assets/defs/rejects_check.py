@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from connectors.shared.object_store import filesystem_for
 from connectors.shared.secrets import mask
-from datapipe_assets.defs.rejects import REJECTED_ROWS, REJECTS_PATH
+from datapipe_assets.defs.rejects import REJECTED_ROWS, REJECTS_PATH, ROWS_READ
 from datapipe_assets.pipeline.connections import secrets_of
 from datapipe_assets.pipeline.keys import load_key, raw_key
 from datapipe_assets.pipeline.project import LoadedPipeline
@@ -45,8 +45,12 @@ def _check(loaded: LoadedPipeline, key: dg.AssetKey) -> dg.AssetChecksDefinition
         event = context.instance.get_latest_materialization_event(key)
         assert event is not None and event.asset_materialization is not None
         recorded = event.asset_materialization.metadata
-        rejected = int(recorded[REJECTED_ROWS].value) if REJECTED_ROWS in recorded else 0
-        metadata: dict[str, object] = {REJECTED_ROWS: dg.MetadataValue.int(rejected)}
+        rejected = int(recorded[REJECTED_ROWS].value)
+        # The figures and table every row check records, so they show alike everywhere.
+        metadata: dict[str, object] = {
+            "rows_checked": dg.MetadataValue.int(int(recorded[ROWS_READ].value)),
+            "rows_failed": dg.MetadataValue.int(rejected),
+        }
         if not rejected:
             return dg.AssetCheckResult(passed=True, metadata=metadata)
         url = str(recorded[REJECTS_PATH].value)
@@ -56,7 +60,7 @@ def _check(loaded: LoadedPipeline, key: dg.AssetKey) -> dg.AssetChecksDefinition
         # Rejected rows are user data: a secret that reached a column must not leave the step.
         secrets = secrets_of(loaded.connections())
         shown = markdown_preview(first.schema, first.combine_chunks().to_batches()[0])
-        metadata["first_rejects"] = dg.MetadataValue.md(mask(shown, secrets))
+        metadata["failing_rows"] = dg.MetadataValue.md(mask(shown, secrets))
         metadata[REJECTS_PATH] = dg.MetadataValue.path(url)
         [reject] = first.slice(0, 1).to_pylist()
         origin = f"{reject['file']} line {reject['line']}: " if reject["file"] else ""

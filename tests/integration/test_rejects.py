@@ -201,7 +201,7 @@ def test_rejected_rows_check_fails_showing_the_first_five(tmp_path, monkeypatch)
     checks = {"/".join(e.asset_key.path[2:]): e for e in result.get_asset_check_evaluations()}
     assert sorted(checks) == ["load/orders", "raw/orders"]
     assert (checks["load/orders"].passed, checks["load/orders"].metadata) == (
-        True, {"rejected_rows": dg.IntMetadataValue(0)}
+        True, {"rows_checked": dg.IntMetadataValue(7), "rows_failed": dg.IntMetadataValue(0)}
     )  # fmt: skip
     raw = checks["raw/orders"]
     assert (raw.check_name, raw.passed, raw.severity) == (
@@ -217,9 +217,10 @@ def test_rejected_rows_check_fails_showing_the_first_five(tmp_path, monkeypatch)
         for i in range(2, 7)
     )
     assert raw.metadata == {
-        "rejected_rows": dg.IntMetadataValue(6),
+        "rows_checked": dg.IntMetadataValue(7),
+        "rows_failed": dg.IntMetadataValue(6),
         "rejects_path": dg.PathMetadataValue(str(url)),
-        "first_rejects": dg.MarkdownMetadataValue(
+        "failing_rows": dg.MarkdownMetadataValue(
             "| reason | file | line | raw |\n|---|---|---|---|\n" + table
         ),
     }

@@ -99,10 +99,10 @@ def load_rejecting(
         url = published(staging.io_manager, staging.run_id, key, rejects)
         where = load_where(loaded, request.table)
         raise limit_failure(loaded, where, earlier() + Tally(0, len(rejects)), url) from None
-    url = None
-    if request.rejects is not None:
-        url = published(staging.io_manager, staging.run_id, key, request.rejects)
-    return result, rejects_metadata(request.rejects, url)
+    if request.rejects is None:
+        return result, rejects_metadata(None, None)
+    url = published(staging.io_manager, staging.run_id, key, request.rejects)
+    return result, rejects_metadata(request.rejects, url, earlier().read)
 
 
 def loaded_line(target_table: str, request: LoadRequest, result: LoadResult) -> str:

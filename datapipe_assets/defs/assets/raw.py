@@ -310,7 +310,7 @@ class _StepRun:
         tally = _tally(extraction, rejects)
         if over_limit(self.loaded, tally):
             raise limit_failure(self.loaded, self._where(table), tally, url)
-        return rejects_metadata(rejects, url)
+        return rejects_metadata(rejects, url, tally.read)
 
     # The jobs; `work` words their errors.
 
