@@ -5,22 +5,28 @@ loads."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from tests.support.project_files import failure_messages, run, write_project
+from tests.support.project_files import failure_messages, postgres_config, run, write_project
 from tests.support.warehouse_runs import materializations, warehouse_rows, warehouse_tables
 
 HEADER = b"id,name,amount\n"
 REJECT = {"action": "reject", "max_rejected": 5}
 
 
-def _project(directory: Path, csv: bytes, **pipeline: Any) -> Path:
-    """orders.csv (id declared BIGINT, amount DOUBLE) copied into wh.duckdb by pipeline `copy`."""
+def _project(
+    directory: Path, csv: bytes, warehouse: dict[str, Any] | None = None, **pipeline: Any
+) -> Path:
+    """orders.csv (id declared BIGINT, amount DOUBLE) copied by pipeline `copy` into the
+    `warehouse` connection (default: wh.duckdb)."""
     (directory / "data").mkdir(parents=True, exist_ok=True)
     (directory / "data" / "orders.csv").write_bytes(csv)
     return write_project(
@@ -33,7 +39,7 @@ def _project(directory: Path, csv: bytes, **pipeline: Any) -> Path:
                     "columns": {"id": "BIGINT", "amount": "DOUBLE"},
                 },
             },
-            "warehouse": {"connector": "duckdb", "config": {"path": "wh.duckdb"}},
+            "warehouse": warehouse or {"connector": "duckdb", "config": {"path": "wh.duckdb"}},
         },
         {
             "copy.yaml": {
@@ -50,6 +56,25 @@ def _project(directory: Path, csv: bytes, **pipeline: Any) -> Path:
 def _tables(project: Path) -> list[str]:
     """The tables in wh.duckdb; none when the file was never created."""
     return warehouse_tables(project) if (project / "wh.duckdb").exists() else []
+
+
+EXTRACT = "pipeline 'copy', table 'orders' (connection 'files')"
+
+
+def _nothing_loaded(tmp_path: Path, result: dg.ExecuteInProcessResult, stage: str) -> str:
+    """How a failure over the limit ends: where the rejects of orders at `stage` are."""
+    rejects = tmp_path / "staging" / result.run_id / f"rejects/default/copy/{stage}/orders.parquet"
+    return f"nothing was loaded; the rejects are in {rejects} (datapipe rejects copy)"
+
+
+def _run_again_with(project: Path, csv: bytes) -> dg.ExecuteInProcessResult:
+    """Run `copy` (it succeeds), then again over `csv` (it fails): the second run."""
+    with dg.instance_for_test() as instance:
+        assert run(project, "copy", instance).success
+        (project / "data" / "orders.csv").write_bytes(csv)
+        result = run(project, "copy", instance)
+    assert not result.success
+    return result
 
 
 def _rejects(staging: Path, run_id: str, *key: str) -> list[tuple[Any, ...]]:
@@ -101,17 +126,10 @@ def test_rejects_over_max_rejected_load_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
     project = _project(tmp_path / "p", HEADER + b"1,a,1\n", on_bad_rows={
         "action": "reject", "max_rejected": 1})  # fmt: skip
-    with dg.instance_for_test() as instance:
-        assert run(project, "copy", instance).success
-        bad = HEADER + b"2,b,x\n3,c,3\n4,d,4,4\n"
-        (project / "data" / "orders.csv").write_bytes(bad)
-        result = run(project, "copy", instance)
-    assert not result.success
-    rejects = tmp_path / "staging" / result.run_id / "rejects/default/copy/raw/orders.parquet"
+    result = _run_again_with(project, HEADER + b"2,b,x\n3,c,3\n4,d,4,4\n")
     assert failure_messages(result) == [
-        "pipeline 'copy', table 'orders' (connection 'files'): 2 of 3 rows read were rejected "
-        "(66.67%), over the pipeline's on_bad_rows limit (max_rejected: 1); nothing was "
-        f"loaded; the rejects are in {rejects} (datapipe rejects copy)"
+        f"{EXTRACT}: 2 of 3 rows read were rejected (66.67%), over the pipeline's on_bad_rows "
+        f"limit (max_rejected: 1); {_nothing_loaded(tmp_path, result, 'raw')}"
     ]
     assert warehouse_rows(project, "orders") == [(1, "a", 1.0)]
     assert _rejects(tmp_path / "staging", result.run_id, "raw", "orders") == [
@@ -133,11 +151,9 @@ def test_max_rejected_percent_of_the_rows_read(tmp_path, monkeypatch, percent, l
         assert warehouse_rows(project, "orders") == [(1, "a", 1.0), (2, "b", 2.0), (4, "d", 4.0)]
         return
     assert _tables(project) == []
-    rejects = tmp_path / "staging" / result.run_id / "rejects/default/copy/raw/orders.parquet"
     assert failure_messages(result) == [
-        "pipeline 'copy', table 'orders' (connection 'files'): 1 of 4 rows read were rejected "
-        "(25.00%), over the pipeline's on_bad_rows limit (max_rejected_percent: 24.9); "
-        f"nothing was loaded; the rejects are in {rejects} (datapipe rejects copy)"
+        f"{EXTRACT}: 1 of 4 rows read were rejected (25.00%), over the pipeline's on_bad_rows "
+        f"limit (max_rejected_percent: 24.9); {_nothing_loaded(tmp_path, result, 'raw')}"
     ]
 
 
@@ -224,3 +240,61 @@ def test_rejected_rows_check_fails_showing_the_first_five(tmp_path, monkeypatch)
             "| reason | file | line | raw |\n|---|---|---|---|\n" + table
         ),
     }
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """A destination connection and how to read a table's rows from it, sorted."""
+
+    connection: dict[str, Any]
+    rows: Callable[[Path, str], list[tuple[Any, ...]]]
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse(request: pytest.FixtureRequest) -> Warehouse:
+    if request.param == "duckdb":
+        return Warehouse({"connector": "duckdb", "config": {"path": "wh.duckdb"}}, warehouse_rows)
+    server, database = request.getfixturevalue("postgres"), request.getfixturevalue("pg_database")
+
+    def rows(_: Path, table: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(server.url(database)) as con:
+            return con.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()
+
+    return Warehouse({"connector": "postgres", "config": postgres_config(server, database)}, rows)
+
+
+def test_null_and_repeated_upsert_keys(tmp_path, monkeypatch, warehouse):
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    csv = HEADER + b"1,a,1\n,b,2\n2,c,3\n1,d,4\n"
+    upsert = {"connection": "warehouse", "load_mode": "upsert", "upsert_key": ["id"]}
+    project = _project(tmp_path / "p", csv, warehouse.connection, destination=upsert)
+    with dg.instance_for_test() as instance:
+        result = run(project, "copy", instance)
+    assert result.success, failure_messages(result)
+    assert warehouse.rows(project, "orders") == [(1, "d", 4.0), (2, "c", 3.0)]
+    assert _rejects(tmp_path / "staging", result.run_id, "load", "orders") == [
+        ("upsert key (id) = (1) is repeated later in the load, which keeps the last row",
+         None, None, '{"id": 1, "name": "a", "amount": 1.0}'),
+        ("upsert key (id) has a NULL", None, None, '{"id": null, "name": "b", "amount": 2.0}'),
+    ]  # fmt: skip
+    found = materializations(result)
+    assert found["raw/orders"].metadata["rejected_rows"] == dg.IntMetadataValue(0)
+    assert found["load/orders"].metadata["rejected_rows"] == dg.IntMetadataValue(2)
+
+
+def test_load_rejects_over_the_limit_roll_the_load_back(tmp_path, monkeypatch, warehouse):
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    upsert = {"connection": "warehouse", "load_mode": "upsert", "upsert_key": ["id"]}
+    policy = {"action": "reject", "max_rejected": 1}
+    project = _project(
+        tmp_path / "p", HEADER + b"9,z,9\n", warehouse.connection, destination=upsert,
+        on_bad_rows=policy, staging="every_node",
+    )  # fmt: skip
+    result = _run_again_with(project, HEADER + b"1,a,1\n,b,2\n1,d,4\n")
+    assert failure_messages(result) == [
+        "pipeline 'copy', load into 'orders' (connection 'warehouse'): 2 of 3 rows read were "
+        "rejected (66.67%), over the pipeline's on_bad_rows limit (max_rejected: 1); "
+        + _nothing_loaded(tmp_path, result, "load")
+    ]
+    assert warehouse.rows(project, "orders") == [(9, "z", 9.0)]
+    assert len(_rejects(tmp_path / "staging", result.run_id, "load", "orders")) == 2
