@@ -97,7 +97,8 @@ def rejects_metadata(
 ) -> dict[str, object]:
     """What every raw and load asset records of its rejects (0 without the policy); with the
     policy, also the rows read on the way (what a percent limit is a share of)."""
-    metadata: dict[str, object] = {REJECTED_ROWS: dg.MetadataValue.int(len(log or ()))}
+    rejected = 0 if log is None else len(log)
+    metadata: dict[str, object] = {REJECTED_ROWS: dg.MetadataValue.int(rejected)}
     if read is not None:
         metadata[ROWS_READ] = dg.MetadataValue.int(read)
     if url is not None:

@@ -369,7 +369,7 @@ class _StepRun:
                 # The file is complete: it is published before the load may commit, unless
                 # the extract's rejects fail the load.
                 rejected = self._rejected(table, extraction, rejects)
-                extracted.append(_tally(extraction, rejects) if rejects else NO_ROWS)
+                extracted.append(NO_ROWS if rejects is None else _tally(extraction, rejects))
                 metadata = {"duration_seconds": seconds_since(started), **rejected}
                 staged.append(self.staging.publish(self.run_id, key, StagedFile(path, metadata)))
                 outbox.put(
