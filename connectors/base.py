@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from connectors.config.model import ConnectorConfig
 from connectors.config.problems import error_text, validate
+from connectors.shared.rejects import RejectLog
 
 # Rows per Arrow record batch that sources aim for: large enough to amortise per-batch
 # overhead, small enough that a batch of wide rows stays a few tens of megabytes.
@@ -269,6 +270,9 @@ class LoadRequest:
     upsert_key: Sequence[str] = ()
     create_table_if_missing: bool = True
     state_updates: Sequence[StateUpdate] = field(default_factory=tuple)
+    # With a log, a row the destination refuses is rejected into it instead of failing the
+    # load, and the log's limit is enforced before the load commits.
+    rejects: RejectLog | None = None
 
 
 class Source(ABC):
@@ -300,16 +304,32 @@ class Source(ABC):
     ) -> pa.RecordBatchReader:
         """Stream a table; with a cursor, only rows whose incremental_key is >= cursor."""
 
+    def read_rejecting(
+        self, table: str, incremental_key: str | None, cursor: Any, rejects: RejectLog
+    ) -> pa.RecordBatchReader:
+        """Like `read`, but a row that cannot be read is added to `rejects` and left out.
+
+        Sources that receive typed rows (APIs, databases) have no such rows: they read.
+        """
+        return self.read(table, incremental_key, cursor)
+
     def extract(
         self,
         table: str,
         incremental_key: str | None = None,
         start: CursorState | None = None,
         primary_key: Sequence[str] = (),
+        rejects: RejectLog | None = None,
     ) -> Extraction:
-        """Stream a table from a committed cursor state, tracking the state it reaches."""
+        """Stream a table from a committed cursor state, tracking the state it reaches.
+
+        With `rejects`, rows that cannot be read are rejected into it (see read_rejecting).
+        """
         cursor = start.cursor if start is not None else None
-        reader = self.read(table, incremental_key, cursor)
+        if rejects is None:
+            reader = self.read(table, incremental_key, cursor)
+        else:
+            reader = self.read_rejecting(table, incremental_key, cursor, rejects)
         if incremental_key is not None and incremental_key not in reader.schema.names:
             raise ConnectorError(
                 f"connection {self.connection!r}: table {table!r} has no column "

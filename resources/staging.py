@@ -33,6 +33,8 @@ from connectors.shared.object_store import filesystem_for, url_for
 PREVIEW_ROWS = 10
 STAGED_PATH = "staged_path"
 PARQUET_FILE = "data.parquet"
+# The folder of a run's rejected rows (see connectors/shared/rejects.py), beside its data.
+REJECTS_FOLDER = "rejects"
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,20 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
         finally:
             shutil.rmtree(file.path.parent, ignore_errors=True)
 
+    def publish_rejects(self, run_id: str, asset_key: dg.AssetKey, rejects: pa.Table) -> str:
+        """Publish an asset's rejected rows in this run, as `{run_id}/rejects/{asset}.parquet`;
+        return the file's URL."""
+        with scratch_file() as local:
+            pq.write_table(rejects, local, compression="zstd")
+        try:
+            with self._storage_errors():
+                filesystem, base = filesystem_for(self.base_url)
+                path = "/".join([base, run_id, REJECTS_FOLDER, *asset_key.path]) + ".parquet"
+                self._publish(local, filesystem, path)
+                return url_for(filesystem, path)
+        finally:
+            shutil.rmtree(local.parent, ignore_errors=True)
+
     def _publish(self, local: Path, filesystem: fs.FileSystem, path: str) -> None:
         """Copy under a temporary name, then move into place: no reader sees a partial file."""
         parent = path.rsplit("/", 1)[0]
@@ -247,6 +263,26 @@ def latest_staged(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> Stage
             allow_retries=False,
         )
     return StagedTable.open(str(staged.value))
+
+
+def run_rejects(
+    base_url: str, run_id: str, prefix: tuple[str, ...]
+) -> dict[str, tuple[str, pa.Table]]:
+    """The rejects files a run published for assets whose keys start with `prefix`: by the
+    rest of the key (`raw/orders`), in key order, each with its URL and rows."""
+    filesystem, base = filesystem_for(base_url)
+    folder = "/".join([base, run_id, REJECTS_FOLDER, *prefix])
+    selector = fs.FileSelector(folder, recursive=True, allow_not_found=True)
+    found = {}
+    for info in sorted(filesystem.get_file_info(selector), key=lambda i: i.path):
+        if info.is_file and info.extension == "parquet" and not info.base_name.startswith("_"):
+            with filesystem.open_input_file(info.path) as handle:
+                rows = pq.read_table(handle)
+            found[info.path[len(folder) + 1 : -len(".parquet")]] = (
+                url_for(filesystem, info.path),
+                rows,
+            )
+    return found
 
 
 def staged_metadata(local: Path, url: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from connectors.base import (
     TableSchema,
     refuse_overtaken,
 )
+from connectors.shared.rejects import Reject, RejectLog, row_json
 from connectors.shared.sql_types import (
     Dialect,
     arrow_schema,
@@ -169,6 +170,8 @@ class SqlDestination(Destination):
             session.execute("BEGIN")
             try:
                 result = table_load.run(session, tracked.reader)
+                if request.rejects is not None:
+                    request.rejects.enforce()
                 session.execute("COMMIT")
             except BaseException as exc:
                 _rollback(session)
@@ -347,7 +350,10 @@ class _TableLoad:
         stage_table, position = session.create_stage(column_types)
         session.insert(data, stage_table, column_types)
         stage = stage_table.sql
-        self._refuse_null_keys(session, stage)
+        if self.request.rejects is None:
+            self._refuse_null_keys(session, stage)
+        else:
+            self._reject_bad_keys(session, stage, column_types, position, self.request.rejects)
         keys = _column_list(self.request.upsert_key)
         matches = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in self.request.upsert_key)
         session.execute(f"DELETE FROM {self.table.sql} AS t USING {stage} AS s WHERE {matches}")
@@ -370,6 +376,42 @@ class _TableLoad:
                     f"row(s) for table {self.request.table!r}; filter them out (is_not_null) "
                     "or choose another upsert_key"
                 )
+
+    def _reject_bad_keys(
+        self,
+        session: SqlSession,
+        stage: str,
+        column_types: Mapping[str, str],
+        position: str,
+        rejects: RejectLog,
+    ) -> None:
+        """Reject the staged rows with a NULL in the upsert key, and those whose key a later
+        row of the load repeats (the last one is loaded, as without rejects), in load order."""
+        keys = self.request.upsert_key
+        any_null = " OR ".join(f"{quote(key)} IS NULL" for key in keys)
+        key_names = ", ".join(keys)
+        columns = _column_list(column_types)
+        # Only the rejected rows reach Python.
+        rejected = session.query(
+            f"SELECT _datapipe_at, {columns} FROM (SELECT {position} AS _datapipe_at, {columns}, "
+            f"row_number() OVER (PARTITION BY {_column_list(keys)} ORDER BY {position} DESC) "
+            f"AS _datapipe_later FROM {stage}) AS ranked WHERE {any_null} OR _datapipe_later > 1 "
+            "ORDER BY _datapipe_at"
+        )
+        for row in rejected:
+            values = dict(zip(column_types, row[1:], strict=True))
+            if any(values[key] is None for key in keys):
+                reason = f"upsert key ({key_names}) has a NULL"
+            else:
+                shown = ", ".join(repr(values[key]) for key in keys)
+                reason = (
+                    f"upsert key ({key_names}) = ({shown}) is repeated later in the load, "
+                    "which keeps the last row"
+                )
+            rejects.add(Reject(reason, None, None, row_json(values)))
+        if rejected:
+            positions = ", ".join(str(row[0]) for row in rejected)
+            session.execute(f"DELETE FROM {stage} WHERE {position} IN ({positions})")
 
     def _save_states(self, session: SqlSession) -> None:
         if not self.request.state_updates:

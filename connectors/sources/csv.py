@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from connectors.shared.csv_files import (
     s3_files,
 )
 from connectors.shared.object_store import s3_filesystem
+from connectors.shared.rejects import Reject, RejectLog
 
 __all__ = ["BLOCK_SIZE", "CsvSource", "default_table_name", "parse_type"]
 
@@ -67,15 +68,44 @@ class CsvTable:
 
 
 class _RowGuard:
-    """An `invalid_row_handler` that remembers the first malformed row, then fails."""
+    """An `invalid_row_handler` that remembers the first malformed row, then fails; or,
+    when `rejecting`, skips every malformed row and remembers each."""
 
-    def __init__(self) -> None:
+    def __init__(self, rejecting: bool = False) -> None:
+        self.rejecting = rejecting
         self.row: pacsv.InvalidRow | None = None
+        self.skipped: list[pacsv.InvalidRow] = []
 
     def __call__(self, row: pacsv.InvalidRow) -> str:
         if self.row is None:
             self.row = row
+        if self.rejecting:
+            self.skipped.append(row)
+            return "skip"
         return "error"
+
+
+@dataclass(frozen=True)
+class _Rejecting:
+    """Where a rejecting read puts the rows it rejects; with a cursor, the incremental key's
+    column and the cursor in its type: a bad row whose key is below it was read by an earlier
+    run, which rejected it then, so it is not rejected again (nor are good rows loaded again).
+    """
+
+    log: RejectLog
+    key: int | None = None
+    cursor: pa.Scalar | None = None
+
+    def read_before(self, batch: pa.RecordBatch, offset: int) -> bool:
+        """Whether a row of a batch read as bytes has a key below the cursor."""
+        if self.key is None or self.cursor is None:
+            return False
+        value = batch.column(self.key)[offset].as_py()
+        try:
+            key = pa.scalar(value.decode().strip()).cast(self.cursor.type)
+        except (AttributeError, UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return False  # no key to place it by: rejected, as it would be the first time
+        return bool(key.as_py() < self.cursor.as_py())
 
 
 class _BadValue(Exception):
@@ -149,15 +179,35 @@ class CsvSource(Source):
     def read(
         self, table: str, incremental_key: str | None = None, cursor: Any = None
     ) -> pa.RecordBatchReader:
+        return self._read(table, incremental_key, cursor, None)
+
+    def read_rejecting(
+        self, table: str, incremental_key: str | None, cursor: Any, rejects: RejectLog
+    ) -> pa.RecordBatchReader:
+        """Rows with a wrong field count, text not valid in `encoding`, or a value that does
+        not fit its column's type are rejected with their file, line and text.
+
+        Files are then parsed single-threaded, so that every row keeps its number.
+        """
+        return self._read(table, incremental_key, cursor, rejects)
+
+    def _read(
+        self, table: str, incremental_key: str | None, cursor: Any, rejects: RejectLog | None
+    ) -> pa.RecordBatchReader:
         offered = self._table(table)
         files = self._files(offered)
-        schema = self._sniff(files[0], offered)
+        schema = self._sniff(files[0], offered, rejecting=rejects is not None)
         if incremental_key is not None and incremental_key not in schema.names:
             raise self._error(
                 f"table {table!r} has no column {incremental_key!r} to use as "
                 f"incremental_key; pick one of {', '.join(schema.names)}"
             )
-        batches = self._stream(files, schema, offered)
+        rejecting = None
+        if rejects is not None:
+            rejecting = _Rejecting(rejects)
+            if incremental_key is not None and cursor is not None:
+                rejecting = _rejecting_since(rejects, schema, incremental_key, cursor)
+        batches = self._stream(files, schema, offered, rejecting)
         reader = pa.RecordBatchReader.from_batches(schema, batches)
         if incremental_key is not None and cursor is not None:
             return rows_since(reader, incremental_key, cursor, self.connection)
@@ -269,10 +319,18 @@ class CsvSource(Source):
 
     # Sniffing and streaming.
 
-    def _sniff(self, file: CsvFile, table: CsvTable) -> pa.Schema:
-        """The fixed schema: types inferred from the first block, then the overrides."""
-        with self._open(file, None, _RowGuard()) as reader:
+    def _sniff(self, file: CsvFile, table: CsvTable, rejecting: bool = False) -> pa.Schema:
+        """The fixed schema: types inferred from the first block, then the overrides.
+
+        `rejecting`: malformed rows are left out of the sniffing, and a column holding text
+        that does not decode is text (its undecodable rows are rejected as they are read).
+        """
+        with self._open(file, None, _RowGuard(rejecting)) as reader:
             sniffed = reader.schema
+        if rejecting:
+            sniffed = pa.schema(
+                f.with_type(pa.string()) if pa.types.is_binary(f.type) else f for f in sniffed
+            )
         if any(pa.types.is_binary(t) for t in sniffed.types):
             # Arrow reads a column whose text does not decode as bytes: that is the wrong
             # encoding, not binary data.
@@ -321,19 +379,22 @@ class CsvSource(Source):
         """A streaming reader: sniffing types without a schema, else every column as text.
 
         Parsing uses every core; only `numbered` (single-threaded) parsing makes pyarrow
-        number the rows, so that is kept for finding a malformed row once one is known.
+        number the rows, so that is kept for finding a malformed row once one is known, and
+        for a rejecting `guard`, which must number each row it rejects. Rejecting reads the
+        columns as bytes, so that text that does not decode rejects its row, not the file.
         """
+        rejecting = guard.rejecting and schema is not None
         read_options = pacsv.ReadOptions(
             block_size=self.block_size,
             # Any other encoding is transcoded into UTF-8 as the file is read.
             encoding=self.encoding,
-            use_threads=not numbered,
+            use_threads=not (numbered or guard.rejecting),
             column_names=None if self.header or schema is None else schema.names,
             autogenerate_column_names=not self.header and schema is None,
         )
         parse_options = pacsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=guard)
         convert_options = pacsv.ConvertOptions(
-            column_types=None if schema is None else _as_text(schema),
+            column_types=None if schema is None else _as_text(schema, rejecting),
             null_values=self.null_values,
             strings_can_be_null=True,
             # Sniffing ignores quoted markers too, so that "" in a number column leaves it
@@ -353,13 +414,17 @@ class CsvSource(Source):
             raise self._io_error(file.display, exc) from None
 
     def _stream(
-        self, files: list[CsvFile], schema: pa.Schema, table: CsvTable
+        self,
+        files: list[CsvFile],
+        schema: pa.Schema,
+        table: CsvTable,
+        rejecting: _Rejecting | None,
     ) -> Iterator[pa.RecordBatch]:
         """Every file's batches in order, as one stream with the fixed schema."""
         for file in files:
             if not self.header and file.filesystem.get_file_info(file.path).size == 0:
                 continue  # without a header, an empty file is just one with no rows
-            guard = _RowGuard()
+            guard = _RowGuard(rejecting=rejecting is not None)
             with self._open(file, schema, guard) as reader:
                 if reader.schema.names != schema.names:
                     raise self._error(
@@ -367,7 +432,10 @@ class CsvSource(Source):
                         f"{files[0].display} has {', '.join(schema.names)}; every file "
                         f"matched by {table.where} must share the same header"
                     )
-                yield from self._file_batches(file, reader, guard, schema)
+                if rejecting is None:
+                    yield from self._file_batches(file, reader, guard, schema)
+                else:
+                    yield from self._sorted_batches(file, reader, guard, schema, rejecting)
 
     def _file_batches(
         self,
@@ -397,6 +465,47 @@ class CsvSource(Source):
             rows_before += batch.num_rows
             yield batch
 
+    def _sorted_batches(
+        self,
+        file: CsvFile,
+        reader: pacsv.CSVStreamingReader,
+        guard: _RowGuard,
+        schema: pa.Schema,
+        rejecting: _Rejecting,
+    ) -> Iterator[pa.RecordBatch]:
+        """A file's rows that read cleanly, batch by batch; once the file has been read, the
+        others go into the rejects, in line order, with their lines' text."""
+        markers = pa.array(self.null_values, pa.string())
+        # Rows the reader returned so far, and the reason of each rejected one by its index
+        # among them: a malformed row is never returned, so it is not counted.
+        returned = 0
+        refused: dict[int, str] = {}
+        for batch in self._file_batches(file, reader, guard, None):
+            good, reasons = _sorted_out(batch, schema, markers, self.encoding)
+            refused.update(
+                (returned + offset, reason)
+                for offset, reason in reasons.items()
+                if not rejecting.read_before(batch, offset)
+            )
+            returned += batch.num_rows
+            if good.num_rows:
+                yield good
+        # pyarrow numbers rows from 1, the header included, and skips the malformed rows'
+        # numbers in none of its counts: place each refused row among them.
+        skipped = sorted(row.number for row in guard.skipped)
+        numbered = {
+            _row_number(index + (2 if self.header else 1), skipped): reason
+            for index, reason in refused.items()
+        }
+        numbered.update(
+            (row.number, f"expected {row.expected_columns} fields, found {row.actual_columns}")
+            for row in guard.skipped
+        )
+        lines = _row_lines(file, numbered.keys(), self.encoding)
+        for number in sorted(numbered):
+            line, text = lines[number]
+            rejecting.log.add(Reject(numbered[number], file.display, line, text))
+
     # Errors.
 
     def _error(self, message: str) -> ConnectorError:
@@ -410,6 +519,9 @@ class CsvSource(Source):
         schema: pa.Schema | None,
     ) -> ConnectorError:
         """A malformed row, with its line number."""
+        if guard.rejecting:
+            # Malformed rows were skipped: this is something else, such as a row too long.
+            guard = _RowGuard()
         if guard.row is not None and (guard.row.number is None or guard.row.number < 0):
             return self._numbered_parse_error(file, schema)
         if guard.row is not None:
@@ -488,9 +600,20 @@ class CsvSource(Source):
         return self._error(f"cannot read {where} ({reason}); check path and permissions")
 
 
-def _as_text(schema: pa.Schema) -> pa.Schema:
-    """The schema with every column as text: how the reader parses, before _typed."""
-    return pa.schema(pa.field(name, pa.string()) for name in schema.names)
+def _rejecting_since(rejects: RejectLog, schema: pa.Schema, key: str, cursor: Any) -> _Rejecting:
+    """A rejecting read from a cursor (see _Rejecting)."""
+    try:
+        bound = pa.scalar(cursor).cast(schema.field(key).type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
+        return _Rejecting(rejects)  # rows_since reports the cursor that does not fit
+    return _Rejecting(rejects, schema.get_field_index(key), bound)
+
+
+def _as_text(schema: pa.Schema, as_bytes: bool = False) -> pa.Schema:
+    """The schema with every column as text (or the bytes of it): how the reader parses,
+    before _typed."""
+    kind = pa.binary() if as_bytes else pa.string()
+    return pa.schema(pa.field(name, kind) for name in schema.names)
 
 
 def _typed(batch: pa.RecordBatch, schema: pa.Schema, markers: pa.Array) -> pa.RecordBatch:
@@ -516,10 +639,7 @@ def _converted(index: int, column: pa.Array, target: pa.DataType, markers: pa.Ar
             return column.cast(target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
-    trimmed = pc.utf8_trim_whitespace(column)
-    is_marker = pc.is_in(trimmed, value_set=markers)
-    if pc.any(is_marker).as_py():
-        trimmed = pc.if_else(is_marker, pa.scalar(None, pa.string()), trimmed)
+    trimmed = _prepared(column, markers)
     try:
         return trimmed.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -527,6 +647,104 @@ def _converted(index: int, column: pa.Array, target: pa.DataType, markers: pa.Ar
             if value is not None and not _casts(value, target):
                 raise _BadValue(index, offset, column[offset].as_py()) from None
         raise _BadValue(index, None, None) from None
+
+
+def _prepared(column: pa.Array, markers: pa.Array) -> pa.Array:
+    """A text column as a typed column converts it: trimmed, quoted markers as NULL."""
+    trimmed = pc.utf8_trim_whitespace(column)
+    is_marker = pc.is_in(trimmed, value_set=markers)
+    if pc.any(is_marker).as_py():
+        trimmed = pc.if_else(is_marker, pa.scalar(None, pa.string()), trimmed)
+    return trimmed
+
+
+def _sorted_out(
+    batch: pa.RecordBatch, schema: pa.Schema, markers: pa.Array, encoding: str
+) -> tuple[pa.RecordBatch, dict[int, str]]:
+    """A batch read as bytes, typed, without the rows that do not decode or convert; and
+    the reason of each row left out, by its offset in the batch (its first problem)."""
+    try:
+        return _typed(_decoded(batch), schema, markers), {}
+    except (_BadValue, pa.ArrowInvalid):
+        pass  # some row is bad: find which, below
+    reasons: dict[int, str] = {}
+    for name, column in zip(schema.names, batch.columns, strict=True):
+        for offset in _failing_rows(column, lambda part: part.cast(pa.string())):
+            reasons.setdefault(offset, f"column {name!r} is not valid {encoding} text")
+    kept = _without(batch, reasons)
+    text = _decoded(batch.filter(kept))
+    positions = pc.indices_nonzero(kept).to_pylist()
+    for name, column, target in zip(schema.names, text.columns, schema.types, strict=True):
+        if pa.types.is_string(target):
+            continue
+        prepared = _prepared(column, markers)
+        for offset in _failing_rows(prepared, lambda part, to=target: part.cast(to)):
+            value = column[offset].as_py()
+            reasons.setdefault(
+                positions[offset], f"column {name!r} value {value!r} is not {target}"
+            )
+    return _typed(_decoded(batch.filter(_without(batch, reasons))), schema, markers), reasons
+
+
+def _decoded(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch read as bytes, as text; ArrowInvalid if some value does not decode."""
+    return pa.RecordBatch.from_arrays(
+        [column.cast(pa.string()) for column in batch.columns], names=batch.schema.names
+    )
+
+
+def _without(batch: pa.RecordBatch, offsets: Mapping[int, str]) -> pa.Array:
+    """A filter mask keeping every row of a batch but those at `offsets`."""
+    keep = [True] * batch.num_rows
+    for offset in offsets:
+        keep[offset] = False
+    return pa.array(keep, pa.bool_())
+
+
+def _failing_rows(column: pa.Array, convert: Any) -> list[int]:
+    """The offsets of the values `convert` refuses, found by halving the column: only
+    vectorised conversions, about log2(rows) of them per refused value."""
+    try:
+        convert(column)
+        return []
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if len(column) == 1:
+            return [0]
+    half = len(column) // 2
+    later = _failing_rows(column[half:], convert)
+    return _failing_rows(column[:half], convert) + [half + offset for offset in later]
+
+
+def _row_number(returned: int, skipped: list[int]) -> int:
+    """pyarrow's number of the row it returned as its `returned`-th (the header counting as
+    the first), given the sorted numbers of the malformed rows it skipped."""
+    number = returned
+    for skipped_number in skipped:
+        if skipped_number > number:
+            break
+        number += 1
+    return number
+
+
+def _row_lines(
+    file: CsvFile, numbers: Collection[int], encoding: str
+) -> dict[int, tuple[int, str]]:
+    """Each of these pyarrow row numbers' line, as an editor numbers it, and its text.
+
+    pyarrow counts only non-blank lines (see _physical_line); text that does not decode is
+    kept with the undecodable bytes escaped (\\xe9).
+    """
+    wanted, found = set(numbers), {}
+    seen = 0
+    for line_number, line in _numbered_lines(file):
+        if not wanted - found.keys():
+            break
+        if line.strip(b"\r\n"):
+            seen += 1
+            if seen in wanted:
+                text = line.rstrip(b"\r\n").decode(encoding, "backslashreplace")
+                found[seen] = (line_number, text)
+    return found
 
 
 def _valid_name(name: str) -> str:

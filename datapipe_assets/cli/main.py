@@ -1,4 +1,5 @@
-"""The `datapipe` command: validate, preview, run, status, discover, check, secrets and gc."""
+"""The `datapipe` command: validate, preview, run, status, rejects, discover, check, secrets
+and gc."""
 
 from __future__ import annotations
 
@@ -90,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would be removed; remove nothing"
     )
     collect.set_defaults(handler="gc:gc_command")
+
+    rejects = commands.add_parser("rejects", help="the rows a run rejected (on_bad_rows)")
+    rejects.add_argument("pipeline")
+    rejects.add_argument("--run", help="run id (default: the latest run that rejected rows)")
+    rejects.set_defaults(handler="rejects:rejects_command")
 
     for name, handler, text in (
         ("discover", "connections:discover_command", "list a connection's tables and columns"),

@@ -15,6 +15,7 @@ from datapipe_assets.defs.assets.load import load_asset
 from datapipe_assets.defs.assets.raw import raw_assets
 from datapipe_assets.defs.assets.segment import segment_asset
 from datapipe_assets.defs.checks import pipeline_checks
+from datapipe_assets.defs.rejects_check import rejects_checks
 from datapipe_assets.defs.staging_gc_job import staging_gc_job, staging_gc_schedule
 from datapipe_assets.defs.triggers import (
     chain_conditions,
@@ -109,7 +110,7 @@ def build_definitions(project: Project) -> dg.Definitions:
     for loaded in project.pipelines:
         pipeline = loaded.pipeline
         assets += chain_conditions(project, loaded, pipeline_assets(project, loaded))
-        checks += pipeline_checks(loaded)
+        checks += pipeline_checks(loaded) + rejects_checks(loaded)
         pipeline_job, refresh_job = pipeline_jobs(loaded)
         jobs += [pipeline_job, refresh_job]
         sensors += pipeline_sensors(loaded, pipeline_job)

@@ -430,6 +430,40 @@ class TriggerSpec(SpecModel):
     after: ColumnList = []
 
 
+class BadRowsSpec(SpecModel):
+    """What a run does with a row that cannot be read, converted or loaded.
+
+    `fail` (the default) fails the run at the first such row. `reject` writes each one to the
+    run's rejects file instead and loads the rest, unless the rejects go over
+    `max_rejected` rows or `max_rejected_percent` of the rows read: then nothing is loaded.
+    """
+
+    action: Literal["fail", "reject"] = "fail"
+    max_rejected: Annotated[int, Field(ge=0)] | None = None
+    max_rejected_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+
+    @property
+    def rejects(self) -> bool:
+        return self.action == "reject"
+
+    def exceeded(self, rejected: int, read: int) -> bool:
+        """Whether `rejected` rows of `read` are more than the pipeline allows."""
+        if self.max_rejected is not None and rejected > self.max_rejected:
+            return True
+        if self.max_rejected_percent is None:
+            return False
+        return 100 * rejected > self.max_rejected_percent * read
+
+    def limit(self) -> str:
+        """The limit as the file spells it, for messages."""
+        limits = []
+        if self.max_rejected is not None:
+            limits.append(f"max_rejected: {self.max_rejected}")
+        if self.max_rejected_percent is not None:
+            limits.append(f"max_rejected_percent: {self.max_rejected_percent:g}")
+        return " and ".join(limits)
+
+
 class Pipeline(SpecModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     org: Annotated[str, Field(pattern=NAME_PATTERN)] = "default"
@@ -449,6 +483,7 @@ class Pipeline(SpecModel):
     staging: Literal["minimal", "every_node"] = "minimal"
     # How many tables of one source connection are extracted at once; None: the core count.
     max_parallel: Annotated[int, Field(ge=1)] | None = None
+    on_bad_rows: BadRowsSpec = BadRowsSpec()
 
     @model_validator(mode="after")
     def _one_source_form(self) -> Pipeline:

@@ -67,6 +67,7 @@ def check_pipeline(
         *_check_tables(pipeline),
         *_check_modes(pipeline),
         *_check_schedule(pipeline),
+        *_check_bad_rows(pipeline),
     ]
     notes: list[str] = []
     # Known output schema per node id (per source table without a transform).
@@ -205,6 +206,30 @@ def _check_modes(pipeline: Pipeline) -> list[Problem]:
             )
         )
     return problems
+
+
+def _check_bad_rows(pipeline: Pipeline) -> list[Problem]:
+    """A reject policy needs a limit, and a limit needs the reject policy."""
+    policy = pipeline.on_bad_rows
+    limited = policy.max_rejected is not None or policy.max_rejected_percent is not None
+    if policy.rejects and not limited:
+        return [
+            Problem(
+                "on_bad_rows",
+                "action reject needs a limit on the rows it may reject",
+                "add max_rejected (rows) or max_rejected_percent (of the rows read), "
+                "e.g. {action: reject, max_rejected: 100}",
+            )
+        ]
+    if limited and not policy.rejects:
+        return [
+            Problem(
+                "on_bad_rows",
+                "max_rejected and max_rejected_percent apply only with action reject",
+                "add action: reject, or remove the limit",
+            )
+        ]
+    return []
 
 
 def _check_schedule(pipeline: Pipeline) -> list[Problem]:

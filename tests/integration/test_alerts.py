@@ -32,6 +32,9 @@ RUN_ERROR = (
     "pipeline 'orders', node 'bad' (sql): Conversion Error: Could not convert string 'paid' "
     "to INT32 when casting from source column status"
 )
+PAID = {"id": "bad", "type": "filter",
+        "data": {"column": "status", "operator": "eq", "value": "paid"}}  # fmt: skip
+CHECK_FAILED_HOOK = {"on": "check_failed", "channel": "webhook", "url": "${ALERT_WEBHOOK_URL}"}
 SLACK_TOKEN_PATH = "/services/T0001/B0002/Xy7SecretToken"
 HOOK_TOKEN = "hook-token-5521"
 # aiosmtpd warns that its login is not over TLS: the test server listens on loopback only.
@@ -45,8 +48,10 @@ def _project(
     alerts: list[dict[str, Any]],
     org_alerts: Any = None,
     checks: list[dict[str, Any]] | None = None,
+    **settings: Any,
 ) -> Path:
-    """One pipeline `orders` (org acme): CSV -> node -> DuckDB, with the given alerts."""
+    """One pipeline `orders` (org acme): CSV -> node -> DuckDB, with the given alerts (and
+    any other pipeline `settings`)."""
     directory.mkdir(parents=True)
     (directory / "orders.csv").write_text(ORDERS_CSV)
     if org_alerts is not None:
@@ -62,7 +67,7 @@ def _project(
                           "edges": [{"source": "orders", "target": "bad"},
                                     {"source": "bad", "target": "out"}]},
             "destination": {"connection": "warehouse", "target_table": "orders_out"},
-            "alerts": alerts, "checks": checks or [],
+            "alerts": alerts, "checks": checks or [], **settings,
         }},
     )  # fmt: skip
 
@@ -295,6 +300,31 @@ def test_check_failed_and_schema_change_from_real_checks(tmp_path, hooks, smtp):
     assert [len(second.asset_events), len(third.asset_events)] == [3, 0]
 
 
+def test_check_failed_covers_rejected_rows(tmp_path, hooks):
+    directory = _project(
+        tmp_path / "p",
+        PAID,
+        [CHECK_FAILED_HOOK],
+        on_bad_rows={"action": "reject", "max_rejected": 1},
+    )
+    (directory / "orders.csv").write_text(ORDERS_CSV + "3,paid,5,extra\n")
+    sensor = _sensors(directory)["datapipe_alerts__events"]
+    with dg.instance_for_test() as instance:
+        started = _tick(sensor, instance, None)
+        result = run(directory, "orders", instance)
+        assert result.success
+        _tick(sensor, instance, started.cursor)
+
+    [hook] = hooks.requests
+    assert hook.json() == {
+        "event": "check_failed", "org": "acme", "pipeline": "orders", "run_id": result.run_id,
+        "stage": "acme/orders/raw/orders check rejected_rows",
+        "error": "check rejected_rows failed (severity WARN): 1 row rejected; first "
+                 "orders.csv line 4: expected 3 fields, found 4",
+        "run_url": f"http://127.0.0.1:3000/runs/{result.run_id}",
+    }  # fmt: skip
+
+
 def test_slow_run_finished_and_still_running(tmp_path, hooks):
     directory = _project(
         tmp_path / "p",
@@ -443,12 +473,10 @@ def test_failure_alert_from_postgres_run_storage(tmp_path, hooks, postgres, pg_d
 
 def test_check_alert_from_postgres_event_log(tmp_path, hooks, postgres, pg_database):
     """A failed check from the pipeline file, alerted once, with Dagster's storage in PostgreSQL."""
-    paid = {"id": "bad", "type": "filter",
-            "data": {"column": "status", "operator": "eq", "value": "paid"}}  # fmt: skip
     directory = _project(
         tmp_path / "p",
-        paid,
-        [{"on": "check_failed", "channel": "webhook", "url": "${ALERT_WEBHOOK_URL}"}],
+        PAID,
+        [CHECK_FAILED_HOOK],
         checks=[{"asset": "bad", "type": "expression", "expression": "amount > 10",
                  "name": "big_enough"}],
     )  # fmt: skip

@@ -320,3 +320,31 @@ def test_two_first_commands_at_once_leave_a_working_instance(project, tmp_path):
             [datapipe, "status"], env=env, capture_output=True, text=True, timeout=120
         )
         assert (later.returncode, later.stderr) == (0, "")
+
+
+def test_rejects_prints_the_latest_run_with_rejects_or_a_given_run(project, capsys, tmp_path):
+    _copy_pipeline(
+        project, "revenue.yaml", on_bad_rows={"action": "reject", "max_rejected_percent": 50}
+    )
+    assert main(["rejects", "revenue"]) == 0
+    assert capsys.readouterr().out == "revenue: no run has rejected rows\n"
+    bad = b"4,10,paid\n5,20,p\xe9nding,1,2026-01-02 00:00:00\n"
+    (project / "data" / "orders.csv").write_bytes(ORDERS_CSV.encode() + bad)
+    assert main(["run", "revenue"]) == 0
+    rejected = capsys.readouterr().out.splitlines()[-1].split()[2]
+    (project / "data" / "orders.csv").write_text(ORDERS_CSV)
+    assert main(["run", "revenue"]) == 0
+    clean = capsys.readouterr().out.splitlines()[-1].split()[2]
+
+    assert main(["rejects", "revenue"]) == 0
+    url = tmp_path / "staging" / rejected / "rejects/default/revenue/raw/orders.parquet"
+    assert capsys.readouterr().out.splitlines() == [
+        f"revenue: run {rejected}: 2 rejected rows",
+        f"raw/orders ({url})",
+        "  data/orders.csv line 5: expected 5 fields, found 3",
+        "    4,10,paid",
+        "  data/orders.csv line 6: column 'status' is not valid utf-8 text",
+        "    5,20,p\\xe9nding,1,2026-01-02 00:00:00",
+    ]
+    assert main(["rejects", "revenue", "--run", clean]) == 0
+    assert capsys.readouterr().out == f"revenue: run {clean} rejected no rows\n"

@@ -1,7 +1,7 @@
 """Load assets: one per destination table, loaded all-or-nothing with its cursors."""
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -15,12 +15,22 @@ from connectors.base import (
     LoadResult,
     StateUpdate,
 )
+from connectors.shared.rejects import RejectLimitExceeded, RejectLog
 from datapipe_assets.defs import cursors
 from datapipe_assets.defs.errors import CONNECTION_RETRY_POLICY, step_failures
+from datapipe_assets.defs.rejects import (
+    Tally,
+    decode_tallies,
+    limit_failure,
+    published,
+    reject_log,
+    rejects_metadata,
+    total,
+)
 from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.pipeline.keys import load_key
 from datapipe_assets.pipeline.project import LoadedPipeline
-from resources.staging import StagedTable, table_schema
+from resources.staging import ParquetStagingIOManager, StagedTable, table_schema
 
 
 def load_asset(
@@ -37,27 +47,69 @@ def load_asset(
         description=load_description(loaded, target_table),
         metadata={"connection": destination.name, "target_table": target_table},
         retry_policy=CONNECTION_RETRY_POLICY,
+        required_resource_keys={"staging"},
     )
     def _load(context: dg.AssetExecutionContext, data: StagedTable) -> dg.MaterializeResult:
-        metadata, line = load_staged(loaded, target_table, context.run.tags, data)
+        staging = Staging(context.resources.staging, context.run_id)
+        metadata, line = load_staged(loaded, target_table, context.run.tags, data, staging)
         context.log.info(line)
         return dg.MaterializeResult(metadata=metadata)
 
     return _load
 
 
+class Staging:
+    """Where a step's run publishes files: the staging IO manager, under the run's id."""
+
+    def __init__(self, io_manager: ParquetStagingIOManager, run_id: str) -> None:
+        self.io_manager, self.run_id = io_manager, run_id
+
+
 def load_staged(
-    loaded: LoadedPipeline, target_table: str, tags: Mapping[str, str], data: StagedTable
+    loaded: LoadedPipeline,
+    target_table: str,
+    tags: Mapping[str, str],
+    data: StagedTable,
+    staging: Staging,
 ) -> tuple[dict[str, Any], str]:
     """Load staged data, with the cursor states it carries; the load's metadata and log line."""
     # Only incremental tables' extracts carry a state: a full extract has none to commit.
     states = cursors.decode_states(data)
-    request = load_request(loaded, target_table, tags, states, cursors.decode_starts(data))
+    earlier = total(decode_tallies(data))
+    rejects = reject_log(loaded, lambda: earlier)
+    request = load_request(loaded, target_table, tags, states, cursors.decode_starts(data), rejects)
     started = time.perf_counter()
     with step_failures(load_where(loaded, target_table), loaded.connections()):
-        result = loaded.destination.open_destination().load(data.reader(), request)
+        result, rejected = load_rejecting(loaded, request, data.reader(), staging, lambda: earlier)
     metadata = load_metadata(request, result, data.schema, data.url, states, started)
-    return metadata, loaded_line(target_table, request, result)
+    return {**metadata, **rejected}, loaded_line(target_table, request, result)
+
+
+def load_rejecting(
+    loaded: LoadedPipeline,
+    request: LoadRequest,
+    data: pa.RecordBatchReader,
+    staging: Staging,
+    earlier: Callable[[], Tally],
+) -> tuple[LoadResult, dict[str, object]]:
+    """Load, publishing the rows the load rejected; its result and `rejected_rows` metadata.
+
+    Over the pipeline's limit (rejects `earlier` on the way counting too) the destination
+    has rolled back, and the failure names the rejects file.
+    """
+    key = dg.AssetKey(load_key(loaded.pipeline, request.table))
+    try:
+        result = loaded.destination.open_destination().load(data, request)
+    except RejectLimitExceeded:
+        rejects: RejectLog | None = request.rejects
+        assert rejects is not None, "only a load with a reject log has a limit"
+        url = published(staging.io_manager, staging.run_id, key, rejects)
+        where = load_where(loaded, request.table)
+        raise limit_failure(loaded, where, earlier() + Tally(0, len(rejects)), url) from None
+    if request.rejects is None:
+        return result, rejects_metadata(None, None)
+    url = published(staging.io_manager, staging.run_id, key, request.rejects)
+    return result, rejects_metadata(request.rejects, url, earlier().read)
 
 
 def loaded_line(target_table: str, request: LoadRequest, result: LoadResult) -> str:
@@ -87,6 +139,7 @@ def load_request(
     tags: Mapping[str, str],
     states: Mapping[str, CursorState],
     starts: Mapping[str, ExtractStart],
+    rejects: RejectLog | None = None,
 ) -> LoadRequest:
     spec = loaded.pipeline.destination
     full_refresh = tags.get(cursors.FULL_REFRESH_TAG) == "true"
@@ -102,6 +155,7 @@ def load_request(
         state_updates=[
             StateUpdate(loaded.pipeline.name, t, s, checked.get(t)) for t, s in states.items()
         ],
+        rejects=rejects,
     )
 
 

@@ -32,16 +32,29 @@ import pyarrow as pa
 
 from connectors.base import CursorState, Extraction
 from connectors.shared.parquet import write_parquet, written_aside
+from connectors.shared.rejects import RejectLog
 from datapipe_assets.defs import cursors
 from datapipe_assets.defs.assets.load import (
+    Staging,
     load_description,
     load_metadata,
+    load_rejecting,
     load_request,
     load_staged,
     load_where,
     loaded_line,
 )
 from datapipe_assets.defs.errors import CONNECTION_RETRY_POLICY, step_failures
+from datapipe_assets.defs.rejects import (
+    NO_ROWS,
+    Tally,
+    encode_tallies,
+    limit_failure,
+    over_limit,
+    published,
+    reject_log,
+    rejects_metadata,
+)
 from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.pipeline.keys import load_key, raw_key
 from datapipe_assets.pipeline.project import LoadedPipeline
@@ -273,27 +286,51 @@ class _StepRun:
             f"(connection {source.name!r})"
         )
 
-    def _open(self, table: SourceTable, start: CursorState | None) -> Extraction:
+    def _open(
+        self, table: SourceTable, start: CursorState | None, rejects: RejectLog | None
+    ) -> Extraction:
         run_source = source_for_run(self.loaded, table.name, self.tags)
         return run_source.open_source().extract(
             table.source_name,
             table.incremental_key if table.incremental else None,
             start,
             table.primary_key,
+            rejects,
         )
+
+    def _rejected(
+        self, table: SourceTable, extraction: Extraction, rejects: RejectLog | None
+    ) -> dict[str, object]:
+        """Publish an extract's rejects; its `rejected_rows` metadata, or its failure when
+        they are over the pipeline's limit."""
+        if rejects is None:
+            return rejects_metadata(None, None)
+        key = dg.AssetKey(raw_key(self.loaded.pipeline, table.name))
+        url = published(self.staging, self.run_id, key, rejects)
+        tally = _tally(extraction, rejects)
+        if over_limit(self.loaded, tally):
+            raise limit_failure(self.loaded, self._where(table), tally, url)
+        return rejects_metadata(rejects, url, tally.read)
 
     # The jobs; `work` words their errors.
 
     def _extract(self, table: SourceTable) -> _Output:
         """Extract one table into a scratch parquet file, for the IO manager to publish."""
         started = time.perf_counter()
+        rejects = reject_log(self.loaded)
         with scratch_file() as path:
             start = self._committed_state(table) if table.incremental else None
-            extraction = self._open(table, start)
+            extraction = self._open(table, start, rejects)
             # The cursor state travels under the table's name in the pipeline, unique in it.
-            write_parquet(path, extraction.schema, extraction, _states(table, start, extraction))
+            write_parquet(
+                path,
+                extraction.schema,
+                extraction,
+                _file_metadata(table, start, extraction, rejects),
+            )
+            rejected = self._rejected(table, extraction, rejects)
         _release_freed_memory()
-        metadata: dict[str, object] = {"duration_seconds": seconds_since(started)}
+        metadata: dict[str, object] = {"duration_seconds": seconds_since(started), **rejected}
         summary = "extracted"
         if table.incremental:
             metadata["cursor/start"] = cursors.describe(start)
@@ -315,46 +352,66 @@ class _StepRun:
         pipeline, connections = self.loaded.pipeline, self.loaded.connections()
         key = dg.AssetKey(raw_key(pipeline, table.name))
         started = time.perf_counter()
-        request = load_request(self.loaded, target, self.tags, {}, {})
-        published: list[PublishedFile] = []
+        rejects = reject_log(self.loaded)
+        extracted: list[Tally] = []
+        request = load_request(
+            self.loaded, target, self.tags, {}, {}, reject_log(self.loaded, lambda: extracted[0])
+        )
+        staged: list[PublishedFile] = []
         with scratch_file() as path:
-            extraction = self._open(table, None)
+            extraction = self._open(table, None, rejects)
             source = _Watched(extraction)
 
             def batches() -> Iterator[pa.RecordBatch]:
                 yield from written_aside(
-                    path, extraction.schema, source.batches(), _states(table, None, extraction)
+                    path,
+                    extraction.schema,
+                    source.batches(),
+                    _file_metadata(table, None, extraction, rejects),
                 )
-                # The file is complete: it is published before the load may commit.
-                metadata = {"duration_seconds": seconds_since(started)}
-                published.append(self.staging.publish(self.run_id, key, StagedFile(path, metadata)))
+                # The file is complete: it is published before the load may commit, unless
+                # the extract's rejects fail the load.
+                rejected = self._rejected(table, extraction, rejects)
+                extracted.append(NO_ROWS if rejects is None else _tally(extraction, rejects))
+                metadata = {"duration_seconds": seconds_since(started), **rejected}
+                staged.append(self.staging.publish(self.run_id, key, StagedFile(path, metadata)))
                 outbox.put(
                     _Output(
-                        dg.MaterializeResult(asset_key=key, value=published[0]),
+                        dg.MaterializeResult(asset_key=key, value=staged[0]),
                         f"{table.name}: extracted, loading",
                     )
                 )
 
             data = pa.RecordBatchReader.from_batches(extraction.schema, batches())
             try:
-                result = self.loaded.destination.open_destination().load(data, request)
+                result, load_rejected = load_rejecting(
+                    self.loaded,
+                    request,
+                    data,
+                    Staging(self.staging, self.run_id),
+                    lambda: extracted[0],
+                )
             except Exception as error:
                 # A failed read is the extract's failure, whichever side noticed it first.
                 where = self._where(table) if source.error else load_where(self.loaded, target)
                 with step_failures(where, connections):
                     raise (source.error or error) from None
         _release_freed_memory()
-        metadata = load_metadata(request, result, extraction.schema, published[0].url, {}, started)
+        metadata = load_metadata(request, result, extraction.schema, staged[0].url, {}, started)
         outbox.put(
             _Output(
-                dg.MaterializeResult(asset_key=load_key(pipeline, target), metadata=metadata),
+                dg.MaterializeResult(
+                    asset_key=load_key(pipeline, target), metadata={**metadata, **load_rejected}
+                ),
                 loaded_line(target, request, result),
             )
         )
 
     def _load(self, target: str, staged: StagedTable) -> _Output:
         """Load a table's latest staged data, for a load materialized without its extract."""
-        metadata, line = load_staged(self.loaded, target, self.tags, staged)
+        metadata, line = load_staged(
+            self.loaded, target, self.tags, staged, Staging(self.staging, self.run_id)
+        )
         key = load_key(self.loaded.pipeline, target)
         return _Output(dg.MaterializeResult(asset_key=key, metadata=metadata), line)
 
@@ -382,12 +439,28 @@ class _Watched:
             raise
 
 
-def _states(
-    table: SourceTable, start: CursorState | None, extraction: Extraction
+def _file_metadata(
+    table: SourceTable,
+    start: CursorState | None,
+    extraction: Extraction,
+    rejects: RejectLog | None,
 ) -> Callable[[], dict[str, str]]:
-    """The staged file's cursor state, under the table's name in the pipeline (unique there),
-    asked for once the extract has ended."""
-    return lambda: cursors.encode_states(table.name, start, extraction.state)
+    """The staged file's cursor state (and the state its extract started from), and its
+    rejects tally when rows are rejected, under the table's name in the pipeline (unique
+    there), asked for once the extract has ended."""
+
+    def metadata() -> dict[str, str]:
+        found = cursors.encode_states(table.name, start, extraction.state)
+        if rejects is not None:
+            found.update(encode_tallies({table.name: _tally(extraction, rejects)}))
+        return found
+
+    return metadata
+
+
+def _tally(extraction: Extraction, rejects: RejectLog) -> Tally:
+    """An ended extract's rows read (passed on or rejected) and rejected."""
+    return Tally(extraction.rows + len(rejects), len(rejects))
 
 
 def _release_freed_memory() -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from connectors.shared.parquet import ROW_GROUP_ROWS, ZSTD_LEVEL
-from datapipe_assets.defs import cursors
+from datapipe_assets.defs import cursors, rejects
 from datapipe_assets.pipeline.compiler import (
     Relation,
     quote_literal,
@@ -19,11 +19,13 @@ from resources.staging import StagedTable
 
 
 def staged_copy_options(upstream: Sequence[StagedTable]) -> str:
-    """DuckDB COPY options of a staged node's parquet file, carrying its inputs' cursors."""
+    """DuckDB COPY options of a staged node's parquet file, carrying its inputs' cursors
+    and rejects tallies."""
+    carried = {**cursors.passthrough(upstream), **rejects.passthrough(upstream)}
     return (
         f"FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL {ZSTD_LEVEL}, "
         f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, "
-        f"KV_METADATA {_struct(cursors.passthrough(upstream))}"
+        f"KV_METADATA {_struct(carried)}"
     )
 
 
