@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pyarrow import fs
@@ -21,6 +21,11 @@ from resources.retention import Retention
 
 # Dagster run ids: anything else under the staging URL is not a run folder, and stays.
 RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# A publish uploads under this prefix, then moves the file into place. The upload is removed
+# when the publish fails, unless the store stopped answering then: such a leftover is removed
+# by the next collection once it is older than any upload takes, even from a kept folder.
+PARTIAL_UPLOAD = "_incomplete-"
+PARTIAL_UPLOAD_SECONDS = 3600
 
 
 @dataclass
@@ -33,6 +38,8 @@ class RunFolder:
     files: int = 0
     size: int = 0
     newest_write: float | None = None
+    # (path, written) of each partial upload in it.
+    partial_uploads: list[tuple[str, float | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,9 @@ def staged_runs(filesystem: fs.FileSystem, base: str) -> list[RunFolder]:
         if info.type == fs.FileType.File:
             folder.files += 1
             folder.size += info.size or 0
+            if info.base_name.startswith(PARTIAL_UPLOAD):
+                written = info.mtime_ns / 1e9 if info.mtime_ns is not None else None
+                folder.partial_uploads.append((info.path, written))
         # S3 has no real folders, and so no time for one.
         if info.mtime_ns is not None:
             written = info.mtime_ns / 1e9
@@ -95,6 +105,8 @@ def collect_garbage(
     dated = sorted(((expiry(f, recorded), f) for f in folders), key=_oldest_first)
     removed, kept, recent = [], 0, 0
     for when, folder in dated:
+        if when is None or when.at >= cutoff or folder.run_id in referenced:
+            yield from _remove_partial_uploads(filesystem, folder, verb, dry_run)
         if when is None or when.at >= cutoff:
             recent += 1
         elif folder.run_id in referenced:
@@ -111,6 +123,18 @@ def collect_garbage(
         f"{sum(f.size for f in removed):,} bytes; kept {kept} still referenced and {recent} "
         f"newer than {retention.text}"
     )
+
+
+def _remove_partial_uploads(
+    filesystem: fs.FileSystem, folder: RunFolder, verb: str, dry_run: bool
+) -> Iterator[str]:
+    cutoff = time.time() - PARTIAL_UPLOAD_SECONDS
+    for path, written in folder.partial_uploads:
+        # S3 always dates an object; a leftover without a date is left for safety.
+        if written is not None and written < cutoff:
+            if not dry_run:
+                filesystem.delete_file(path)
+            yield f"{verb} partial upload {url_for(filesystem, path)}"
 
 
 def _oldest_first(item: tuple[Expiry | None, RunFolder]) -> tuple[float, str]:

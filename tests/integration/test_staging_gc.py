@@ -331,3 +331,29 @@ def test_unreachable_s3_staging_is_one_line(
     assert line.startswith("error: staging at s3://staging-bucket/runs failed: ")
     assert line.endswith("check DATAPIPE_STAGING_URL, AWS_ENDPOINT_URL and the credentials")
     assert "s3-secret-value" not in line
+
+
+def test_a_partial_upload_left_by_an_unreachable_store_is_removed_once_old(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A publish whose store stopped answering could not remove its upload; the next
+    collection does, even from a folder that stays, but never an upload that may be going on."""
+    staging = tmp_path / "staging"
+    latest = run_pipeline("orders", capsys)
+    raw = next((staging / latest).rglob("orders.parquet")).parent
+    left = raw / "_incomplete-0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f.parquet"
+    going_on = raw / "_incomplete-1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a.parquet"
+    left.write_bytes(b"half a file")
+    going_on.write_bytes(b"an upload in progress")
+    back_date_files(left, time.time() - 2 * HOUR)
+    files = sorted(p.name for p in (staging / latest).rglob("*") if p.is_file())
+    expected = [
+        f"{{verb}} partial upload {left}",
+        "{verb} 0 run folder(s), 0 file(s), 0 bytes; kept 0 still referenced and 1 newer "
+        "than 14d",
+    ]
+    assert gc(capsys, "--dry-run") == [line.replace("{verb}", "would remove") for line in expected]
+    assert sorted(p.name for p in (staging / latest).rglob("*") if p.is_file()) == files
+    assert gc(capsys) == [line.replace("{verb}", "removed") for line in expected]
+    assert not left.exists()
+    assert going_on.exists()
