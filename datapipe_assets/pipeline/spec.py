@@ -42,6 +42,11 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _as_list_of_one(value: Any) -> Any:
+    """A single number means a one-item list."""
+    return [value] if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
 def _yaml_on_key(value: Any) -> Any:
     """YAML 1.1 reads a bare `on:` key as the boolean True; mean the word."""
     if isinstance(value, dict) and True in value:
@@ -423,6 +428,41 @@ class AlertSpec(SpecModel):
         return self
 
 
+class RetriesSpec(SpecModel):
+    """How often a step that failed for a transient reason (a refused or reset connection,
+    a timeout, HTTP 429 or 5xx, a serialization failure) is tried again, and after how long."""
+
+    # `max` in the file; named so it does not shadow the builtin.
+    max_retries: int = Field(default=3, alias="max")
+    # Seconds before each retry, in order; a list shorter than `max` repeats its last delay.
+    delays: Annotated[list[float], BeforeValidator(_as_list_of_one)] = [5, 30, 120]
+
+    def delay(self, retry_number: int) -> float:
+        """Seconds to wait before retry `retry_number + 1` (the first retry is 0)."""
+        return self.delays[min(retry_number, len(self.delays) - 1)] if self.delays else 0.0
+
+
+MAX_RETRIES = 10
+# A run's timeout: seconds, or a number with s, m, h or d.
+TIMEOUT_PATTERN = r"^\d+(\.\d+)?\s*(s|m|h|d)?$"
+TIMEOUT_HINT = "give seconds (more than 0), or a number with s, m, h or d, like 30m or 2h"
+
+
+def _scalar_timeout(value: Any) -> Any:
+    """A timeout is a number or a text; anything else is named as such, in one error."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"a timeout is a number or a text; {TIMEOUT_HINT}")
+    return value
+
+
+def timeout_seconds(value: float | str) -> float:
+    """`30m` -> 1800.0, `90` -> 90.0, for a timeout that validation has accepted."""
+    if isinstance(value, str):
+        text = value.strip()
+        return duration_seconds(text) if text[-1:].isalpha() else float(text)
+    return float(value)
+
+
 class TriggerSpec(SpecModel):
     """Event triggers: a new file in a CSV source's folder, or other pipelines' loads."""
 
@@ -484,6 +524,10 @@ class Pipeline(SpecModel):
     # How many tables of one source connection are extracted at once; None: the core count.
     max_parallel: Annotated[int, Field(ge=1)] | None = None
     on_bad_rows: BadRowsSpec = BadRowsSpec()
+    # Transient failures of an extract, transform or load step are retried (see RetriesSpec).
+    retries: RetriesSpec = RetriesSpec()
+    # How long a run may take before it is stopped and reported as timed out.
+    timeout: Annotated[float | str, BeforeValidator(_scalar_timeout)] = "1h"
 
     @model_validator(mode="after")
     def _one_source_form(self) -> Pipeline:

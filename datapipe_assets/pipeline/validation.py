@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import zoneinfo
 from collections.abc import Mapping, Sequence
@@ -27,7 +28,10 @@ from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.graph import find_cycle, graph_edges, topological_order
 from datapipe_assets.pipeline.problems import Problem
 from datapipe_assets.pipeline.spec import (
+    MAX_RETRIES,
     TABLE_ALIAS_PATTERN,
+    TIMEOUT_HINT,
+    TIMEOUT_PATTERN,
     ComputedNode,
     FilterNode,
     JoinNode,
@@ -36,6 +40,7 @@ from datapipe_assets.pipeline.spec import (
     SqlNode,
     TransformNode,
     TransformSpec,
+    timeout_seconds,
 )
 from resources.duckdb_sandbox import first_line, output_schema, parse_single_select
 
@@ -68,6 +73,7 @@ def check_pipeline(
         *_check_modes(pipeline),
         *_check_schedule(pipeline),
         *_check_bad_rows(pipeline),
+        *_check_run_limits(pipeline),
     ]
     notes: list[str] = []
     # Known output schema per node id (per source table without a transform).
@@ -254,6 +260,48 @@ def _check_schedule(pipeline: Pipeline) -> list[Problem]:
                 "use an IANA name such as UTC or Europe/Berlin",
             )
         )
+    return problems
+
+
+def _check_run_limits(pipeline: Pipeline) -> list[Problem]:
+    """`retries` and `timeout`: the numbers a run is retried and bounded by."""
+    problems = []
+    retries = pipeline.retries
+    if not 0 <= retries.max_retries <= MAX_RETRIES:
+        problems.append(
+            Problem(
+                "retries.max",
+                f"{retries.max_retries} is not between 0 and {MAX_RETRIES}",
+                "give how many times a step that failed for a transient reason is tried again "
+                "(0: never)",
+            )
+        )
+    for index, delay in enumerate(retries.delays):
+        if not (math.isfinite(delay) and delay >= 0):
+            problems.append(
+                Problem(
+                    f"retries.delays[{index}]",
+                    f"{delay:g} is not a delay",
+                    "give the seconds to wait before that retry, 0 or more",
+                )
+            )
+    if retries.max_retries > 0 and not retries.delays:
+        problems.append(
+            Problem(
+                "retries.delays",
+                "no delay is given for the retries",
+                "give the seconds before each retry, like [5, 30, 120], or set max: 0",
+            )
+        )
+    timeout = pipeline.timeout
+    valid = (
+        re.fullmatch(TIMEOUT_PATTERN, timeout.strip()) is not None
+        if isinstance(timeout, str)
+        else math.isfinite(timeout)
+    )
+    if not valid or timeout_seconds(timeout) <= 0:
+        shown = repr(timeout) if isinstance(timeout, str) else f"{timeout:g}"
+        problems.append(Problem("timeout", f"{shown} is not a timeout", TIMEOUT_HINT))
     return problems
 
 

@@ -12,7 +12,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.project import PROJECT_ROOT, load_project
-from datapipe_assets.pipeline.spec import Node, Pipeline, normalize_editor_export
+from datapipe_assets.pipeline.spec import (
+    Node,
+    Pipeline,
+    RetriesSpec,
+    normalize_editor_export,
+    timeout_seconds,
+)
 from tests.support.project_files import SIX_NODE_TRANSFORM
 
 NODE = TypeAdapter(Node)
@@ -328,6 +334,31 @@ def test_defaults():
     assert pipeline.destination.table_prefix == ""
     assert pipeline.destination.target_table is None
     assert pipeline.target_tables() == {"t": "t"}
+    assert (pipeline.retries.max_retries, pipeline.retries.delays) == (3, [5, 30, 120])
+    assert timeout_seconds(pipeline.timeout) == 3600
+
+
+def test_retry_delays_repeat_their_last_value():
+    retries = from_yaml(
+        "name: p\nsource: {connection: c, tables: [t]}\ndestination: {connection: w}\n"
+        "retries: {max: 5, delays: [1, 2.5]}\n"
+    ).retries
+    assert [retries.delay(n) for n in range(5)] == [1, 2.5, 2.5, 2.5, 2.5]
+    assert RetriesSpec(delays=7).delays == [7]  # one number is a one-item list
+    assert [RetriesSpec().delay(n) for n in range(3)] == [5, 30, 120]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30m", 1800), ("2h", 7200), ("1.5 h", 5400), ("45s", 45), ("1d", 86400), ("90", 90)],
+)
+def test_timeout_forms(text, seconds):
+    assert timeout_seconds(text) == seconds
+    pipeline = from_yaml(
+        "name: p\nsource: {connection: c, tables: [t]}\ndestination: {connection: w}\n"
+        f"timeout: {text}\n"
+    )
+    assert timeout_seconds(pipeline.timeout) == seconds
 
 
 def test_node_data_defaults():
