@@ -29,7 +29,15 @@ BATCH_ROWS = 65_536
 
 
 class ConnectorError(Exception):
-    """A one-line, secret-free error that names the connection and says what to fix."""
+    """A one-line, secret-free error that names the connection and says what to fix.
+
+    `transient` marks a failure that a later try can get past where no exception says so,
+    such as an HTTP answer of 503 (see connectors.shared.transient, which decides).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def connection_error(connection: str, message: str) -> ConnectorError:

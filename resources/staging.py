@@ -29,6 +29,7 @@ from pyarrow import fs
 
 from connectors.base import BATCH_ROWS
 from connectors.shared.object_store import filesystem_for, url_for
+from connectors.shared.transient import is_transient
 
 PREVIEW_ROWS = 10
 STAGED_PATH = "staged_path"
@@ -232,7 +233,9 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
         try:
             yield
         except OSError as error:
-            raise dg.Failure(storage_error(self.base_url, error), allow_retries=True) from None
+            raise dg.Failure(
+                storage_error(self.base_url, error), allow_retries=is_transient(error)
+            ) from None
 
     def _read(self, context: dg.InputContext) -> StagedTable:
         asset_key = context.asset_key

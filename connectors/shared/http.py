@@ -20,12 +20,13 @@ from typing import Any
 import httpx
 
 from connectors.base import ConnectorError
+from connectors.shared.transient import TRANSIENT_HTTP_STATUSES
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 # httpx logs every request URL at INFO, and a URL can carry an API key as a query parameter.
 logging.getLogger("httpx").setLevel(logging.WARNING)
-RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRIED_STATUSES = TRANSIENT_HTTP_STATUSES
 # Marks a request whose 401 the auth flow will retry once with a fresh token.
 AUTH_WILL_RETRY = "datapipe.auth_will_retry"
 # A token is renewed this long before it expires, so it never lapses mid-request.
@@ -200,7 +201,8 @@ def http_error(connection: str, response: httpx.Response, credential_fields: str
     if response.status_code in RETRIED_STATUSES:
         return ConnectorError(
             f"connection {connection!r}: {where} still failed with HTTP {response.status_code} "
-            f"after retries{detail}; try again later or lower requests_per_second"
+            f"after retries{detail}; try again later or lower requests_per_second",
+            transient=True,
         )
     return ConnectorError(
         f"connection {connection!r}: {where} failed with HTTP {response.status_code}{detail}; "

@@ -11,16 +11,9 @@ import duckdb
 
 from connectors.base import ConnectorError
 from connectors.shared.secrets import mask
-from datapipe_assets.pipeline.compiler import CompileError
+from connectors.shared.transient import is_transient
 from datapipe_assets.pipeline.connections import ConnectionSpec, secrets_of
 from resources.duckdb_sandbox import first_line
-
-# Steps that reach a connection (extracts, loads) retry transient failures; step_failures
-# marks the permanent ones (below) as not retryable.
-CONNECTION_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL)
-
-# Errors whose cause is in the pipeline or its connections: retrying cannot fix them.
-PERMANENT = (ConnectorError, CompileError, duckdb.Error)
 
 
 @contextmanager
@@ -28,7 +21,8 @@ def step_failures(where: str, connections: Iterable[ConnectionSpec]) -> Iterator
     """Re-raise errors as dg.Failure named after the step, with every secret masked.
 
     The original exception is dropped (`from None`): its text or traceback could hold a
-    secret. The masked traceback is kept as metadata for debugging.
+    secret. The masked traceback is kept as metadata for debugging. Only a transient error
+    (see connectors.shared.transient) may be retried.
     """
     try:
         yield
@@ -43,7 +37,7 @@ def step_failures(where: str, connections: Iterable[ConnectionSpec]) -> Iterator
         raise dg.Failure(
             description=message,
             metadata={"traceback": dg.MetadataValue.text(mask(traceback.format_exc(), secrets))},
-            allow_retries=not isinstance(error, PERMANENT),
+            allow_retries=is_transient(error),
         ) from None
 
 

@@ -17,7 +17,7 @@ from connectors.base import (
 )
 from connectors.shared.rejects import RejectLimitExceeded, RejectLog
 from datapipe_assets.defs import cursors
-from datapipe_assets.defs.errors import CONNECTION_RETRY_POLICY, step_failures
+from datapipe_assets.defs.errors import step_failures
 from datapipe_assets.defs.rejects import (
     Tally,
     decode_tallies,
@@ -27,6 +27,7 @@ from datapipe_assets.defs.rejects import (
     rejects_metadata,
     total,
 )
+from datapipe_assets.defs.retries import transient_retries
 from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.pipeline.keys import load_key
 from datapipe_assets.pipeline.project import LoadedPipeline
@@ -46,12 +47,12 @@ def load_asset(
         kinds={destination.connector},
         description=load_description(loaded, target_table),
         metadata={"connection": destination.name, "target_table": target_table},
-        retry_policy=CONNECTION_RETRY_POLICY,
         required_resource_keys={"staging"},
     )
     def _load(context: dg.AssetExecutionContext, data: StagedTable) -> dg.MaterializeResult:
         staging = Staging(context.resources.staging, context.run_id)
-        metadata, line = load_staged(loaded, target_table, context.run.tags, data, staging)
+        with transient_retries(context, pipeline.retries):
+            metadata, line = load_staged(loaded, target_table, context.run.tags, data, staging)
         context.log.info(line)
         return dg.MaterializeResult(metadata=metadata)
 

@@ -44,7 +44,7 @@ from datapipe_assets.defs.assets.load import (
     load_where,
     loaded_line,
 )
-from datapipe_assets.defs.errors import CONNECTION_RETRY_POLICY, step_failures
+from datapipe_assets.defs.errors import step_failures
 from datapipe_assets.defs.rejects import (
     NO_ROWS,
     Tally,
@@ -55,6 +55,7 @@ from datapipe_assets.defs.rejects import (
     reject_log,
     rejects_metadata,
 )
+from datapipe_assets.defs.retries import transient_retries
 from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.pipeline.keys import load_key, raw_key
 from datapipe_assets.pipeline.project import LoadedPipeline
@@ -140,10 +141,13 @@ def _connection_asset(
         specs=specs,
         # Any raw table (or load) may be materialized alone: the step then does just that.
         can_subset=True,
-        retry_policy=CONNECTION_RETRY_POLICY,
         required_resource_keys={"staging"},
     )
     def _extract(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        with transient_retries(context, pipeline.retries):
+            yield from _extract_tables(context)
+
+    def _extract_tables(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         jobs = _jobs(context, tables, keys, load_keys, targets)
         threads = max_threads(loaded, len(jobs))
         context.log.info(

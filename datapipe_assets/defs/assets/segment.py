@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from datapipe_assets.defs.assets.transform import describe_node, node_metadata, staged_copy_options
 from datapipe_assets.defs.errors import step_failures
+from datapipe_assets.defs.retries import transient_retries
 from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.pipeline.compiler import (
     Relation,
@@ -67,6 +68,7 @@ def segment_asset(loaded: LoadedPipeline, segment: Segment) -> dg.AssetsDefiniti
         reached = set().union(*(ancestors(transform, s) for s in selected))
         needed = [n for n in segment.nodes if n in reached]
         with (
+            transient_retries(context, pipeline.retries),
             step_failures(where, []),
             scratch_file() as output,
             contextlib.ExitStack() as stack,
