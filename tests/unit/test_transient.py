@@ -141,11 +141,17 @@ def test_google_api_errors(error, transient):
 # A real PostgreSQL server: what it answers decides.
 
 
-def test_serialization_failure_is_transient(postgres: PostgresServer, pg_database: str):
-    url = postgres.url(pg_database)
+def table_of_rows(postgres: PostgresServer, database: str, table: str, ids: str) -> str:
+    """A table `(id int PRIMARY KEY, n int)` holding the given ids with n = 0; the db's URL."""
+    url = postgres.url(database)
     with psycopg.connect(url, autocommit=True) as setup:
-        setup.execute("CREATE TABLE counter (id int PRIMARY KEY, n int)")
-        setup.execute("INSERT INTO counter VALUES (1, 0)")
+        setup.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, n int)")
+        setup.execute(f"INSERT INTO {table} SELECT id, 0 FROM unnest(ARRAY[{ids}]) AS id")
+    return url
+
+
+def test_serialization_failure_is_transient(postgres: PostgresServer, pg_database: str):
+    url = table_of_rows(postgres, pg_database, "counter", "1")
     with psycopg.connect(url) as first, psycopg.connect(url) as second:
         for conn in (first, second):
             conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
@@ -159,10 +165,7 @@ def test_serialization_failure_is_transient(postgres: PostgresServer, pg_databas
 
 
 def test_deadlock_is_transient(postgres: PostgresServer, pg_database: str):
-    url = postgres.url(pg_database)
-    with psycopg.connect(url, autocommit=True) as setup:
-        setup.execute("CREATE TABLE pair (id int PRIMARY KEY, n int)")
-        setup.execute("INSERT INTO pair VALUES (1, 0), (2, 0)")
+    url = table_of_rows(postgres, pg_database, "pair", "1, 2")
     with psycopg.connect(url) as first, psycopg.connect(url) as second:
         first.execute("UPDATE pair SET n = 1 WHERE id = 1")
         second.execute("UPDATE pair SET n = 1 WHERE id = 2")
