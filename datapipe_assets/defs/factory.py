@@ -16,6 +16,7 @@ from datapipe_assets.defs.assets.raw import raw_assets
 from datapipe_assets.defs.assets.segment import segment_asset
 from datapipe_assets.defs.checks import pipeline_checks
 from datapipe_assets.defs.rejects_check import rejects_checks
+from datapipe_assets.defs.run_tags import pipeline_run_tags
 from datapipe_assets.defs.staging_gc_job import staging_gc_job, staging_gc_schedule
 from datapipe_assets.defs.triggers import (
     chain_conditions,
@@ -24,7 +25,7 @@ from datapipe_assets.defs.triggers import (
     pipeline_sensors,
     upstream_loads,
 )
-from datapipe_assets.pipeline.keys import PIPELINE_TAG, raw_key, upstream_key
+from datapipe_assets.pipeline.keys import raw_key, upstream_key
 from datapipe_assets.pipeline.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
 from datapipe_assets.pipeline.segments import StagingMode, fused_loads, segments, staging_mode
 from datapipe_assets.pipeline.validation import cron_expression
@@ -74,7 +75,7 @@ def pipeline_staging(loaded: LoadedPipeline) -> StagingMode:
 def pipeline_jobs(loaded: LoadedPipeline) -> list[dg.UnresolvedAssetJobDefinition]:
     name = loaded.pipeline.name
     selection = dg.AssetSelection.groups(name)
-    tags = {PIPELINE_TAG: name}
+    tags = pipeline_run_tags(loaded.pipeline)
     return [
         dg.define_asset_job(
             name, selection=selection, description=loaded.pipeline.description, tags=tags

@@ -25,8 +25,9 @@ import dagster as dg
 
 from connectors.sources.csv import CsvSource
 from datapipe_assets.defs.live_runs import live_runs
+from datapipe_assets.defs.run_tags import pipeline_run_tags
 from datapipe_assets.pipeline.connections import ConnectionSpec
-from datapipe_assets.pipeline.keys import PIPELINE_TAG, load_key
+from datapipe_assets.pipeline.keys import load_key
 from datapipe_assets.pipeline.project import LoadedPipeline, Project
 from datapipe_assets.pipeline.run_source import FILE_TAG
 
@@ -160,7 +161,7 @@ def chain_sensors(project: Project) -> list[dg.AutomationConditionSensorDefiniti
         dg.AutomationConditionSensorDefinition(
             f"{loaded.pipeline.name}__after",
             target=dg.AssetSelection.groups(loaded.pipeline.name),
-            run_tags={PIPELINE_TAG: loaded.pipeline.name},
+            run_tags=pipeline_run_tags(loaded.pipeline),
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=sensor_interval(),
             description=(
