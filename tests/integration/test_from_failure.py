@@ -12,6 +12,7 @@ import pytest
 
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.pipeline.project import load_project
+from tests.integration.test_checks import TRANSFORM as PAID_ONLY
 from tests.support.project_files import failure_messages, postgres_config, write_project
 from tests.support.services import PostgresServer, free_port
 
@@ -23,15 +24,7 @@ ORDERS_CSV = """id,status,amount,updated_at
 PIPELINE = {
     "name": "paid",
     "source": {"connection": "orders_csv", "tables": ["orders"]},
-    "transform": {
-        "nodes": [
-            {"id": "orders", "type": "source", "data": {"table": "orders"}},
-            {"id": "paid", "type": "filter",
-             "data": {"column": "status", "operator": "eq", "value": "paid"}},
-            {"id": "out", "type": "destination"},
-        ],
-        "edges": [{"source": "orders", "target": "paid"}, {"source": "paid", "target": "out"}],
-    },
+    "transform": PAID_ONLY,
     "destination": {"connection": "warehouse", "load_mode": "append", "target_table": "paid"},
     "retries": {"max": 1, "delays": [0]},
 }  # fmt: skip
