@@ -15,6 +15,7 @@ from datapipe_assets.cli.check_report import failed_error_checks, skipped_loads
 from datapipe_assets.cli.common import CommandError, cli_project, valid_pipeline
 from datapipe_assets.cli.instance import dagster_instance
 from datapipe_assets.cli.progress import printed_progress
+from datapipe_assets.cli.timeout import run_timeout
 from datapipe_assets.defs.cursors import FULL_REFRESH_TAG
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.defs.live_runs import live_runs, process_tags
@@ -48,7 +49,8 @@ def run_command(args: argparse.Namespace) -> int:
                 continue
             print(f"running {name} ...", flush=True)
             run_id = str(uuid.uuid4())
-            with printed_progress(instance, run_id):
+            pipeline = project.get(name).pipeline
+            with printed_progress(instance, run_id), run_timeout(instance, run_id, pipeline):
                 result = definitions.resolve_job_def(name).execute_in_process(
                     instance=instance,
                     run_id=run_id,

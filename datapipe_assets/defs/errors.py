@@ -48,5 +48,11 @@ def failure_message(event: dg.DagsterEvent) -> str:
     while error is not None and error.cause is not None:
         error = error.cause
     user = data.user_failure_data
-    text = user.description if user is not None and user.description else error.message
+    if user is not None and user.description:
+        text = user.description
+    elif error is not None and error.cls_name == "DagsterExecutionInterruptedError":
+        # Dagster's own words are its class name alone.
+        text = "interrupted: the run was stopped before this step finished"
+    else:
+        text = error.message
     return " ".join(text.split())

@@ -22,10 +22,11 @@ load committed in an earlier try.
 import os
 import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dagster as dg
 import pyarrow as pa
@@ -163,15 +164,21 @@ def _connection_asset(
             for job in jobs:
                 pool.submit(step.work, job, outbox)
             finished = 0
-            while finished < len(jobs):
-                message = outbox.get()
-                if isinstance(message, _Output):
-                    context.log.info(message.log)
-                    yield message.result
-                    continue
-                finished += 1
-                if message.failure is not None:
-                    failures[message.table] = message.failure
+            try:
+                while finished < len(jobs):
+                    message = outbox.get()
+                    if isinstance(message, _Output):
+                        context.log.info(message.log)
+                        yield message.result
+                        continue
+                    finished += 1
+                    if message.failure is not None:
+                        failures[message.table] = message.failure
+            except BaseException:
+                # The run is being stopped (its timeout, a termination): the pool waits for
+                # its workers, which must not commit a load meanwhile.
+                step.stopping.set()
+                raise
         if failures:
             # The other tables' outputs are published; the step fails, so nothing downstream
             # of it runs.
@@ -260,6 +267,8 @@ class _StepRun:
     tags: dict[str, str]
     run_id: str
     staging: ParquetStagingIOManager
+    # Set when the step is stopped: a load still reading batches then fails and rolls back.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def work(self, job: _Job, outbox: "queue.Queue[_Output | _Finished]") -> None:
         """Do one table's job on a worker thread, posting its outputs and then its end.
@@ -364,7 +373,7 @@ class _StepRun:
         staged: list[PublishedFile] = []
         with scratch_file() as path:
             extraction = self._open(table, None, rejects)
-            source = _Watched(extraction)
+            source = _Watched(extraction, self.stopping)
 
             def batches() -> Iterator[pa.RecordBatch]:
                 yield from written_aside(
@@ -429,18 +438,32 @@ class _StepRun:
 
 
 class _Watched:
-    """A source's batches, passed through, remembering the error reading them raised."""
+    """A source's batches, passed through until the step is stopped, remembering the error
+    reading them raised."""
 
-    def __init__(self, extraction: Extraction) -> None:
+    def __init__(self, extraction: Extraction, stopping: threading.Event) -> None:
         self._extraction = extraction
+        self._stopping = stopping
         self.error: Exception | None = None
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         try:
-            yield from self._extraction
+            for batch in self._extraction:
+                self._check_running()
+                yield batch
+            # Also after the last batch: the load commits once the batches have ended.
+            self._check_running()
         except Exception as error:
             self.error = error
             raise
+
+    def _check_running(self) -> None:
+        if self._stopping.is_set():
+            raise StepStopped("the run was stopped; nothing was loaded")
+
+
+class StepStopped(Exception):
+    """The step was stopped while a worker still read its source."""
 
 
 def _file_metadata(
