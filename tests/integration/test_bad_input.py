@@ -159,8 +159,13 @@ def test_unreachable_s3_staging_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-secret-value")
     directory = tmp_path / "pipelines"
     _csv_to_duckdb(directory, GOOD_CSV)
+    # An unreachable store is a transient failure: retried once, at once, then reported.
+    with (directory / "copy.yaml").open("a") as file:
+        file.write("retries: {max: 1, delays: [0]}\n")
     with dg.instance_for_test() as instance:
         result = run(directory, "copy_orders", instance)
+    retried = [e.step_key for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retried == ["default__copy_orders__raw__orders"]
     [message] = failure_messages(result)
     assert message.startswith("staging at s3://staging-bucket/runs failed: ")
     assert message.endswith("check DATAPIPE_STAGING_URL, AWS_ENDPOINT_URL and the credentials")

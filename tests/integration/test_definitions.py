@@ -26,10 +26,10 @@ def test_shipped_pipelines_build_jobs_schedules_and_asset_graph():
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 0 * * *", "UTC")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     refresh = definitions.resolve_job_def("orders_revenue__full_refresh")
-    assert refresh.tags == {"datapipe/full_refresh": "true", "datapipe/pipeline": "orders_revenue"}
-    assert definitions.resolve_job_def("orders_revenue").tags == {
-        "datapipe/pipeline": "orders_revenue"
-    }
+    # Every run of the pipeline carries its timeout (the default, 1 h) for run monitoring.
+    tags = {"datapipe/pipeline": "orders_revenue", "dagster/max_runtime": "3600"}
+    assert refresh.tags == {"datapipe/full_refresh": "true", **tags}
+    assert definitions.resolve_job_def("orders_revenue").tags == tags
 
 
 def test_a_broken_file_is_shown_in_the_ui_and_the_others_still_load(tmp_path):

@@ -143,6 +143,8 @@ def test_a_retried_step_does_not_load_a_table_twice(project, monkeypatch):
         return read(self, table, *args, **kwargs)
 
     monkeypatch.setattr(CsvSource, "read", flaky_bank)
+    with (project / "p.yaml").open("a") as file:
+        file.write("retries: {delays: [0]}\n")  # retried at once
     with dg.instance_for_test() as instance:
         result = run(project, "shop", instance)
     assert result.success

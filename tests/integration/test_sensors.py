@@ -192,7 +192,8 @@ def test_chained_pipeline_runs_once_all_named_pipelines_have_loaded(landing: Pat
     project = chained_project(landing)
     (sensor,) = chain_sensors(project)
     assert (sensor.name, sensor.default_status, sensor.run_tags) == (
-        "report__after", dg.DefaultSensorStatus.RUNNING, {"datapipe/pipeline": "report"}
+        "report__after", dg.DefaultSensorStatus.RUNNING,
+        {"datapipe/pipeline": "report", "dagster/max_runtime": "3600"},
     )  # fmt: skip
     assert sensor.asset_selection == dg.AssetSelection.groups("report")
     assert upstream_loads(project, project.get("report")) == [

@@ -186,17 +186,24 @@ def test_a_run_within_its_timeout_is_left_alone(project: Project):
     assert project.loaded_tables() == [("items",)]
 
 
+RUN_MONITORING = {
+    "enabled": True,
+    "start_timeout_seconds": 180,
+    "cancel_timeout_seconds": 180,
+    "max_runtime_seconds": 86400,
+    "poll_interval_seconds": 30,
+}
+
+
+@pytest.mark.parametrize("file", ["dagster.yaml", "deploy/dagster.yaml"])
+def test_both_instances_monitor_runs(file: str):
+    assert yaml.safe_load((REPO / file).read_text())["run_monitoring"] == RUN_MONITORING
+
+
 def test_daemon_run_monitoring_stops_a_run_over_its_timeout(project: Project, tmp_path: Path):
     """dagster.yaml as shipped, but polled every second: a run launched through the
     webserver (as from the UI) is stopped by the daemon once over its pipeline's timeout."""
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
-    assert config["run_monitoring"] == {
-        "enabled": True,
-        "start_timeout_seconds": 180,
-        "cancel_timeout_seconds": 180,
-        "max_runtime_seconds": 86400,
-        "poll_interval_seconds": 30,
-    }
     config["run_monitoring"]["poll_interval_seconds"] = 1
     (project.home / "dagster.yaml").write_text(yaml.safe_dump(config))
     project.write(answer_after=120, timeout="2s")
