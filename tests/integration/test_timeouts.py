@@ -67,7 +67,8 @@ class Project:
                     "source": source,
                     "destination": {"connection": "warehouse"},
                     "timeout": timeout,
-                    "retries": {"max": 0},
+                    # Retried at once if a retry were due: a stopped step never is.
+                    "retries": {"max": 3, "delays": [0]},
                 }
             },
         )
