@@ -28,8 +28,10 @@ def test_a_stopped_s3_server_fails_the_run_in_bounded_time_and_leaves_no_partial
         pipelines,
         {"files": {"connector": "csv", "config": {"path": "data/orders.csv"}},
          "warehouse": {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}}},
+        # A timed-out store is a transient failure: retried once, at once, then reported.
         {"orders.yaml": {"name": "orders", "source": {"connection": "files", "tables": ["orders"]},
-                         "destination": {"connection": "warehouse"}}},
+                         "destination": {"connection": "warehouse"},
+                         "retries": {"max": 1, "delays": [0]}}},
     )  # fmt: skip
     with s3_server() as s3:
         bucket = s3.create_bucket()
