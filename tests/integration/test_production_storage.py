@@ -19,7 +19,7 @@ import pytest
 from pyarrow import fs
 
 from datapipe_assets.cli.status import recent_runs
-from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.defs.factory import build_definitions, pipeline_jobs
 from datapipe_assets.defs.triggers import non_overlapping_schedule
 from datapipe_assets.pipeline.run_source import FILE_TAG
 from tests.integration.test_sensors import (
@@ -113,7 +113,7 @@ def test_deploy_instance_uses_postgres_the_run_queue_and_s3_logs(production, pos
 def test_schedule_and_sensor_ticks_read_postgres_storage(production):
     project = chained_project(production.pipelines)
     definitions = build_definitions(project)
-    job = definitions.jobs[0]
+    job, _ = pipeline_jobs(project.get("orders"))
     schedule = non_overlapping_schedule(project.get("orders"), job, "0 * * * *", "UTC")
     with production.instance() as instance:
         chain = ChainTicks(project, instance)

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 from pyarrow import fs
 
-from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.defs.factory import build_definitions, pipeline_jobs
 from datapipe_assets.defs.triggers import (
     chain_sensors,
     non_overlapping_schedule,
@@ -238,7 +238,7 @@ def test_schedule_skips_while_the_pipeline_has_an_unfinished_run(landing: Path):
     (landing / "incoming" / "a.csv").write_text(HEADER + "1,10\n")
     project = triggered_project(landing, {"orders": csv_pipeline("orders", "incoming/a.csv")})
     definitions = build_definitions(project)
-    job, refresh_job = definitions.jobs
+    job, refresh_job = pipeline_jobs(project.get("orders"))
     schedule = non_overlapping_schedule(project.get("orders"), job, "0 * * * *", "Europe/Paris")
     assert (schedule.name, schedule.cron_schedule, schedule.execution_timezone) == (
         "orders__schedule", "0 * * * *", "Europe/Paris"

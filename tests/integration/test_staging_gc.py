@@ -349,8 +349,7 @@ def test_a_partial_upload_left_by_an_unreachable_store_is_removed_once_old(
     files = sorted(p.name for p in (staging / latest).rglob("*") if p.is_file())
     expected = [
         f"{{verb}} partial upload {left}",
-        "{verb} 0 run folder(s), 0 file(s), 0 bytes; kept 0 still referenced and 1 newer "
-        "than 14d",
+        "{verb} 0 run folder(s), 0 file(s), 0 bytes; kept 0 still referenced and 1 newer than 14d",
     ]
     assert gc(capsys, "--dry-run") == [line.replace("{verb}", "would remove") for line in expected]
     assert sorted(p.name for p in (staging / latest).rglob("*") if p.is_file()) == files
