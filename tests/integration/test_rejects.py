@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 import psycopg
 import pyarrow.parquet as pq
 import pytest
@@ -244,23 +245,37 @@ def test_rejected_rows_check_fails_showing_the_first_five(tmp_path, monkeypatch)
 
 @dataclass(frozen=True)
 class Warehouse:
-    """A destination connection and how to read a table's rows from it, sorted."""
+    """A destination connection, how to read a table's rows from it, sorted, and how to run
+    a statement in it (both given the project's folder)."""
 
+    name: str
     connection: dict[str, Any]
     rows: Callable[[Path, str], list[tuple[Any, ...]]]
+    execute: Callable[[Path, str], None]
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
 def warehouse(request: pytest.FixtureRequest) -> Warehouse:
     if request.param == "duckdb":
-        return Warehouse({"connector": "duckdb", "config": {"path": "wh.duckdb"}}, warehouse_rows)
+
+        def execute_duckdb(project: Path, sql: str) -> None:
+            with duckdb.connect(str(project / "wh.duckdb")) as con:
+                con.execute(sql)
+
+        connection = {"connector": "duckdb", "config": {"path": "wh.duckdb"}}
+        return Warehouse("duckdb", connection, warehouse_rows, execute_duckdb)
     server, database = request.getfixturevalue("postgres"), request.getfixturevalue("pg_database")
 
     def rows(_: Path, table: str) -> list[tuple[Any, ...]]:
         with psycopg.connect(server.url(database)) as con:
             return con.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall()
 
-    return Warehouse({"connector": "postgres", "config": postgres_config(server, database)}, rows)
+    def execute(_: Path, sql: str) -> None:
+        with psycopg.connect(server.url(database), autocommit=True) as con:
+            con.execute(sql)
+
+    connection = {"connector": "postgres", "config": postgres_config(server, database)}
+    return Warehouse("postgres", connection, rows, execute)
 
 
 def test_null_and_repeated_upsert_keys(tmp_path, monkeypatch, warehouse):
@@ -302,3 +317,53 @@ def test_load_rejects_over_the_limit_roll_the_load_back(tmp_path, monkeypatch, w
     ]
     assert warehouse.rows(project, "orders") == [(9, "z", 9.0)]
     assert len(_rejects(tmp_path / "staging", result.run_id, "load", "orders")) == 2
+
+
+# A value the destination refuses: an existing orders table whose columns hold less than the
+# CSV's (a NOT NULL name, an INTEGER amount that may not be negative).
+ORDERS_TABLE = (
+    "CREATE TABLE orders (id BIGINT, name TEXT NOT NULL, amount INTEGER CHECK (amount >= 0))"
+)
+REFUSED_CSV = HEADER + b"1,a,1\n2,,2\n3,c,3000000000\n4,d,-4\n5,e,5\n"
+# The rows refused, as JSON, and each destination's message for each.
+REFUSED_ROWS = [
+    '{"id": 2, "name": null, "amount": 2.0}',
+    '{"id": 3, "name": "c", "amount": 3000000000.0}',
+    '{"id": 4, "name": "d", "amount": -4.0}',
+]
+REFUSALS = {
+    "duckdb": [
+        'Constraint Error: NOT NULL constraint failed: orders."name"',
+        "Conversion Error: Type DOUBLE with value 3000000000.0 can't be cast because the value "
+        "is out of range for the destination type INT32 when casting from source column amount",
+        'Constraint Error: CHECK constraint failed on table "orders" with expression '
+        "CHECK((amount >= 0))",
+    ],
+    "postgres": [
+        'null value in column "name" of relation "orders" violates not-null constraint',
+        'value "3000000000" is out of range for type integer',
+        'new row for relation "orders" violates check constraint "orders_amount_check"',
+    ],
+}
+
+
+@pytest.mark.parametrize("staging_mode", ["minimal", "every_node"])
+def test_values_the_destination_refuses_are_rejected(
+    tmp_path, monkeypatch, warehouse, staging_mode
+):
+    """In the extract's step (minimal: the load reads the extract's stream) and in its own."""
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    project = _project(tmp_path / "p", REFUSED_CSV, warehouse.connection, staging=staging_mode)
+    warehouse.execute(project, ORDERS_TABLE)
+    with dg.instance_for_test() as instance:
+        result = run(project, "copy", instance)
+    assert result.success, failure_messages(result)
+    assert warehouse.rows(project, "orders") == [(1, "a", 1), (5, "e", 5)]
+    assert _rejects(tmp_path / "staging", result.run_id, "load", "orders") == [
+        (reason, None, None, raw)
+        for reason, raw in zip(REFUSALS[warehouse.name], REFUSED_ROWS, strict=True)
+    ]
+    found = materializations(result)
+    assert found["raw/orders"].metadata["rejected_rows"] == dg.IntMetadataValue(0)
+    assert found["load/orders"].metadata["rejected_rows"] == dg.IntMetadataValue(3)
+    assert found["load/orders"].metadata["rows_loaded"] == dg.IntMetadataValue(2)
