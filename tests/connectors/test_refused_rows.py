@@ -214,3 +214,15 @@ def test_postgres_refuses_overlong_text_that_goes_through_the_cast(target):
         "value too long for type character varying(3)"
     )
     assert target.query("SELECT count(*) FROM revenue") == [(0,)]
+
+
+def test_an_upsert_rejects_a_staged_row_as_the_table_typed_it(target):
+    """A row refused on its way from the stage holds the table's types (here a UUID)."""
+    target.query("CREATE TABLE revenue (id BIGINT, u UUID, k INTEGER CHECK (k > 0))")
+    one = "00000000-0000-0000-0000-000000000001"
+    log = RejectLog()
+    data = pa.table({"id": [1, 2], "u": [one, one], "k": [1, 0]})
+    request = LoadRequest("revenue", LoadMode.UPSERT, ["id"], rejects=log)
+    assert target.dest.load(data.to_reader(), request).rows_loaded == 1
+    assert target.query("SELECT id, k FROM revenue") == [(1, 1)]
+    assert [r.raw for r in log.rows] == [f'{{"id": 2, "u": "{one}", "k": 0}}']
