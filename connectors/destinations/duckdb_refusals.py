@@ -8,7 +8,8 @@ column, a CHECK constraint that is false. The few rows it finds are then inserte
 time into a copy of the table in a private in-memory database, with the statement the load
 runs, for DuckDB's own message (a row that goes in there is not refused after all).
 
-PRIMARY KEY, UNIQUE and FOREIGN KEY conflicts are not looked for: they fail the load.
+Not looked for, so they fail the load as without rejects: PRIMARY KEY, UNIQUE and FOREIGN
+KEY conflicts, a NOT NULL column the load leaves out, and a CHECK that reads one.
 """
 
 from __future__ import annotations
@@ -60,16 +61,12 @@ class Refusals:
     ) -> None:
         self._table = table
         self._columns = list(columns)
+        # Only the written columns are looked at: a NOT NULL column the data lacks fails
+        # every row, and a CHECK reading one would see its default, so those fail the load.
         written = {column.name.lower() for column in columns}
-        self._not_null, self._checks = _constraints(con, table)
-        # A NOT NULL column the data lacks fails every row: that fails the load instead.
-        self._not_null = [name for name in self._not_null if name.lower() in written]
-        # The written columns as the load declares them (a temporary stage is not in the
-        # catalog looked at), then the table's others, which its CHECKs may read.
-        self._declared = {column.name: column.declared for column in columns}
-        for name, declared in _declared_types(con, table).items():
-            if name.lower() not in written:
-                self._declared[name] = declared
+        not_null, checks = _constraints(con, table)
+        self._not_null = {name.lower() for name in not_null} & written
+        self._checks = [check for check, names in checks if {n.lower() for n in names} <= written]
         self._private: duckdb.DuckDBPyConnection | None = None
 
     @property
@@ -103,28 +100,27 @@ class Refusals:
 
     def _suspects_sql(self, relation: str, position: str) -> str:
         """The positions of the rows the table may refuse (see the module's doc)."""
-        written = {column.name.lower(): column for column in self._columns}
         values = [f"{position} AS {quote(POSITION)}"]
         unfit = []
-        for name, declared in self._declared.items():
-            column = written.get(name.lower())
-            if column is None:
-                # Only a CHECK may read it: a column the load leaves out stays NULL.
-                values.append(f"CAST(NULL AS {declared}) AS {quote(name)}")
-            elif column.cast:
-                cast = f"TRY_CAST({column.value} AS {declared})"
-                values.append(f"{cast} AS {quote(name)}")
+        for column in self._columns:
+            if column.cast:
+                cast = f"TRY_CAST({column.value} AS {column.declared})"
+                values.append(f"{cast} AS {quote(column.name)}")
                 unfit.append(f"({column.value} IS NOT NULL AND {cast} IS NULL)")
             else:
-                values.append(f"{column.value} AS {quote(name)}")
+                values.append(f"{column.value} AS {quote(column.name)}")
         values.append(f"({' OR '.join(unfit) or 'FALSE'}) AS _datapipe_unfit")
         refused = ["_datapipe_unfit"]
-        refused += [f"{quote(name)} IS NULL" for name in self._not_null]
+        refused += [f"{quote(c.name)} IS NULL" for c in self._columns if self._required(c)]
         refused += [f"({check}) IS FALSE" for check in self._checks]
         return (
             f"SELECT {quote(POSITION)} FROM (SELECT {', '.join(values)} FROM {relation}) "
             f"AS converted WHERE {' OR '.join(refused)} ORDER BY 1"
         )
+
+    def _required(self, column: Incoming) -> bool:
+        """Whether the column is NOT NULL."""
+        return column.name.lower() in self._not_null
 
     def _message(self, row: pa.Table | pa.RecordBatch) -> str | None:
         """DuckDB's message for writing this row into a copy of the table; None if it fits."""
@@ -148,8 +144,8 @@ class Refusals:
         name it), column types, NOT NULLs and CHECKs."""
         if self._private is None:
             definitions = [
-                f"{quote(name)} {declared}" + (" NOT NULL" if name in self._not_null else "")
-                for name, declared in self._declared.items()
+                f"{quote(c.name)} {c.declared}" + (" NOT NULL" if self._required(c) else "")
+                for c in self._columns
             ]
             definitions += [f"CHECK ({check})" for check in self._checks]
             self._private = duckdb.connect(config={"threads": 1})
@@ -178,8 +174,10 @@ def error_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _constraints(con: duckdb.DuckDBPyConnection, table: TableRef) -> tuple[list[str], list[str]]:
-    """The table's NOT NULL columns and CHECK expressions."""
+def _constraints(
+    con: duckdb.DuckDBPyConnection, table: TableRef
+) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """The table's NOT NULL columns, and its CHECK expressions with the columns each reads."""
     rows = con.execute(
         "SELECT constraint_type, expression, constraint_column_names FROM duckdb_constraints() "
         "WHERE database_name = current_database() AND lower(schema_name) = lower(?) "
@@ -188,15 +186,5 @@ def _constraints(con: duckdb.DuckDBPyConnection, table: TableRef) -> tuple[list[
         (table.schema, table.name),
     ).fetchall()
     not_null = [names[0] for kind, _, names in rows if kind == "NOT NULL"]
-    checks = [expression for kind, expression, _ in rows if kind == "CHECK"]
+    checks = [(expression, names) for kind, expression, names in rows if kind == "CHECK"]
     return not_null, checks
-
-
-def _declared_types(con: duckdb.DuckDBPyConnection, table: TableRef) -> dict[str, str]:
-    rows = con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND lower(schema_name) = lower(?) "
-        "AND lower(table_name) = lower(?) ORDER BY column_index",
-        (table.schema, table.name),
-    ).fetchall()
-    return dict(rows)

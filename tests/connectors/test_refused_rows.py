@@ -226,3 +226,14 @@ def test_an_upsert_rejects_a_staged_row_as_the_table_typed_it(target):
     assert target.dest.load(data.to_reader(), request).rows_loaded == 1
     assert target.query("SELECT id, k FROM revenue") == [(1, 1)]
     assert [r.raw for r in log.rows] == [f'{{"id": 2, "u": "{one}", "k": 0}}']
+
+
+def test_a_column_the_load_leaves_out_takes_its_default_before_its_check(target):
+    target.query(
+        "CREATE TABLE revenue (id BIGINT, k INTEGER DEFAULT 5, CHECK (coalesce(k, 0) > 0))"
+    )
+    log = RejectLog()
+    request = LoadRequest("revenue", LoadMode.APPEND, rejects=log)
+    assert target.dest.load(pa.table({"id": [1, 2]}).to_reader(), request).rows_loaded == 2
+    assert target.query("SELECT id, k FROM revenue ORDER BY id") == [(1, 5), (2, 5)]
+    assert log.rows == []
