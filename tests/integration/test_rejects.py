@@ -369,6 +369,11 @@ def test_values_the_destination_refuses_are_rejected(
     assert found["raw/orders"].metadata["rejected_rows"] == dg.IntMetadataValue(0)
     assert found["load/orders"].metadata["rejected_rows"] == dg.IntMetadataValue(3)
     assert found["load/orders"].metadata["rows_loaded"] == dg.IntMetadataValue(2)
+    checks = {"/".join(e.asset_key.path[2:]): e for e in result.get_asset_check_evaluations()}
+    load_check = checks["load/orders"]
+    assert (load_check.passed, load_check.description) == (
+        False, f"3 rows rejected; first {REFUSALS[warehouse.name][0]}"
+    )  # fmt: skip
 
 
 INCREMENTAL = {"sync_mode": "incremental", "incremental_key": "updated_at",
