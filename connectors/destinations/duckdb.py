@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,29 @@ import pyarrow as pa
 
 from connectors.base import ConnectorError
 from connectors.config.duckdb import DuckDBConfig
-from connectors.shared.sql_destination import SqlDestination, SqlSession, TableRef, quote
+from connectors.destinations.duckdb_refusals import (
+    POSITION,
+    Incoming,
+    Refusals,
+    error_line,
+    incoming_column,
+    positioned,
+    without,
+)
+from connectors.shared.sql_destination import (
+    RowRefused,
+    SqlDestination,
+    SqlSession,
+    StagedRows,
+    TableRef,
+    quote,
+)
 from connectors.shared.sql_types import DUCKDB, is_json
 
 # The name the incoming batches are visible under while they are inserted.
 _INCOMING = "_datapipe_incoming"
+# The name a batch is visible under while its refused rows are looked for.
+_CHECKED = "_datapipe_checked"
 _STAGE = TableRef("temp", "_datapipe_stage")
 # How long a session waits for another process's session on the same file to end.
 LOCK_WAIT_SECONDS = 300
@@ -101,6 +119,58 @@ class DuckDBSession(SqlSession):
         self._con.unregister(_INCOMING)
         return rows
 
+    def insert_refusing(
+        self,
+        data: pa.RecordBatchReader,
+        target: TableRef,
+        column_types: Mapping[str, str],
+        refused: RowRefused,
+    ) -> int:
+        # DuckDB cannot take back part of a transaction: the refused rows are found first
+        # (see duckdb_refusals), batch by batch, and only the others are inserted.
+        written = [
+            incoming_column(f, _value_expression(f), column_types[f.name]) for f in data.schema
+        ]
+        with Refusals(self._con, target, written) as refusals:
+            if not refusals.any:
+                return self.insert(data, target, column_types)
+            rows = 0
+            for batch in data:
+                self._con.register(_CHECKED, positioned(batch))
+                found = list(refusals.refused(self._con, _CHECKED, quote(POSITION), batch.take))
+                self._con.unregister(_CHECKED)
+                for _, row, message in found:
+                    refused(row, message)
+                kept = without(batch, [at for at, _, _ in found])
+                reader = pa.RecordBatchReader.from_batches(kept.schema, [kept])
+                rows += self.insert(reader, target, column_types)
+        return rows
+
+    def move_refusing(
+        self, rows: StagedRows, move: Callable[[int, int], int], refused: RowRefused
+    ) -> int:
+        stage, position = rows.stage.sql, rows.position
+        # The staged values already have the table's types: only its constraints may refuse.
+        moved = [
+            Incoming(name, quote(name), kind, False) for name, kind in rows.column_types.items()
+        ]
+
+        def rows_at(positions: list[int]) -> pa.Table:
+            listed = ", ".join(map(str, positions))
+            return self._con.sql(
+                f"SELECT {rows.columns()} FROM {stage} WHERE {position} IN ({listed}) "
+                f"ORDER BY {position}"
+            ).to_arrow_table()
+
+        with Refusals(self._con, rows.target, moved) as refusals:
+            found = list(refusals.refused(self._con, stage, position, rows_at))
+        for _, row, message in found:
+            refused(row, message)
+        if found:
+            listed = ", ".join(str(at) for at, _, _ in found)
+            self.execute(f"DELETE FROM {stage} WHERE {position} IN ({listed})")
+        return move(*rows.span)
+
     def create_stage(self, column_types: Mapping[str, str]) -> tuple[TableRef, str]:
         definitions = ", ".join(f"{quote(name)} {kind}" for name, kind in column_types.items())
         self.execute(f"CREATE TEMP TABLE {_STAGE.sql} ({definitions})")
@@ -152,12 +222,12 @@ class DuckDBDestination(SqlDestination):
             lock.release()
             raise ConnectorError(
                 f"connection {self.connection!r}: cannot open DuckDB database {str(path)!r} "
-                f"({_first_line(exc)}); check path and that no other process holds it open"
+                f"({error_line(exc)}); check path and that no other process holds it open"
             ) from exc
         return DuckDBSession(con, path, lock)
 
     def _driver_error(self, exc: Exception) -> str | None:
-        return _first_line(exc) if isinstance(exc, duckdb.Error) else None
+        return error_line(exc) if isinstance(exc, duckdb.Error) else None
 
 
 def _connect_when_free(path: Path) -> duckdb.DuckDBPyConnection:
@@ -171,8 +241,3 @@ def _connect_when_free(path: Path) -> duckdb.DuckDBPyConnection:
             if "Could not set lock" not in str(exc) or time.monotonic() > deadline:
                 raise
         time.sleep(0.1)
-
-
-def _first_line(exc: BaseException) -> str:
-    # DuckDB appends the statement and a caret marker on further lines.
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

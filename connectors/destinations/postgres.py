@@ -20,7 +20,15 @@ from psycopg.conninfo import make_conninfo
 
 from connectors.base import ConnectorError
 from connectors.config.postgres import PostgresConfig
-from connectors.shared.sql_destination import SqlDestination, SqlSession, TableRef, quote
+from connectors.shared.refused_rows import write_isolating
+from connectors.shared.sql_destination import (
+    RowRefused,
+    SqlDestination,
+    SqlSession,
+    StagedRows,
+    TableRef,
+    quote,
+)
 from connectors.shared.sql_types import (
     POSTGRES,
     Family,
@@ -35,6 +43,9 @@ _STAGE = TableRef("pg_temp", "_datapipe_stage")
 _STAGE_POSITION = "_datapipe_position"
 # Rows whose columns binary COPY cannot write as the target's types land here first.
 _CAST_STAGE = TableRef("pg_temp", "_datapipe_cast")
+# The SQLSTATE classes of a refused value: data exceptions (a value its type cannot hold)
+# and integrity constraint violations (NOT NULL, CHECK, UNIQUE, FOREIGN KEY).
+_REFUSED_CLASSES = ("22", "23")
 
 Converter = Callable[[pa.Array], pa.Array]
 # Types the driver has no writer for, and the type each is cast to exactly (uint64 as the
@@ -103,12 +114,16 @@ class PostgresSession(SqlSession):
         # So the rows go into a temporary table of those types first, and reach the target
         # through their text form, parsed by the column type's own input function: the values
         # and the errors (naming a value the column cannot hold) are those of a text COPY.
+        # Text going into a text column is assigned as it is: an explicit CAST to VARCHAR(n)
+        # would cut an overlong value short, where the assignment refuses it, as COPY does.
         # ctid keeps the order the rows arrived in, which an upsert's stage relies on.
         self._copy(data, _CAST_STAGE, "create")
         columns = ", ".join(quote(name) for name in data.schema.names)
         values = ", ".join(
-            f"CAST(CAST({quote(name)} AS TEXT) AS {column_types[name]})"
-            for name in data.schema.names
+            quote(f.name)
+            if _copied_as(f.type, declared[f.name]) and declared[f.name].family is Family.TEXT
+            else f"CAST(CAST({quote(f.name)} AS TEXT) AS {column_types[f.name]})"
+            for f in data.schema
         )
         rows = self.execute_count(
             f"INSERT INTO {target.sql} ({columns}) "
@@ -116,6 +131,44 @@ class PostgresSession(SqlSession):
         )
         self.execute(f"DROP TABLE {_CAST_STAGE.sql}")
         return rows
+
+    def insert_refusing(
+        self,
+        data: pa.RecordBatchReader,
+        target: TableRef,
+        column_types: Mapping[str, str],
+        refused: RowRefused,
+    ) -> int:
+        # One write per batch, each under a savepoint: a refused value then takes back only
+        # its batch, which is still at hand to halve; the batches before it stay written.
+        rows = 0
+        for batch in data:
+            if not batch.num_rows:
+                continue
+
+            def write(start: int, stop: int, batch: pa.RecordBatch = batch) -> int:
+                part = batch.slice(start, stop - start)
+                reader = pa.RecordBatchReader.from_batches(part.schema, [part])
+                return self.insert(reader, target, column_types)
+
+            def refused_at(index: int, message: str, batch: pa.RecordBatch = batch) -> None:
+                refused(batch.slice(index, 1).to_pylist()[0], message)
+
+            rows += write_isolating(self, write, (0, batch.num_rows), _refusal, refused_at)
+        return rows
+
+    def move_refusing(
+        self, rows: StagedRows, move: Callable[[int, int], int], refused: RowRefused
+    ) -> int:
+        names = list(rows.column_types)
+
+        def refused_at(at: int, message: str) -> None:
+            [row] = self.query(
+                f"SELECT {rows.columns()} FROM {rows.stage.sql} WHERE {rows.position} = {at}"
+            )
+            refused(dict(zip(names, row, strict=True)), message)
+
+        return write_isolating(self, move, rows.span, _refusal, refused_at)
 
     def _copy(self, data: pa.RecordBatchReader, target: TableRef, mode: str) -> int:
         # `create` makes a temporary table typed by the data; `append` names the columns, so
@@ -143,6 +196,15 @@ class PostgresSession(SqlSession):
     def close(self) -> None:
         self._cursor.close()
         self._conn.close()
+
+
+def _refusal(exc: Exception) -> str | None:
+    """The server's message when it refused a value; None for any other error."""
+    if not isinstance(exc, adbc_driver_manager.Error):
+        return None
+    if (exc.sqlstate or "")[:2] not in _REFUSED_CLASSES:
+        return None
+    return server_message(exc)
 
 
 def _copied_as(arrow_type: pa.DataType, declared: SqlType) -> bool:

@@ -13,6 +13,7 @@ import datetime as dt
 import decimal
 import json
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -93,14 +94,14 @@ class RejectLog:
 
 
 def row_json(row: dict[str, Any]) -> str:
-    """A row as JSON text, its columns in order; dates, times and decimals as text."""
+    """A row as JSON text, its columns in order; dates, times, decimals and UUIDs as text."""
     return json.dumps(row, default=_json_value, ensure_ascii=False)
 
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, dt.date | dt.time | dt.datetime):
         return value.isoformat()
-    if isinstance(value, decimal.Decimal | dt.timedelta):
+    if isinstance(value, decimal.Decimal | dt.timedelta | uuid.UUID):
         return str(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")

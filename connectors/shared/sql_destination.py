@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -40,6 +40,10 @@ from connectors.shared.sql_types import (
 # Cursor states live next to the data so they commit in the same transaction as the rows.
 STATE_TABLE = "_datapipe_state"
 
+# Told of each row a destination refused: the row (column -> value) and the database's
+# one-line message.
+RowRefused = Callable[[Mapping[str, Any], str], None]
+
 
 def quote(identifier: str) -> str:
     """An identifier quoted for SQL, so any name (keywords, capitals, quotes) is safe."""
@@ -62,6 +66,23 @@ class TableRef:
     @property
     def sql(self) -> str:
         return f"{quote(self.schema)}.{quote(self.name)}"
+
+
+@dataclass(frozen=True)
+class StagedRows:
+    """An upsert's staged rows on their way into its table: the stage, the expression of a
+    staged row's position and the span of the positions (start <= p < stop), the table and
+    the columns moved (name -> declared type)."""
+
+    stage: TableRef
+    position: str
+    span: tuple[int, int]
+    target: TableRef
+    column_types: Mapping[str, str]
+
+    def columns(self) -> str:
+        """The moved columns, for a SELECT list."""
+        return _column_list(self.column_types)
 
 
 class SqlSession(ABC):
@@ -95,6 +116,27 @@ class SqlSession(ABC):
     ) -> int:
         """Stream every batch into the columns of `target` named like the data's columns,
         whose declared types are `column_types`."""
+
+    @abstractmethod
+    def insert_refusing(
+        self,
+        data: pa.RecordBatchReader,
+        target: TableRef,
+        column_types: Mapping[str, str],
+        refused: RowRefused,
+    ) -> int:
+        """Like `insert`, but a row the database refuses for one of its values (one the
+        column's type cannot hold, or one breaking a constraint of `target`) is left out and
+        passed to `refused`; the other rows are inserted. Rows are only worked on one by one
+        when the database refuses some."""
+
+    @abstractmethod
+    def move_refusing(
+        self, rows: StagedRows, move: Callable[[int, int], int], refused: RowRefused
+    ) -> int:
+        """Run `move(start, stop)`, which writes the staged rows at positions start <= p < stop
+        into the target and returns how many it wrote, over the rows' span; a row the target
+        refuses is left out and passed to `refused`, the others are written."""
 
     @abstractmethod
     def create_stage(self, column_types: Mapping[str, str]) -> tuple[TableRef, str]:
@@ -265,7 +307,7 @@ class _TableLoad:
         if self.request.mode is LoadMode.UPSERT:
             rows = self._upsert(session, data, column_types)
         else:
-            rows = session.insert(data, self.table, column_types)
+            rows = self._insert(session, data, self.table, column_types)
         self._save_states(session)
         return LoadResult(
             rows_loaded=rows,
@@ -339,6 +381,22 @@ class _TableLoad:
                 "computed step"
             )
 
+    def _insert(
+        self,
+        session: SqlSession,
+        data: pa.RecordBatchReader,
+        target: TableRef,
+        column_types: Mapping[str, str],
+    ) -> int:
+        """Insert the rows; with a reject log, reject those the database refuses."""
+        if self.request.rejects is None:
+            return session.insert(data, target, column_types)
+        return session.insert_refusing(data, target, column_types, self._refused)
+
+    def _refused(self, row: Mapping[str, Any], message: str) -> None:
+        assert self.request.rejects is not None, "only a load with a reject log refuses rows"
+        self.request.rejects.add(Reject(message, None, None, row_json(dict(row))))
+
     def _upsert(
         self, session: SqlSession, data: pa.RecordBatchReader, column_types: Mapping[str, str]
     ) -> int:
@@ -348,20 +406,43 @@ class _TableLoad:
         on the key are upserted too.
         """
         stage_table, position = session.create_stage(column_types)
-        session.insert(data, stage_table, column_types)
+        self._insert(session, data, stage_table, column_types)
         stage = stage_table.sql
-        if self.request.rejects is None:
+        rejects = self.request.rejects
+        if rejects is None:
             self._refuse_null_keys(session, stage)
-        else:
-            self._reject_bad_keys(session, stage, column_types, position, self.request.rejects)
+            return self._move(session, stage, position, column_types, None)
+        self._reject_bad_keys(session, stage, column_types, position, rejects)
+        lowest, highest = session.query(f"SELECT min({position}), max({position}) FROM {stage}")[0]
+        if lowest is None:
+            return 0
+        return session.move_refusing(
+            StagedRows(stage_table, position, (lowest, highest + 1), self.table, column_types),
+            lambda start, stop: self._move(session, stage, position, column_types, (start, stop)),
+            self._refused,
+        )
+
+    def _move(
+        self,
+        session: SqlSession,
+        stage: str,
+        position: str,
+        column_types: Mapping[str, str],
+        span: tuple[int, int] | None,
+    ) -> int:
+        """Delete the target rows the staged rows replace, then insert the last staged row of
+        each key; with a span, only the staged rows at positions start <= p < stop."""
         keys = _column_list(self.request.upsert_key)
         matches = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in self.request.upsert_key)
+        if span is not None:
+            matches += f" AND {_within(f's.{position}', span)}"
         session.execute(f"DELETE FROM {self.table.sql} AS t USING {stage} AS s WHERE {matches}")
         columns = _column_list(column_types)
+        where = "" if span is None else f" WHERE {_within(position, span)}"
         return session.execute_count(
             f"INSERT INTO {self.table.sql} ({columns}) SELECT {columns} FROM "
-            f"(SELECT DISTINCT ON ({keys}) * FROM {stage} ORDER BY {keys}, {position} DESC) "
-            "AS latest"
+            f"(SELECT DISTINCT ON ({keys}) * FROM {stage}{where} "
+            f"ORDER BY {keys}, {position} DESC) AS latest"
         )
 
     def _refuse_null_keys(self, session: SqlSession, stage: str) -> None:
@@ -445,6 +526,11 @@ def _ensure_schema(session: SqlSession, schema: str) -> None:
     # privilege the loading user lacks.
     if schema != session.dialect.default_schema:
         session.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+
+
+def _within(position: str, span: tuple[int, int]) -> str:
+    """The condition that a staged row's position is in [start, stop)."""
+    return f"{position} >= {span[0]} AND {position} < {span[1]}"
 
 
 def _column_list(names: Iterable[str]) -> str:

@@ -22,22 +22,10 @@ from connectors.base import (
 from tests.support.destination_cases import (
     ALL_TYPES_SCALARS,
     UTC,
-    Target,
     all_types_table,
-    duckdb_target,
     failing_reader,
     load,
-    postgres_target,
 )
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def target(request, tmp_path) -> Target:
-    if request.param == "duckdb":
-        return duckdb_target(tmp_path)
-    postgres = request.getfixturevalue("postgres")
-    return postgres_target(postgres, request.getfixturevalue("pg_database"))
-
 
 # The column type each destination creates for each column of the all-types table.
 MAPPED_TYPES = [

@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import psycopg
 import pyarrow as pa
+import pytest
 
 from connectors.base import Destination, LoadMode, LoadRequest, LoadResult
 from connectors.destinations.duckdb import DuckDBDestination
@@ -77,6 +78,14 @@ def postgres_target(server: PostgresServer, database: str) -> Target:
         "ORDER BY attnum"
     )
     return Target("postgres", dest, query, column_types_sql, config)
+
+
+def target_for(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    """The target a `target` fixture parametrized by "duckdb" and "postgres" stands for."""
+    if request.param == "duckdb":
+        return duckdb_target(tmp_path)
+    postgres = request.getfixturevalue("postgres")
+    return postgres_target(postgres, request.getfixturevalue("pg_database"))
 
 
 def load(
