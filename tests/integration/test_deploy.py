@@ -178,3 +178,92 @@ def test_compose_services_run_a_pipeline_launched_from_graphql(deployment, tmp_p
     bucket = env["DAGSTER_COMPUTE_LOG_BUCKET"]
     staged = store.get_file_info(fs.FileSelector(f"{bucket}/staging/{run_id}", recursive=True))
     assert sorted(Path(i.path).name for i in staged if i.is_file) == ["orders.parquet"]
+
+
+def instance_file(path: str) -> dict:
+    return yaml.safe_load((REPO / path).read_text())
+
+
+VARIANTS = {
+    "deploy/dagster.yaml": "DefaultRunLauncher",
+    "deploy/ecs/dagster.yaml": "EcsRunLauncher",
+    "deploy/compose/dagster.docker-runs.yaml": "DockerRunLauncher",
+}
+
+
+@pytest.mark.parametrize("path", VARIANTS)
+def test_each_instance_loads_on_postgres_and_s3(path, tmp_path, monkeypatch, postgres, s3):
+    """Dagster loads each dagster.yaml variant, its launcher's config checked by the launcher
+    class itself (EcsRunLauncher also checks against boto3's ECS model), on live storage."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / path, home / "dagster.yaml")
+    for name, value in instance_env(postgres, postgres.create_database(), s3, "logs").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOG_PREFIX", "compute-logs")
+    # ECS sets it in every task; boto3's ECS client needs it.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3.region)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert [type(part).__name__ for part in (
+            instance.run_storage, instance.event_log_storage, instance.schedule_storage,
+            instance.run_coordinator, instance.compute_log_manager, instance.run_launcher,
+        )] == ["PostgresRunStorage", "PostgresEventLogStorage", "PostgresScheduleStorage",
+               "QueuedRunCoordinator", "S3ComputeLogManager", VARIANTS[path]]  # fmt: skip
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_runtime_seconds == 86400
+
+
+def test_launcher_variants_are_the_production_instance_plus_a_run_launcher():
+    """deploy/dagster.yaml stays the one policy (storage, queue, monitoring, logs)."""
+    production = instance_file("deploy/dagster.yaml")
+    assert "run_launcher" not in production
+    for path in ("deploy/ecs/dagster.yaml", "deploy/compose/dagster.docker-runs.yaml"):
+        variant = instance_file(path)
+        assert variant.pop("run_launcher")["class"] == VARIANTS[path]
+        assert variant == production
+
+
+def test_docker_run_containers_get_the_compose_environment():
+    """A run container needs what the user-code container has, but the code server address."""
+    launcher = instance_file("deploy/compose/dagster.docker-runs.yaml")["run_launcher"]
+    compose_env = set(compose()["x-datapipe-env"]) - {"DATAPIPE_CODE_HOST", "DATAPIPE_CODE_PORT"}
+    assert sorted(launcher["config"]["env_vars"]) == sorted(compose_env)
+    assert launcher["config"]["network"] == compose()["networks"]["default"]["name"]
+
+
+def test_helm_values_keep_the_production_queue_and_run_monitoring():
+    production = instance_file("deploy/dagster.yaml")
+    values = instance_file("deploy/helm/values.yaml")
+    queue = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert production["run_coordinator"]["config"] == {
+        "max_concurrent_runs": queue["maxConcurrentRuns"],
+        "tag_concurrency_limits": queue["tagConcurrencyLimits"],
+    }
+    # The chart's own run monitoring stays off: one run_monitoring block reaches dagster.yaml.
+    assert values["dagsterDaemon"]["runMonitoring"] == {"enabled": False}
+    added = values["additionalInstanceConfig"]
+    assert (added["run_monitoring"], added["nux"]) == (
+        production["run_monitoring"], production["nux"]
+    )  # fmt: skip
+
+
+def test_uv_lock_matches_pyproject():
+    """The image and deploy/install.sh install uv.lock's versions: it must cover pyproject.toml
+    (run `uv lock` after changing dependencies)."""
+    uv = shutil.which("uv") or str(BIN / "uv")
+    result = subprocess.run(
+        [uv, "lock", "--check", "--offline"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_image_installs_the_lock_as_an_unprivileged_user():
+    lines = [line.strip() for line in (DEPLOY / "Dockerfile").read_text().splitlines()]
+    assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in lines
+    syncs = [line for line in lines if line.startswith("RUN uv sync")]
+    assert len(syncs) == 2
+    assert all("--frozen" in line and "--no-dev" in line for line in syncs)
+    final_stage = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
+    users = [line for line in final_stage if line.startswith("USER ")]
+    assert users == ["USER 10001:10001"]
+    assert any("useradd --uid 10001" in line for line in final_stage)
