@@ -23,5 +23,12 @@ else
     [ -x .venv/bin/uv ] || .venv/bin/python -m pip install --quiet --disable-pip-version-check uv
     uv=.venv/bin/uv
 fi
+# The versions pinned in uv.lock (as constraints), so CI, a laptop and the deploy/Dockerfile
+# image all run what was tested; `uv lock` after changing pyproject.toml's dependencies.
+constraints="$(mktemp)"
+trap 'rm -f "$constraints"' EXIT
+"$uv" export --quiet --frozen --all-extras --no-hashes --no-emit-project \
+    --format requirements-txt --output-file "$constraints"
 # Compiled bytecode: every Dagster process starts faster, even with PYTHONDONTWRITEBYTECODE set.
-VIRTUAL_ENV="$PWD/.venv" "$uv" pip install --quiet --compile-bytecode -e ".${extras:+[$extras]}"
+VIRTUAL_ENV="$PWD/.venv" "$uv" pip install --quiet --compile-bytecode \
+    --constraints "$constraints" -e ".${extras:+[$extras]}"
