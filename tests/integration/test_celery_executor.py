@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import psycopg
 import pytest
 from dagster_celery.make_app import make_app
 
+from datapipe_assets.cli.main import main
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.pipeline.project import load_project
 from tests.support.deploy_instance import deploy_instance_env
@@ -241,3 +243,41 @@ def test_each_pipeline_job_carries_its_executor(tmp_path, monkeypatch):
         "config": {"max_concurrent": 3, "retries": {"enabled": {}}}
     }
     assert celery.apply_config_mapping({}).value["config"]["broker"] == "redis://redis:6379/0"
+
+
+def test_datapipe_commands_on_a_celery_pipeline(tmp_path, monkeypatch, s3, capsys):
+    """`validate` warns of an unset broker variable; `datapipe run` says its steps run here."""
+    bucket = s3.create_bucket()
+    for name, value in {**s3.env(), "DATAPIPE_STAGING_URL": f"s3://{bucket}/staging",
+                        "DATAPIPE_PIPELINES_DIR": str(tmp_path / "pipelines"),
+                        "DAGSTER_HOME": str(tmp_path / "dagster_home")}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DATAPIPE_CELERY_BROKER", raising=False)
+    monkeypatch.delenv("DATAPIPE_EXECUTOR", raising=False)
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "data.csv").write_text("id,name\n1,a\n2,b\n")
+    write_project(pipelines, {}, {"d.yaml": {
+        "name": "d",
+        "source": {"connector": "csv", "config": {"path": "data.csv"}, "tables": ["data"]},
+        "destination": {"connector": "duckdb", "config": {"path": "wh.duckdb"}},
+        "executor": PIPELINE["executor"],
+    }})  # fmt: skip
+
+    assert main(["validate"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "ok     d (d.yaml)",
+        "warn   pipeline 'd': executor broker uses ${DATAPIPE_CELERY_BROKER}, which is not set; "
+        "set it before the pipeline runs",
+        "1 valid pipeline(s), 0 error(s), 1 warning(s)",
+    ]
+    assert main(["run", "d"]) == 0
+    output = capsys.readouterr()
+    assert output.err.splitlines()[0] == (
+        "note: d runs its steps with the celery executor when Dagster launches it; "
+        "`datapipe run` runs them in this process"
+    )
+    assert output.out.splitlines()[-1].startswith("d: run ")
+    assert output.out.splitlines()[-1].endswith(" succeeded")
+    with duckdb.connect(str(pipelines / "wh.duckdb"), read_only=True) as con:
+        assert con.execute("select * from data order by id").fetchall() == [(1, "a"), (2, "b")]
