@@ -26,7 +26,7 @@ from datapipe_assets.defs.triggers import (
     pipeline_sensors,
     upstream_loads,
 )
-from datapipe_assets.pipeline.executor import pipeline_executor
+from datapipe_assets.pipeline.executor import deployment_executor, pipeline_executor
 from datapipe_assets.pipeline.keys import raw_key, upstream_key
 from datapipe_assets.pipeline.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
 from datapipe_assets.pipeline.segments import StagingMode, fused_loads, segments, staging_mode
@@ -144,8 +144,7 @@ def build_definitions(project: Project) -> dg.Definitions:
             "staging": ParquetStagingIOManager(base_url=staging_url()),
             "engine": TransformEngine(),
         },
-        # Jobs without an executor of their own (the staging cleanup, asset selections
-        # materialized from the UI): steps share one process, as DuckDB already uses every
-        # core for a transform. Each pipeline's jobs carry its executor (see executors.py).
-        executor=dg.in_process_executor,
+        # For jobs without an executor of their own (the staging cleanup, asset selections
+        # materialized from the UI); each pipeline's jobs carry the pipeline's executor.
+        executor=job_executor(deployment_executor(os.environ)),
     )

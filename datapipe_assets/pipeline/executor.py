@@ -23,8 +23,12 @@ DEPLOYMENT_CELERY = ExecutorSpec(type="celery", broker=f"${{{BROKER_VARIABLE}}}"
 
 def pipeline_executor(pipeline: Pipeline, environ: Mapping[str, str]) -> ExecutorSpec:
     """The executor a pipeline's runs use: its file's, else the deployment's."""
-    if pipeline.executor is not None:
-        return pipeline.executor
+    return pipeline.executor or deployment_executor(environ)
+
+
+def deployment_executor(environ: Mapping[str, str]) -> ExecutorSpec:
+    """The deployment's executor; an unknown DATAPIPE_EXECUTOR (which validation reports
+    with each pipeline that would use it) leaves the default."""
     chosen = environ.get(EXECUTOR_VARIABLE, "").strip()
     if chosen == "celery":
         return DEPLOYMENT_CELERY

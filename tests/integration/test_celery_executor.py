@@ -237,6 +237,8 @@ def test_each_pipeline_job_carries_its_executor(tmp_path, monkeypatch):
     assert {name: [e.name for e in both] for name, both in executors.items()} == {
         "a": ["multiprocess"], "b": ["in_process"], "c": ["multiprocess"], "d": ["celery"]
     }  # fmt: skip
+    # Jobs of no pipeline, and asset selections materialized from the UI: the deployment's.
+    assert definitions.resolve_job_def("datapipe_staging_gc").executor_def.name == "multiprocess"
     [multiprocess], [celery] = executors["c"], executors["d"]
     # The broker is read from the environment when a run starts, not written into the job.
     assert multiprocess.apply_config_mapping({}).value == {
