@@ -1,8 +1,9 @@
-"""The celery executor for real: Redis, two dagster-celery workers, S3 staging, PostgreSQL.
+"""Executors for real. Celery: Redis, two dagster-celery workers, S3 staging, PostgreSQL.
 
 A pipeline of three source tables and two joins runs through `dagster job execute`; its steps
 go through Redis to two worker processes started as deploy/celery.yaml describes, and its
 events land in the PostgreSQL storage of deploy/dagster.yaml, which the workers share.
+Multiprocess: each step in a child process of the run. And which executor each job gets.
 """
 
 from __future__ import annotations
@@ -132,12 +133,23 @@ def celery_worker(name: str, env: dict[str, str], log: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM to the group `process` leads (a warm shutdown for Celery), until every member
+    has exited; SIGKILL to those left after `timeout` seconds."""
+    os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            process.poll()  # reaps the leader: a zombie would count as a member
+            os.killpg(process.pid, 0)  # raises once the group is empty
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def wait_for_workers(broker: str, names: set[str], timeout: float = 90.0) -> None:
@@ -283,3 +295,55 @@ def test_datapipe_commands_on_a_celery_pipeline(tmp_path, monkeypatch, s3, capsy
     assert output.out.splitlines()[-1].endswith(" succeeded")
     with duckdb.connect(str(pipelines / "wh.duckdb"), read_only=True) as con:
         assert con.execute("select * from data order by id").fetchall() == [(1, "a"), (2, "b")]
+
+
+def test_multiprocess_executor_runs_each_step_in_a_process_of_its_own(tmp_path, monkeypatch):
+    """`dagster job execute` on a pipeline with `executor: {type: multiprocess}`."""
+    home, pipelines = tmp_path / "dagster_home", tmp_path / "pipelines"
+    home.mkdir()
+    for name, value in {"DAGSTER_HOME": str(home), "DATAPIPE_PIPELINES_DIR": str(pipelines),
+                        "DATAPIPE_STAGING_URL": str(tmp_path / "staging")}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DATAPIPE_EXECUTOR", raising=False)
+    pipelines.mkdir()
+    (pipelines / "customers.csv").write_text("customer_id,name\n1,Ann\n2,Bob\n")
+    (pipelines / "orders.csv").write_text("order_id,customer_id\n10,1\n11,2\n12,1\n")
+    write_project(pipelines, {}, {"m.yaml": {
+        "name": "m",
+        # Two source connections: two extract steps, which run at once.
+        "sources": [{"connector": "csv", "config": {"path": f"{table}.csv"}, "tables": [table]}
+                    for table in ("customers", "orders")],
+        "transform": {"nodes": [
+            {"id": "orders", "type": "source", "data": {"table": "orders"}},
+            {"id": "customers", "type": "source", "data": {"table": "customers"}},
+            {"id": "named", "type": "join", "inputs": {"left": "orders", "right": "customers"},
+             "data": {"on": "customer_id"}},
+            {"id": "out", "type": "destination", "inputs": ["named"]},
+        ]},
+        "destination": {"connector": "duckdb", "config": {"path": "wh.duckdb"}},
+        "executor": {"type": "multiprocess", "max_concurrent": 2},
+    }})  # fmt: skip
+    run = subprocess.run(
+        [str(BIN / "dagster"), "job", "execute", "-m", "datapipe_assets.definitions", "-j", "m"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    with dg.DagsterInstance.get() as instance:
+        [record] = instance.get_run_records()
+        run_id = record.dagster_run.run_id
+        [started] = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_START)
+        steps = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+    step_pids = {str(e.step_key): e.dagster_event.pid for e in steps if e.dagster_event}
+    assert sorted(step_pids) == [
+        "default__m__load__m", "default__m__named", "default__m__raw__customers",
+        "default__m__raw__orders",
+    ]  # fmt: skip
+    # Each step in a process of its own, none in the run's.
+    assert len(set(step_pids.values())) == len(step_pids)
+    assert started.dagster_event is not None
+    assert started.dagster_event.pid not in step_pids.values()
+    with duckdb.connect(str(pipelines / "wh.duckdb"), read_only=True) as con:
+        assert con.execute("select * from m order by order_id").fetchall() == [
+            (10, 1, "Ann"), (11, 2, "Bob"), (12, 1, "Ann")
+        ]  # fmt: skip
