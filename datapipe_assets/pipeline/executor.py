@@ -74,7 +74,7 @@ def executor_problems(pipeline: Pipeline, environ: Mapping[str, str]) -> list[Pr
                 "listen on, e.g. redis://redis:6379/0",
             )
         )
-    problems += _password_problems(spec)
+    problems += _url_problems(spec)
     if not environ.get(STAGING_VARIABLE, "").startswith("s3://"):
         problems.append(
             Problem(
@@ -112,16 +112,31 @@ def _misplaced_settings(spec: ExecutorSpec) -> list[Problem]:
     return problems
 
 
-def _password_problems(spec: ExecutorSpec) -> list[Problem]:
-    """A broker password written into the file would show wherever the file does."""
-    return [
-        Problem(
-            f"executor.{key}",
-            f"the {key} URL holds a password",
-            f"read the URL from the environment instead, e.g. {key}: ${{{BROKER_VARIABLE}}}",
-        )
-        for key in ("broker", "backend")
-        if (url := getattr(spec, key)) is not None
-        and environment_name(url) is None
-        and urlsplit(url).password
-    ]
+def _url_problems(spec: ExecutorSpec) -> list[Problem]:
+    """The broker and backend are given whole, as `${NAME}` or a URL without a password."""
+    problems = []
+    for key in ("broker", "backend"):
+        url = getattr(spec, key)
+        if url is None or environment_name(url) is not None:
+            continue
+        if "${" in url:
+            # Dagster, not DataPipe, reads it where the run starts: from the environment only.
+            problems.append(
+                Problem(
+                    f"executor.{key}",
+                    f"the {key} is read whole from one environment variable: a ${{secret:NAME}}, "
+                    "or a ${NAME} within the URL, is not filled in",
+                    f"write {key}: ${{{BROKER_VARIABLE}}} and set that variable to the whole URL",
+                )
+            )
+        elif urlsplit(url).password:
+            # A password written into the file would show wherever the file does.
+            problems.append(
+                Problem(
+                    f"executor.{key}",
+                    f"the {key} URL holds a password",
+                    f"read the URL from the environment instead, e.g. "
+                    f"{key}: ${{{BROKER_VARIABLE}}}",
+                )
+            )
+    return problems
