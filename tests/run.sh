@@ -4,11 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real servers the tests start themselves (PostgreSQL, MariaDB) and the browser the UI test
-# drives, all from Debian's packages.
+# Real servers the tests start themselves (PostgreSQL, MariaDB, Redis for the Celery
+# executor) and the browser the UI test drives, all from Debian's packages.
 missing=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql)
 command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq

@@ -6,6 +6,7 @@ The command fails (exit 1) when a run fails or a check of severity error fails.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import uuid
 
@@ -19,6 +20,7 @@ from datapipe_assets.cli.timeout import run_timeout
 from datapipe_assets.defs.cursors import FULL_REFRESH_TAG
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.defs.live_runs import live_runs, process_tags
+from datapipe_assets.pipeline.executor import pipeline_executor
 from datapipe_assets.pipeline.spec import Pipeline
 
 
@@ -47,9 +49,11 @@ def run_command(args: argparse.Namespace) -> int:
                 print(f"error: {_overlap(name, live)}", file=sys.stderr)
                 failed += 1
                 continue
+            pipeline = project.get(name).pipeline
+            if (note := executor_note(pipeline)) is not None:
+                print(note, file=sys.stderr)
             print(f"running {name} ...", flush=True)
             run_id = str(uuid.uuid4())
-            pipeline = project.get(name).pipeline
             with printed_progress(instance, run_id), run_timeout(instance, run_id, pipeline):
                 result = definitions.resolve_job_def(name).execute_in_process(
                     instance=instance,
@@ -63,6 +67,18 @@ def run_command(args: argparse.Namespace) -> int:
             ok = report(project.get(name).pipeline, run_id, result)
             failed += not ok
     return 1 if failed else 0
+
+
+def executor_note(pipeline: Pipeline) -> str | None:
+    """Why a pipeline's executor does not apply here: it is for the runs Dagster launches
+    (the UI, schedules, sensors); `datapipe run` runs every step in its own process."""
+    executor = pipeline_executor(pipeline, os.environ).type
+    if executor == "in_process":
+        return None
+    return (
+        f"note: {pipeline.name} runs its steps with the {executor} executor when Dagster "
+        "launches it; `datapipe run` runs them in this process"
+    )
 
 
 def _overlap(name: str, live: list[dg.DagsterRun]) -> str:

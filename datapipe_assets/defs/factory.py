@@ -15,6 +15,7 @@ from datapipe_assets.defs.assets.load import load_asset
 from datapipe_assets.defs.assets.raw import raw_assets
 from datapipe_assets.defs.assets.segment import segment_asset
 from datapipe_assets.defs.checks import pipeline_checks
+from datapipe_assets.defs.executors import job_executor
 from datapipe_assets.defs.rejects_check import rejects_checks
 from datapipe_assets.defs.run_tags import pipeline_run_tags
 from datapipe_assets.defs.staging_gc_job import staging_gc_job, staging_gc_schedule
@@ -25,6 +26,7 @@ from datapipe_assets.defs.triggers import (
     pipeline_sensors,
     upstream_loads,
 )
+from datapipe_assets.pipeline.executor import deployment_executor, pipeline_executor
 from datapipe_assets.pipeline.keys import raw_key, upstream_key
 from datapipe_assets.pipeline.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
 from datapipe_assets.pipeline.segments import StagingMode, fused_loads, segments, staging_mode
@@ -76,15 +78,21 @@ def pipeline_jobs(loaded: LoadedPipeline) -> list[dg.UnresolvedAssetJobDefinitio
     name = loaded.pipeline.name
     selection = dg.AssetSelection.groups(name)
     tags = pipeline_run_tags(loaded.pipeline)
+    executor = job_executor(pipeline_executor(loaded.pipeline, os.environ))
     return [
         dg.define_asset_job(
-            name, selection=selection, description=loaded.pipeline.description, tags=tags
+            name,
+            selection=selection,
+            description=loaded.pipeline.description,
+            tags=tags,
+            executor_def=executor,
         ),
         dg.define_asset_job(
             f"{name}__full_refresh",
             selection=selection,
             description=f"{name}: ignore incremental cursors, re-extract and replace the tables.",
             tags={**tags, cursors.FULL_REFRESH_TAG: "true"},
+            executor_def=executor,
         ),
     ]
 
@@ -136,7 +144,7 @@ def build_definitions(project: Project) -> dg.Definitions:
             "staging": ParquetStagingIOManager(base_url=staging_url()),
             "engine": TransformEngine(),
         },
-        # Steps of a run share one process: DuckDB already uses every core for a transform,
-        # and scaling out happens per run, through Dagster's run launchers.
-        executor=dg.in_process_executor,
+        # For jobs without an executor of their own (the staging cleanup, asset selections
+        # materialized from the UI); each pipeline's jobs carry the pipeline's executor.
+        executor=job_executor(deployment_executor(os.environ)),
     )

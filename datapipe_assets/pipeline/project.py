@@ -21,6 +21,7 @@ from connectors.base import ConnectorError
 from connectors.config.problems import did_you_mean
 from connectors.registry import source_class
 from datapipe_assets.pipeline.connections import ConnectionSpec
+from datapipe_assets.pipeline.executor import executor_problems
 from datapipe_assets.pipeline.problems import Problem
 from datapipe_assets.pipeline.secret_store import SECRETS_FILE
 from datapipe_assets.pipeline.spec import (
@@ -265,8 +266,9 @@ def _load_pipeline(
     )
     schemas = known_schemas(pipeline, sources)
     validation = check_pipeline(pipeline, connections, schemas)
-    if validation.problems or None in sources or destination is None:
-        project.errors[display] = [_spec_error(display, p) for p in validation.problems]
+    problems = validation.problems + executor_problems(pipeline, os.environ)
+    if problems or None in sources or destination is None:
+        project.errors[display] = [_spec_error(display, p) for p in problems]
         return None
     return LoadedPipeline(
         pipeline,

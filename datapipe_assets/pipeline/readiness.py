@@ -8,6 +8,7 @@ after a full extract, in the worst case.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from connectors.shared.csv_files import local_files
 from connectors.shared.secrets import REFERENCE, SECRET_KEY
 from datapipe_assets.pipeline.connections import ConnectionSpec
+from datapipe_assets.pipeline.executor import environment_name, pipeline_executor
 from datapipe_assets.pipeline.project import (
     LoadedPipeline,
     Project,
@@ -45,7 +47,20 @@ def readiness_warnings(loaded: LoadedPipeline) -> list[str]:
             "check the path, or add the file before the pipeline runs"
             for path in _missing_csv_paths(connection)
         ]
-    return warnings
+    return warnings + _executor_warnings(loaded)
+
+
+def _executor_warnings(loaded: LoadedPipeline) -> list[str]:
+    """A broker read from a variable that is not set: the run could not reach its workers."""
+    spec = pipeline_executor(loaded.pipeline, os.environ)
+    return [
+        f"pipeline {loaded.pipeline.name!r}: executor {key} uses ${{{variable}}}, which is not "
+        "set; set it before the pipeline runs"
+        for key in ("broker", "backend")
+        if (value := getattr(spec, key)) is not None
+        and (variable := environment_name(value)) is not None
+        and variable not in os.environ
+    ]
 
 
 def _unknown_secrets(connection: ConnectionSpec) -> list[str]:

@@ -504,6 +504,22 @@ class BadRowsSpec(SpecModel):
         return " and ".join(limits)
 
 
+EXECUTOR_TYPES = ("in_process", "multiprocess", "celery")
+
+
+class ExecutorSpec(SpecModel):
+    """Where a run's steps execute: all in the run's process (`in_process`), one process
+    each on the run's machine (`multiprocess`, at most `max_concurrent` at once), or on
+    `dagster-celery` workers fed through `broker`, which may sit on other machines."""
+
+    type: Literal[EXECUTOR_TYPES]  # type: ignore[valid-type]
+    max_concurrent: Annotated[int, Field(ge=1)] | None = None
+    # A URL, or `${NAME}` to read it from the environment where the run starts; the results
+    # backend defaults to the broker (Redis serves as both).
+    broker: str | None = None
+    backend: str | None = None
+
+
 class Pipeline(SpecModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     org: Annotated[str, Field(pattern=NAME_PATTERN)] = "default"
@@ -528,6 +544,8 @@ class Pipeline(SpecModel):
     retries: RetriesSpec = RetriesSpec()
     # How long a run may take before it is stopped and reported as timed out.
     timeout: Annotated[float | str, BeforeValidator(_scalar_timeout)] = "1h"
+    # Where the steps of its runs execute; None: the deployment's choice (DATAPIPE_EXECUTOR).
+    executor: ExecutorSpec | None = None
 
     @model_validator(mode="after")
     def _one_source_form(self) -> Pipeline:

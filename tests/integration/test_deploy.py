@@ -21,7 +21,8 @@ import yaml
 from dagster_graphql import DagsterGraphQLClient
 from pyarrow import fs
 
-from tests.integration.test_production_storage import instance_env, wait_for
+from tests.integration.test_production_storage import wait_for
+from tests.support.deploy_instance import instance_env
 from tests.support.project_files import postgres_config, write_project
 from tests.support.services import free_port, stop_process, wait_for_port
 
@@ -237,6 +238,9 @@ def test_helm_values_keep_the_production_queue_and_run_monitoring():
     queue = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     assert production["run_coordinator"]["config"] == {
         "max_concurrent_runs": queue["maxConcurrentRuns"],
+        "dequeue_use_threads": queue["dequeueUseThreads"],
+        "dequeue_num_workers": queue["dequeueNumWorkers"],
+        "dequeue_interval_seconds": queue["dequeueIntervalSeconds"],
         "tag_concurrency_limits": queue["tagConcurrencyLimits"],
     }
     # The chart's own run monitoring stays off: one run_monitoring block reaches dagster.yaml.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,10 +28,10 @@ from tests.integration.test_sensors import (
     csv_pipeline,
     triggered_project,
 )
+from tests.support.deploy_instance import deploy_instance_env
 from tests.support.project_files import run
 
 REPO = Path(__file__).resolve().parents[2]
-DEPLOY_INSTANCE = REPO / "deploy" / "dagster.yaml"
 LOG_PREFIX = "compute-logs"
 SENSOR = "orders__new_file"
 
@@ -47,31 +46,13 @@ class Production:
         return dg.DagsterInstance.from_config(str(self.home))
 
 
-def instance_env(postgres, database: str, s3, bucket: str) -> dict[str, str]:
-    """deploy/dagster.yaml's variables (but the log prefix) for the test's PostgreSQL and S3."""
-    return {
-        **s3.env(),
-        "DAGSTER_PG_HOST": postgres.host,
-        "DAGSTER_PG_PORT": str(postgres.port),
-        "DAGSTER_PG_USER": postgres.user,
-        "DAGSTER_PG_PASSWORD": postgres.password,
-        "DAGSTER_PG_DB": database,
-        "DAGSTER_COMPUTE_LOG_BUCKET": bucket,
-        "DAGSTER_COMPUTE_LOG_ENDPOINT_URL": s3.endpoint_url,
-    }
-
-
 @pytest.fixture
 def production(tmp_path, monkeypatch, postgres, pg_database, s3) -> Production:
     """DAGSTER_HOME holding deploy/dagster.yaml as shipped, its variables set to test servers."""
     home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(DEPLOY_INSTANCE, home / "dagster.yaml")
     bucket = s3.create_bucket()
     env = {
-        **instance_env(postgres, pg_database, s3, bucket),
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_COMPUTE_LOG_PREFIX": LOG_PREFIX,
+        **deploy_instance_env(home, postgres, pg_database, s3, bucket, LOG_PREFIX),
         "DATAPIPE_PIPELINES_DIR": str(tmp_path / "pipelines"),
         "DATAPIPE_STAGING_URL": str(tmp_path / "staging"),
         "DATAPIPE_SENSOR_INTERVAL_SECONDS": "1",

@@ -219,3 +219,37 @@ def hang_up_server(connections: int = 1) -> Iterator[int]:
         yield listener.getsockname()[1]
     finally:
         listener.close()
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    port: int
+
+    def url(self, database: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{database}"
+
+
+@contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """Debian's redis-server on a free loopback port, in memory only (`apt-get install -y
+    redis-server`): the Celery executor's broker and results backend."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is missing: apt-get install -y redis-server")
+    root = Path(tempfile.mkdtemp(prefix="datapipe-redis-"))
+    port = free_port()
+    log = (root / "redis.log").open("wb")
+    # No config file: every setting on the command line, nothing written to disk.
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(root),
+         "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        yield RedisServer(port)
+    finally:
+        stop_process(process)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
+from datapipe_assets.pipeline.executor import pipeline_executor
 from datapipe_assets.pipeline.project import load_project
+from datapipe_assets.pipeline.spec import ExecutorSpec
 from datapipe_assets.pipeline.validation import find_cycle
 
 CONNECTIONS = """\
@@ -43,6 +46,9 @@ schedule: daily
 @pytest.fixture
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("DATAPIPE_CONNECTIONS_FILE", raising=False)
+    # The deployment's executor and staging are checked with each pipeline: start from none.
+    for name in ("DATAPIPE_EXECUTOR", "DATAPIPE_STAGING_URL", "DATAPIPE_CELERY_BROKER"):
+        monkeypatch.delenv(name, raising=False)
     # Errors name files relative to the working directory.
     monkeypatch.chdir(tmp_path)
     (tmp_path / "connections.yaml").write_text(CONNECTIONS)
@@ -332,3 +338,43 @@ def test_on_new_file_needs_one_single_table_csv_source(folder, source, expected)
     trigger = "trigger: {on_new_file: true}"
     text = f"name: f\n{source}\ndestination: {{connection: warehouse}}\n{trigger}\n"
     assert only_errors(folder, "f.yaml", text) == [expected]
+
+
+PLAIN = """\
+name: p
+source: {connection: orders_csv, tables: [orders]}
+destination: {connection: warehouse}
+"""
+
+
+DEPLOYMENT_EXECUTOR_ERRORS = {
+    # Celery with the default, local staging.
+    "celery": "p.yaml: executor: the deployment's celery executor (DATAPIPE_EXECUTOR=celery) "
+    "needs staging on S3, and DATAPIPE_STAGING_URL is a local folder: each step runs on a Celery "
+    "worker, possibly on another machine, and reads the data the steps before it staged; set "
+    "DATAPIPE_STAGING_URL to an s3:// URL every worker can reach, or use the multiprocess "
+    "executor",
+    "threads": "p.yaml: executor: DATAPIPE_EXECUTOR is 'threads', which is not an executor; set "
+    "DATAPIPE_EXECUTOR to in_process, multiprocess or celery, or give the pipeline its own "
+    "executor",
+}
+
+
+@pytest.mark.parametrize("chosen", DEPLOYMENT_EXECUTOR_ERRORS)
+def test_deployment_executor_problems(folder, monkeypatch, chosen):
+    monkeypatch.setenv("DATAPIPE_EXECUTOR", chosen)
+    assert only_errors(folder, "p.yaml", PLAIN) == [DEPLOYMENT_EXECUTOR_ERRORS[chosen]]
+
+
+def test_deployment_executor_applies_unless_the_file_chooses(folder, monkeypatch):
+    monkeypatch.setenv("DATAPIPE_EXECUTOR", "celery")
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", "s3://staging/runs")
+    write(folder, "p.yaml", PLAIN)
+    write(folder, "q.yaml", PLAIN.replace("name: p", "name: q") + "executor: {type: in_process}\n")
+    project = load_project(folder)
+    assert project.errors == {}
+    chosen = {p.pipeline.name: pipeline_executor(p.pipeline, os.environ) for p in project.pipelines}
+    assert chosen == {
+        "p": ExecutorSpec(type="celery", broker="${DATAPIPE_CELERY_BROKER}"),
+        "q": ExecutorSpec(type="in_process"),
+    }
