@@ -11,6 +11,7 @@ from datapipe_assets.cli.common import CommandError, cli_project
 from datapipe_assets.cli.instance import dagster_instance
 from datapipe_assets.defs.errors import failure_message
 from datapipe_assets.defs.live_runs import fail_abandoned_runs
+from datapipe_assets.defs.run_tags import VERSION_TAG
 from datapipe_assets.pipeline.keys import PIPELINE_TAG, key_stage
 
 STAGES = ("extracted", "transformed", "loaded")
@@ -21,6 +22,8 @@ class RunSummary:
     run_id: str
     status: str
     seconds: float | None
+    # The content version of the pipeline file the run was started from.
+    version: str = "-"
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
     failing_checks: list[str] = field(default_factory=list)
     # The first failed step's message, for a failed run.
@@ -44,7 +47,7 @@ def _summary(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunSummary:
     seconds = None
     if record.start_time is not None and record.end_time is not None:
         seconds = record.end_time - record.start_time
-    summary = RunSummary(run.run_id, run.status.value, seconds)
+    summary = RunSummary(run.run_id, run.status.value, seconds, run.tags.get(VERSION_TAG, "-"))
     events = instance.get_records_for_run(
         run.run_id,
         of_type={
@@ -91,13 +94,14 @@ def format_runs(pipeline: str, runs: list[RunSummary]) -> str:
         return f"{pipeline}: no runs yet"
     lines = [
         f"{pipeline}",
-        f"  {'run':<10} {'status':<10} {'seconds':>8} {'extracted':>10} {'transformed':>12} "
+        f"  {'run':<10} {'status':<10} {'version':<12} {'seconds':>8} {'extracted':>10} "
+        f"{'transformed':>12} "
         f"{'loaded':>10}  failing checks",
     ]
     for run in runs:
         seconds = f"{run.seconds:.1f}" if run.seconds is not None else "-"
         lines.append(
-            f"  {run.run_id[:8]:<10} {run.status:<10} {seconds:>8} "
+            f"  {run.run_id[:8]:<10} {run.status:<10} {run.version:<12} {seconds:>8} "
             f"{run.rows['extracted']:>10,} {run.rows['transformed']:>12,} "
             f"{run.rows['loaded']:>10,}  {', '.join(run.failing_checks) or '-'}"
         )

@@ -77,7 +77,7 @@ def pipeline_staging(loaded: LoadedPipeline) -> StagingMode:
 def pipeline_jobs(loaded: LoadedPipeline) -> list[dg.UnresolvedAssetJobDefinition]:
     name = loaded.pipeline.name
     selection = dg.AssetSelection.groups(name)
-    tags = pipeline_run_tags(loaded.pipeline)
+    tags = pipeline_run_tags(loaded)
     executor = job_executor(pipeline_executor(loaded.pipeline, os.environ))
     return [
         dg.define_asset_job(

@@ -5,13 +5,19 @@ from __future__ import annotations
 import dagster as dg
 
 from datapipe_assets.pipeline.keys import PIPELINE_TAG
-from datapipe_assets.pipeline.spec import Pipeline, timeout_seconds
+from datapipe_assets.pipeline.project import LoadedPipeline
+from datapipe_assets.pipeline.spec import timeout_seconds
+
+# The content version of the pipeline file the run was started from (`datapipe status`).
+VERSION_TAG = "datapipe/pipeline_version"
 
 
-def pipeline_run_tags(pipeline: Pipeline) -> dict[str, str]:
-    """The pipeline's name (run queue limits, `datapipe status` and alerts go by it) and its
-    timeout, which Dagster's run monitoring stops a run after (`dagster/max_runtime`)."""
+def pipeline_run_tags(loaded: LoadedPipeline) -> dict[str, str]:
+    """The pipeline's name (run queue limits, `datapipe status` and alerts go by it), its
+    file's version, and its timeout, which Dagster's run monitoring stops a run after
+    (`dagster/max_runtime`)."""
     return {
-        PIPELINE_TAG: pipeline.name,
-        dg.MAX_RUNTIME_SECONDS_TAG: f"{timeout_seconds(pipeline.timeout):g}",
+        PIPELINE_TAG: loaded.pipeline.name,
+        VERSION_TAG: loaded.version,
+        dg.MAX_RUNTIME_SECONDS_TAG: f"{timeout_seconds(loaded.pipeline.timeout):g}",
     }

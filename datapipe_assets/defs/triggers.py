@@ -161,7 +161,7 @@ def chain_sensors(project: Project) -> list[dg.AutomationConditionSensorDefiniti
         dg.AutomationConditionSensorDefinition(
             f"{loaded.pipeline.name}__after",
             target=dg.AssetSelection.groups(loaded.pipeline.name),
-            run_tags=pipeline_run_tags(loaded.pipeline),
+            run_tags=pipeline_run_tags(loaded),
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=sensor_interval(),
             description=(

@@ -5,6 +5,7 @@ Every file is checked on its own, so one bad file is reported while the others l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -68,6 +69,9 @@ class LoadedPipeline:
     destination: ConnectionSpec
     # What validation noted but need not be fixed, e.g. columns a join renamed.
     notes: tuple[str, ...] = ()
+    # A hash of the file's content: each asset's code version and each run's tag, so the UI
+    # marks assets whose pipeline changed since they were materialized.
+    version: str = ""
 
     def connections(self) -> list[ConnectionSpec]:
         """Every connection the pipeline uses, for masking their secrets in any output."""
@@ -276,7 +280,14 @@ def _load_pipeline(
         tuple(s for s in sources if s is not None),
         destination,
         tuple(validation.notes),
+        content_version(pipeline),
     )
+
+
+def content_version(pipeline: Pipeline) -> str:
+    """A short hash of what a pipeline says, as validated: reformatting its file, editing its
+    comments or exporting it from the editor as JSON keeps its version."""
+    return hashlib.sha256(pipeline.model_dump_json().encode()).hexdigest()[:12]
 
 
 def _connection(

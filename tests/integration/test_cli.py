@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from datapipe_assets.cli.main import main
+from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.pipeline.project import load_project
 from tests.support.project_files import SIX_NODE_TRANSFORM, postgres_config, write_project
 from tests.support.services import free_port
 
@@ -110,16 +112,41 @@ def test_status_lists_runs_with_rows_per_stage(project, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == [
         "revenue",
-        "  run        status      seconds  extracted  transformed     loaded  failing checks",
+        "  run        status     version       seconds  extracted  transformed     loaded  "
+        "failing checks",
     ]
     failed, reason, succeeded = lines[2].split(), lines[3], lines[4].split()
-    assert failed[1:2] + failed[3:] == ["FAILURE", "0", "0", "0", "-"]
+    version = load_project(project).get("revenue").version
+    assert failed[1:3] + failed[4:] == ["FAILURE", version, "0", "0", "0", "-"]
     assert reason == (
         "             reason: connection 'orders_csv': data/orders.csv line 5: expected 5 "
         "fields, found 3; fix the row or the delimiter (',')"
     )
-    assert succeeded[1:2] + succeeded[3:] == ["SUCCESS", "3", "1", "1", "-"]
-    assert float(succeeded[2]) > 0
+    assert succeeded[1:3] + succeeded[4:] == ["SUCCESS", version, "3", "1", "1", "-"]
+    assert float(succeeded[3]) > 0
+
+
+def test_a_changed_pipeline_file_is_a_new_version_of_its_runs_and_assets(project, capsys):
+    file = project / "revenue.yaml"
+    first = load_project(project).get("revenue").version
+    # Comments and layout are not content.
+    file.write_text("# revenue per customer\n" + yaml.safe_dump(yaml.safe_load(file.read_text())))
+    assert load_project(project).get("revenue").version == first
+    assert main(["run", "revenue"]) == 0
+    file.write_text(file.read_text().replace("target_table: revenue", "target_table: income"))
+    loaded = load_project(project).get("revenue")
+    assert len(loaded.version) == 12 and loaded.version != first
+    assert main(["run", "revenue"]) == 0
+    capsys.readouterr()
+    assert main(["status", "revenue"]) == 0
+    versions = [line.split()[2] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert versions == [loaded.version, first]
+    # Every asset of the pipeline carries the file's version as its code version.
+    definitions = build_definitions(load_project(project))
+    graph = definitions.resolve_asset_graph()
+    pipeline_keys = [k for k in graph.get_all_asset_keys() if k.path[1] == "revenue"]
+    assert pipeline_keys
+    assert {graph.get(k).code_version for k in pipeline_keys} == {loaded.version}
 
 
 def test_run_of_a_failing_pipeline_exits_1_with_the_reason(project, capsys):

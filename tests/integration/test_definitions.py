@@ -10,7 +10,8 @@ from tests.support.project_files import write_project
 
 
 def test_shipped_pipelines_build_jobs_schedules_and_asset_graph():
-    definitions = build_definitions(load_project(PROJECT_ROOT / "pipelines"))
+    project = load_project(PROJECT_ROOT / "pipelines")
+    definitions = build_definitions(project)
     dg.Definitions.validate_loadable(definitions)
     graph = definitions.resolve_asset_graph()
     revenue = dg.AssetKey(["acme", "orders_revenue", "load", "revenue_by_customer"])
@@ -26,8 +27,14 @@ def test_shipped_pipelines_build_jobs_schedules_and_asset_graph():
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 0 * * *", "UTC")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     refresh = definitions.resolve_job_def("orders_revenue__full_refresh")
-    # Every run of the pipeline carries its timeout (the default, 1 h) for run monitoring.
-    tags = {"datapipe/pipeline": "orders_revenue", "dagster/max_runtime": "3600"}
+    # Every run of the pipeline carries its timeout (the default, 1 h) for run monitoring, and
+    # its file's version.
+    version = project.get("orders_revenue").version
+    tags = {
+        "datapipe/pipeline": "orders_revenue",
+        "datapipe/pipeline_version": version,
+        "dagster/max_runtime": "3600",
+    }
     assert refresh.tags == {"datapipe/full_refresh": "true", **tags}
     assert definitions.resolve_job_def("orders_revenue").tags == tags
 

@@ -193,7 +193,8 @@ def test_chained_pipeline_runs_once_all_named_pipelines_have_loaded(landing: Pat
     (sensor,) = chain_sensors(project)
     assert (sensor.name, sensor.default_status, sensor.run_tags) == (
         "report__after", dg.DefaultSensorStatus.RUNNING,
-        {"datapipe/pipeline": "report", "dagster/max_runtime": "3600"},
+        {"datapipe/pipeline": "report", "dagster/max_runtime": "3600",
+         "datapipe/pipeline_version": project.get("report").version},
     )  # fmt: skip
     assert sensor.asset_selection == dg.AssetSelection.groups("report")
     assert upstream_loads(project, project.get("report")) == [

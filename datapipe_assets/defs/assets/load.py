@@ -47,6 +47,7 @@ def load_asset(
         kinds={destination.connector},
         description=load_description(loaded, target_table),
         metadata={"connection": destination.name, "target_table": target_table},
+        code_version=loaded.version,
         required_resource_keys={"staging"},
     )
     def _load(context: dg.AssetExecutionContext, data: StagedTable) -> dg.MaterializeResult:

@@ -240,6 +240,7 @@ def _spec(
             + ")."
         ),
         metadata={"connection": source.name, "source_table": table.source_name},
+        code_version=loaded.version,
         # A table loaded in this step is skipped on a retry after its load committed.
         skippable=skippable,
     ).with_io_manager_key("staging")
@@ -255,6 +256,7 @@ def _load_spec(loaded: LoadedPipeline, target_table: str, raw: dg.AssetKey) -> d
         kinds={destination.connector},
         description=load_description(loaded, target_table),
         metadata={"connection": destination.name, "target_table": target_table},
+        code_version=loaded.version,
         skippable=True,
     )
 

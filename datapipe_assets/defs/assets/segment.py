@@ -118,6 +118,7 @@ def _spec(
         kinds={"duckdb"},
         description=describe_node(node, inputs),
         metadata={"node_type": node.type},
+        code_version=loaded.version,
     )
     # Only the staged node's output goes through the IO manager; the fused ones have none.
     return spec.with_io_manager_key("staging") if staged else spec
