@@ -483,7 +483,7 @@ class PartitionsSpec(SpecModel):
     by: Literal[PARTITION_PERIODS]  # type: ignore[valid-type]
     column: str
     # The first partition's start: a date, or a date and time for hourly partitions.
-    start: dt.datetime | dt.date
+    start: dt.date | dt.datetime
     # The zone partitions start and end in, and the one a column without a zone is read in.
     timezone: str = "UTC"
 

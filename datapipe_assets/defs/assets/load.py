@@ -18,6 +18,7 @@ from connectors.base import (
 from connectors.shared.rejects import RejectLimitExceeded, RejectLog
 from datapipe_assets.defs import cursors
 from datapipe_assets.defs.errors import step_failures
+from datapipe_assets.defs.partitions import partitions_definition, run_window
 from datapipe_assets.defs.rejects import (
     Tally,
     decode_tallies,
@@ -48,6 +49,7 @@ def load_asset(
         description=load_description(loaded, target_table),
         metadata={"connection": destination.name, "target_table": target_table},
         required_resource_keys={"staging"},
+        partitions_def=partitions_definition(pipeline),
     )
     def _load(context: dg.AssetExecutionContext, data: StagedTable) -> dg.MaterializeResult:
         staging = Staging(context.resources.staging, context.run_id)
@@ -157,6 +159,7 @@ def load_request(
             StateUpdate(loaded.pipeline.name, t, s, checked.get(t)) for t, s in states.items()
         ],
         rejects=rejects,
+        replace_window=run_window(loaded.pipeline, tags),
     )
 
 
