@@ -251,8 +251,11 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
 
     def _read(self, context: dg.InputContext) -> StagedTable:
         asset_key = context.asset_key
-        # A partition reads the same partition of its input (the assets share partitions).
-        partition = context.asset_partition_key if context.has_asset_partitions else None
+        # A partitioned input is read at the run's partition: a step of a partition reads the
+        # same partition of its input (the assets share partitions), and so does a check, for
+        # which Dagster maps the input to all of them.
+        partitioned = context.has_asset_partitions and context.has_partition_key
+        partition = context.partition_key if partitioned else None
         filesystem, path = self._location(context.step_context.run_id, asset_key, partition)
         if filesystem.get_file_info(path).type == fs.FileType.File:
             return StagedTable.at(filesystem, path, url_for(filesystem, path))

@@ -15,6 +15,7 @@ import pytest
 
 from datapipe_assets.cli.main import main
 from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.defs.partitions import run_window
 from datapipe_assets.pipeline.project import load_project
 from tests.support.project_files import PAID_ONLY_TRANSFORM, postgres_config, write_project
 
@@ -173,7 +174,11 @@ def csv_project(tmp_path, monkeypatch) -> Path:
                        "destination": {"connection": "warehouse", "target_table": "paid_orders"},
                        "partitions": {"by": "day", "column": "created_at", "start": "2024-01-01",
                                       "timezone": "UTC"},
-                       "schedule": "daily"}},
+                       "schedule": "daily",
+                       # Checks of a partition see its rows only: 1, 2 and 1 paid orders.
+                       "checks": [{"asset": "paid", "type": "not_null", "column": "amount"},
+                                  {"asset": "paid", "type": "row_count", "min": 1, "max": 2},
+                                  {"asset": "out", "type": "row_count", "min": 1}]}},
     )  # fmt: skip
     monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(directory))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
@@ -238,24 +243,98 @@ def test_backfill_command_refusals(csv_project, capsys):
 def test_the_schedule_and_datapipe_run_take_the_latest_complete_partition(csv_project, capsys):
     definitions = build_definitions(load_project(csv_project))
     schedule = definitions.get_schedule_def("paid__schedule")
-    repository = definitions.get_repository_def()
     with dg.instance_for_test() as instance:
-        tick = dt.datetime(2024, 1, 3, 0, 5, tzinfo=dt.UTC)
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=tick, repository_def=repository
-        )
-        request = schedule.evaluate_tick(context).run_requests[0]
-        assert request.partition_key == "2024-01-02"
-        early = dg.build_schedule_context(
-            instance=instance,
-            scheduled_execution_time=dt.datetime(2023, 12, 31, tzinfo=dt.UTC),
-            repository_def=repository,
-        )
-        assert schedule.evaluate_tick(early).skip_message == (
+
+        def tick(at: dt.datetime) -> dg.RunRequest | dg.SkipReason:
+            return schedule(dg.build_schedule_context(instance, scheduled_execution_time=at))
+
+        assert tick(dt.datetime(2024, 1, 3, 0, 5, tzinfo=dt.UTC)).partition_key == "2024-01-02"
+        assert tick(dt.datetime(2023, 12, 31, tzinfo=dt.UTC)).skip_message == (
             "pipeline 'paid' has no complete partition yet (partitions start 2024-01-01)"
         )
     yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).date()
-    assert main(["run", "paid"]) == 0
-    assert _summary(capsys.readouterr().out)[0] == f"running paid partition {yesterday} ..."
-    # Yesterday has no orders in the file: nothing loaded.
+    # Yesterday has no orders in the file: nothing is loaded, and the row counts fail.
+    assert main(["run", "paid"]) == 1
+    assert _summary(capsys.readouterr().out) == [
+        f"running paid partition {yesterday} ...",
+        "paid: run ID succeeded, but checks of severity error failed: "
+        "acme/paid/paid:row_count, acme/paid/load/paid_orders:row_count",
+    ]
     assert _paid_rows(csv_project) == []
+
+
+def test_a_failed_partition_is_listed_and_runs_again_alone(
+    tmp_path, monkeypatch, postgres, shop, capsys
+):
+    warehouse = postgres.create_database()
+    # The destination refuses one order of day 2.
+    _execute(
+        postgres,
+        warehouse,
+        "CREATE TABLE orders (id integer, amount integer CONSTRAINT no_400 CHECK (amount <> 400), "
+        "created_at timestamp)",
+    )
+    destination = {"connector": "postgres", "config": postgres_config(postgres, warehouse)}
+    project = _project(tmp_path, postgres, shop, destination)
+    monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(project))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+
+    def loaded() -> list[int]:
+        with psycopg.connect(postgres.url(warehouse)) as conn:
+            return [i for (i,) in conn.execute("SELECT id FROM orders ORDER BY id").fetchall()]
+
+    assert main(["backfill", "daily_orders", "--from", "2024-01-01", "--to", "2024-01-03"]) == 1
+    output = capsys.readouterr()
+    assert output.out.splitlines()[-1] == "daily_orders: backfill of 3 partition(s), 2 succeeded"
+    assert output.err.splitlines()[-1] == (
+        "daily_orders: partitions that failed: 2024-01-02; run one again with datapipe backfill "
+        "daily_orders --from DATE --to DATE for its day"
+    )
+    assert loaded() == [1, 2, 5]
+    _execute(postgres, warehouse, "ALTER TABLE orders DROP CONSTRAINT no_400")
+    assert main(["backfill", "daily_orders", "--from", "2024-01-02", "--to", "2024-01-02"]) == 0
+    assert loaded() == [1, 2, 3, 4, 5]
+
+
+# The first partition of each test case below: weeks start on the Monday after the start.
+FIRST_KEYS = {"hour": "2024-03-31-00:00", "day": "2024-01-01", "week": "2024-03-25",
+              "month": "2024-01-01"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("by", "start", "key", "window"),
+    [
+        # Berlin moves its clocks from 02:00 to 03:00 on 2024-03-31: that hour is not there,
+        # and that day has 23 hours.
+        ("hour", "2024-03-31 00:00", "2024-03-31-01:00",
+         ("2024-03-31 01:00:00+01:00", "2024-03-31 03:00:00+02:00")),
+        ("day", "2024-01-01", "2024-03-31",
+         ("2024-03-31 00:00:00+01:00", "2024-04-01 00:00:00+02:00")),
+        ("week", "2024-03-20", "2024-03-25",
+         ("2024-03-25 00:00:00+01:00", "2024-04-01 00:00:00+02:00")),
+        ("month", "2024-01-01", "2024-03-01",
+         ("2024-03-01 00:00:00+01:00", "2024-04-01 00:00:00+02:00")),
+    ],
+)  # fmt: skip
+def test_every_asset_of_a_pipeline_shares_its_partitions(tmp_path, by, start, key, window):
+    """Hours, days, weeks (from Monday) and months in the pipeline's time zone, across a
+    daylight saving change: a run's window is its partition's."""
+    (tmp_path / "orders.csv").write_text("id,status,created_at\n1,paid,2024-03-31 01:30:00\n")
+    pipeline = {
+        "name": "p", "org": "acme",
+        "source": {"connector": "csv", "config": {"path": "orders.csv"}, "tables": ["orders"]},
+        "transform": PAID_ONLY_TRANSFORM,
+        "destination": {"connector": "duckdb", "config": {"path": "wh.duckdb"}},
+        "partitions": {"by": by, "column": "created_at", "start": start,
+                       "timezone": "Europe/Berlin"},
+    }  # fmt: skip
+    project = load_project(write_project(tmp_path, {}, {"p.yaml": pipeline}))
+    definitions = build_definitions(project)
+    specs = [s for s in definitions.resolve_all_asset_specs() if s.group_name == "p"]
+    assert sorted("/".join(s.key.path[2:]) for s in specs) == ["load/p", "paid", "raw/orders"]
+    partitions = definitions.resolve_job_def("p").partitions_def
+    assert {s.partitions_def for s in specs} == {partitions}
+    assert partitions.get_first_partition_key() == FIRST_KEYS[by]
+    found = run_window(project.get("p").pipeline, {"dagster/partition": key})
+    assert (found.column, str(found.start), str(found.end)) == ("created_at", *window)
