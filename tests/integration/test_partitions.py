@@ -17,6 +17,7 @@ from datapipe_assets.cli.main import main
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.defs.partitions import run_window
 from datapipe_assets.pipeline.project import load_project
+from tests.support.fake_http import FakeServer, Request, Response, serve
 from tests.support.project_files import PAID_ONLY_TRANSFORM, postgres_config, write_project
 
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
@@ -69,10 +70,10 @@ def _project(tmp_path: Path, postgres, shop: str, destination: dict[str, Any]) -
 
 
 def _run_partition(
-    project: Path, instance: dg.DagsterInstance, key: str
+    project: Path, instance: dg.DagsterInstance, key: str, pipeline: str = "daily_orders"
 ) -> dg.ExecuteInProcessResult:
     definitions = build_definitions(load_project(project))
-    result = definitions.resolve_job_def("daily_orders").execute_in_process(
+    result = definitions.resolve_job_def(pipeline).execute_in_process(
         instance=instance, partition_key=key, raise_on_error=False
     )
     assert result.success
@@ -338,3 +339,94 @@ def test_every_asset_of_a_pipeline_shares_its_partitions(tmp_path, by, start, ke
     assert partitions.get_first_partition_key() == FIRST_KEYS[by]
     found = run_window(project.get("p").pipeline, {"dagster/partition": key})
     assert (found.column, str(found.start), str(found.end)) == ("created_at", *window)
+
+
+def test_an_unpartitioned_pipeline_after_a_partitioned_one_totals_every_partition(
+    tmp_path, monkeypatch, postgres, shop
+):
+    """What the note on aggregate nodes offers: a pipeline with trigger.after reads the loaded
+    table back whole, after each partition's load."""
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    warehouse = postgres.create_database()
+    config = postgres_config(postgres, warehouse)
+    project = _project(tmp_path, postgres, shop, {"connector": "postgres", "config": config})
+    totals = {
+        "nodes": [
+            {"id": "orders", "type": "source", "data": {"table": "orders"}},
+            {"id": "total", "type": "aggregate",
+             "data": {"measures": [{"column": "amount", "function": "sum", "alias": "total"},
+                                   {"column": "id", "function": "count", "alias": "orders"}]}},
+            {"id": "out", "type": "destination"},
+        ],
+        "edges": [{"source": "orders", "target": "total"}, {"source": "total", "target": "out"}],
+    }  # fmt: skip
+    write_project(
+        project,
+        {"shop": {"connector": "postgres", "config": postgres_config(postgres, shop)},
+         "warehouse": {"connector": "postgres", "config": config}},
+        {"totals.yaml": {"name": "order_totals", "org": "acme",
+                         "source": {"connection": "warehouse", "tables": ["orders"]},
+                         "transform": totals,
+                         "destination": {"connection": "warehouse", "target_table": "totals"},
+                         "trigger": {"after": ["daily_orders"]}}},
+    )  # fmt: skip
+    definitions = build_definitions(load_project(project))
+    totals_load = dg.AssetKey(["acme", "order_totals", "load", "totals"])
+    with dg.instance_for_test() as instance:
+        cursor = dg.evaluate_automation_conditions(definitions, instance).cursor
+        for key in DAYS[:2]:
+            _run_partition(project, instance, key)
+        tick = dg.evaluate_automation_conditions(definitions, instance, cursor=cursor)
+        assert tick.get_num_requested(totals_load) == 1
+        job = definitions.resolve_job_def("order_totals")
+        assert job.execute_in_process(instance=instance).success
+    with psycopg.connect(postgres.url(warehouse)) as conn:
+        assert conn.execute("SELECT total, orders FROM totals").fetchall() == [(1000, 4)]
+
+
+def test_partitions_over_a_rest_api_source(tmp_path, monkeypatch):
+    """An API without a date filter is read whole and filtered to the partition's day."""
+    users = [
+        {"id": 1, "name": "Ada", "updated_at": "2024-01-01T10:00:00Z"},
+        {"id": 2, "name": "Grace", "updated_at": "2024-01-02T00:00:00Z"},
+        {"id": 3, "name": "Linus", "updated_at": "2024-01-02T23:00:00Z"},
+    ]
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    fake = FakeServer()
+
+    @fake.route("GET", "/users")
+    def list_users(request: Request) -> Response:
+        return Response(200, {"data": users})
+
+    with serve(fake) as server:
+        endpoint = {
+            "path": "/users",
+            "data_path": "data",
+            "schema": {"id": "BIGINT", "name": "VARCHAR", "updated_at": "TIMESTAMPTZ"},
+        }
+        source = {
+            "connector": "rest_api",
+            "tables": ["users"],
+            "config": {"base_url": server.url, "endpoints": {"users": endpoint}},
+        }
+        project = write_project(
+            tmp_path / "pipelines",
+            {"warehouse": {"connector": "duckdb", "config": {"path": str(tmp_path / "w.duckdb")}}},
+            {"users.yaml": {"name": "daily_users", "source": source,
+                            "destination": {"connection": "warehouse"},
+                            "partitions": {"by": "day", "column": "updated_at",
+                                           "start": "2024-01-01"}}},
+        )  # fmt: skip
+
+        def names() -> list[tuple]:
+            with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+                return con.execute("SELECT id, name FROM users ORDER BY id").fetchall()
+
+        with dg.instance_for_test() as instance:
+            for key in DAYS[:2]:
+                _run_partition(project, instance, key, "daily_users")
+            assert names() == [(1, "Ada"), (2, "Grace"), (3, "Linus")]
+            users[0]["name"], users[1]["name"] = "Ada L.", "Grace H."
+            del users[2]
+            _run_partition(project, instance, "2024-01-02", "daily_users")
+            assert names() == [(1, "Ada"), (2, "Grace H.")]
