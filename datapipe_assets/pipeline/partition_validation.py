@@ -75,12 +75,22 @@ def _setting_problems(
                 f"load partitions into {' or '.join(WINDOW_DESTINATIONS)}, or remove partitions",
             )
         )
-    if pipeline.trigger is not None and pipeline.trigger.on_new_file:
+    trigger = pipeline.trigger
+    if trigger is not None and trigger.on_new_file:
         problems.append(
             Problem(
                 "partitions",
                 "trigger on_new_file runs once per arrived file, not per time partition",
                 "remove partitions or the on_new_file trigger",
+            )
+        )
+    if trigger is not None and trigger.after:
+        problems.append(
+            Problem(
+                "partitions",
+                "trigger after runs the whole pipeline once the pipelines it names have loaded, "
+                "and a partitioned pipeline runs one partition at a time",
+                "remove partitions or trigger.after, or give this pipeline a schedule",
             )
         )
     return problems

@@ -18,7 +18,12 @@ from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.defs.partitions import run_window
 from datapipe_assets.pipeline.project import load_project
 from tests.support.fake_http import FakeServer, Request, Response, serve
-from tests.support.project_files import PAID_ONLY_TRANSFORM, postgres_config, write_project
+from tests.support.project_files import (
+    PAID_ONLY_TRANSFORM,
+    failure_messages,
+    postgres_config,
+    write_project,
+)
 
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
 
@@ -430,3 +435,15 @@ def test_partitions_over_a_rest_api_source(tmp_path, monkeypatch):
             del users[2]
             _run_partition(project, instance, "2024-01-02", "daily_users")
             assert names() == [(1, "Ada"), (2, "Grace H.")]
+
+
+def test_a_run_without_a_partition_says_how_to_run_partitions(csv_project):
+    definitions = build_definitions(load_project(csv_project))
+    with dg.instance_for_test() as instance:
+        result = definitions.resolve_job_def("paid").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+    assert failure_messages(result) == [
+        "pipeline 'paid' is partitioned by day, and this run names no partition; run partitions "
+        "with datapipe backfill paid --from DATE --to DATE, or pick them in the UI"
+    ]
