@@ -140,6 +140,63 @@ def rows_since(
     return pa.RecordBatchReader.from_batches(reader.schema, (b for b in batches if b.num_rows))
 
 
+@dataclass(frozen=True)
+class Window:
+    """One time partition's rows: those whose `column` is >= start and < end.
+
+    `start` and `end` are aware datetimes in the partition's time zone. A column without a
+    time zone (a naive timestamp, a date) holds wall-clock times of that zone.
+    """
+
+    column: str
+    start: dt.datetime
+    end: dt.datetime
+
+    def bounds(self, column_type: pa.DataType, connection: str) -> tuple[Any, Any]:
+        """The window's start and end as values a column of this Arrow type compares with."""
+        if pa.types.is_timestamp(column_type):
+            if column_type.tz is not None:
+                return self.start.astimezone(dt.UTC), self.end.astimezone(dt.UTC)
+            return self.start.replace(tzinfo=None), self.end.replace(tzinfo=None)
+        if pa.types.is_date(column_type) and self.start.time() == dt.time():
+            return self.start.date(), self.end.date()
+        wanted = "a timestamp" if pa.types.is_date(column_type) else "a date or timestamp"
+        raise ConnectorError(
+            f"connection {connection!r}: partition column {self.column!r} is {column_type}; "
+            f"partitions by this period need {wanted} column"
+        )
+
+    def describe(self) -> str:
+        """`created_at in [2024-01-01 00:00:00+00:00, 2024-01-02 00:00:00+00:00)`."""
+        return f"{self.column} in [{self.start}, {self.end})"
+
+
+def rows_in_window(
+    reader: pa.RecordBatchReader, window: Window, connection: str
+) -> pa.RecordBatchReader:
+    """Only the rows in the window, for sources that cannot filter server-side.
+
+    Rows with a NULL in the column belong to no partition and are dropped.
+    """
+    if window.column not in reader.schema.names:
+        raise ConnectorError(
+            f"connection {connection!r}: there is no column {window.column!r} to partition by; "
+            f"pick one of {', '.join(reader.schema.names)}"
+        )
+    column_type = reader.schema.field(window.column).type
+    start, end = (pa.scalar(b, column_type) for b in window.bounds(column_type, connection))
+
+    def inside(batch: pa.RecordBatch) -> pa.RecordBatch:
+        values = batch.column(window.column)
+        return batch.filter(
+            pc.and_(pc.greater_equal(values, start), pc.less(values, end)),
+            null_selection_behavior="drop",
+        )
+
+    batches = (inside(batch) for batch in reader)
+    return pa.RecordBatchReader.from_batches(reader.schema, (b for b in batches if b.num_rows))
+
+
 class Extraction:
     """The batches of one extract, tracking the cursor state they advance to.
 
@@ -281,6 +338,9 @@ class LoadRequest:
     # With a log, a row the destination refuses is rejected into it instead of failing the
     # load, and the log's limit is enforced before the load commits.
     rejects: RejectLog | None = None
+    # A partition's load: the rows already in its window are deleted before the rows are
+    # inserted, in the same transaction, and a replace load truncates nothing else.
+    replace_window: Window | None = None
 
 
 class Source(ABC):
@@ -321,6 +381,17 @@ class Source(ABC):
         """
         return self.read(table, incremental_key, cursor)
 
+    def read_window(
+        self, table: str, window: Window, rejects: RejectLog | None = None
+    ) -> pa.RecordBatchReader:
+        """Only the rows of one time partition. This reads the whole table and filters its
+        batches; a source that can filter server-side (SQL) overrides it."""
+        if rejects is None:
+            reader = self.read(table)
+        else:
+            reader = self.read_rejecting(table, None, None, rejects)
+        return rows_in_window(reader, window, self.connection)
+
     def extract(
         self,
         table: str,
@@ -328,13 +399,18 @@ class Source(ABC):
         start: CursorState | None = None,
         primary_key: Sequence[str] = (),
         rejects: RejectLog | None = None,
+        window: Window | None = None,
     ) -> Extraction:
         """Stream a table from a committed cursor state, tracking the state it reaches.
 
         With `rejects`, rows that cannot be read are rejected into it (see read_rejecting).
+        With `window`, only that time partition's rows are read (a partitioned pipeline has
+        no cursor).
         """
         cursor = start.cursor if start is not None else None
-        if rejects is None:
+        if window is not None:
+            reader = self.read_window(table, window, rejects)
+        elif rejects is None:
             reader = self.read(table, incremental_key, cursor)
         else:
             reader = self.read_rejecting(table, incremental_key, cursor, rejects)

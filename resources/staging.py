@@ -1,8 +1,9 @@
 """The parquet staging IO manager: every asset's data, per run, in a folder or on S3.
 
-Layout: `{DATAPIPE_STAGING_URL}/{run_id}/{asset key parts}.parquet`. Keeping each run's
-files is the audit trail, and it is what lets a downstream asset read exactly the upstream
-version its own run produced.
+Layout: `{DATAPIPE_STAGING_URL}/{run_id}/{asset key parts}.parquet`, and for a partition of a
+partitioned asset `{run_id}/{asset key parts}/{partition}.parquet`: one file per partition.
+Keeping each run's files is the audit trail, and it is what lets a downstream asset read
+exactly the upstream version (of its partition) its own run produced.
 
 An asset writes its parquet file into a local scratch folder (`scratch_file`) and returns
 it as a `StagedFile`; the IO manager publishes it to staging, atomically, and records its
@@ -168,24 +169,35 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
 
     base_url: str
 
-    def _location(self, run_id: str, asset_key: dg.AssetKey) -> tuple[fs.FileSystem, str]:
+    def _location(
+        self, run_id: str, asset_key: dg.AssetKey, partition: str | None
+    ) -> tuple[fs.FileSystem, str]:
         filesystem, base = filesystem_for(self.base_url)
-        return filesystem, "/".join([base, run_id, *asset_key.path]) + ".parquet"
+        parts = [base, run_id, *asset_key.path] + ([partition] if partition is not None else [])
+        return filesystem, "/".join(parts) + ".parquet"
 
     def handle_output(self, context: dg.OutputContext, obj: StagedFile | PublishedFile) -> None:
         if isinstance(obj, StagedFile):
-            obj = self.publish(context.run_id, context.asset_key, obj)
+            partition = context.asset_partition_key if context.has_asset_partitions else None
+            obj = self.publish(context.run_id, context.asset_key, obj, partition)
         context.add_output_metadata(obj.metadata)
 
-    def publish(self, run_id: str, asset_key: dg.AssetKey, file: StagedFile) -> PublishedFile:
-        """Publish a step's local file as the asset's data in this run, then remove it.
+    def publish(
+        self,
+        run_id: str,
+        asset_key: dg.AssetKey,
+        file: StagedFile,
+        partition: str | None = None,
+    ) -> PublishedFile:
+        """Publish a step's local file as the asset's data (or its partition's) in this run,
+        then remove it.
 
         The IO manager does this for every output, unless the step did it first: a load in
         the extract's own step publishes the file before the load commits.
         """
         try:
             with self._storage_errors():
-                filesystem, path = self._location(run_id, asset_key)
+                filesystem, path = self._location(run_id, asset_key, partition)
                 self._publish(file.path, filesystem, path)
                 metadata = staged_metadata(file.path, url_for(filesystem, path))
                 return PublishedFile({**metadata, **file.metadata})
@@ -239,11 +251,16 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
 
     def _read(self, context: dg.InputContext) -> StagedTable:
         asset_key = context.asset_key
-        filesystem, path = self._location(context.step_context.run_id, asset_key)
+        # A partitioned input is read at the run's partition: a step of a partition reads the
+        # same partition of its input (the assets share partitions), and so does a check, for
+        # which Dagster maps the input to all of them.
+        partitioned = context.has_asset_partitions and context.has_partition_key
+        partition = context.partition_key if partitioned else None
+        filesystem, path = self._location(context.step_context.run_id, asset_key, partition)
         if filesystem.get_file_info(path).type == fs.FileType.File:
             return StagedTable.at(filesystem, path, url_for(filesystem, path))
         # The upstream asset was not materialized in this run: read its latest version.
-        return latest_staged(context.instance, asset_key)
+        return latest_staged(context.instance, asset_key, partition)
 
 
 def storage_error(base_url: str, error: OSError) -> str:
@@ -255,13 +272,23 @@ def storage_error(base_url: str, error: OSError) -> str:
     )
 
 
-def latest_staged(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> StagedTable:
-    """An asset's latest staged data, whichever run materialized it."""
-    event = instance.get_latest_materialization_event(asset_key)
-    staged = event.asset_materialization.metadata.get(STAGED_PATH) if event else None
+def latest_staged(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str | None = None
+) -> StagedTable:
+    """An asset's latest staged data (of one partition), whichever run materialized it."""
+    if partition is None:
+        event = instance.get_latest_materialization_event(asset_key)
+        materialization = event.asset_materialization if event else None
+    else:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+        ).records
+        materialization = records[0].asset_materialization if records else None
+    staged = materialization.metadata.get(STAGED_PATH) if materialization else None
     if staged is None:
+        of = f" partition {partition}" if partition is not None else ""
         raise dg.Failure(
-            f"asset {asset_key.to_user_string()} has no staged data yet; materialize it "
+            f"asset {asset_key.to_user_string()}{of} has no staged data yet; materialize it "
             "first (or run the whole pipeline)",
             allow_retries=False,
         )

@@ -302,7 +302,9 @@ class _TableLoad:
             column_types, added = self._create(session, data.schema), ()
         else:
             column_types, added = self._add_missing_columns(session, data.schema, existing)
-            if self.request.mode is LoadMode.REPLACE:
+            if self.request.replace_window is not None:
+                self._delete_window(session, data.schema, column_types)
+            elif self.request.mode is LoadMode.REPLACE:
                 session.execute(f"TRUNCATE TABLE {self.table.sql}")
         if self.request.mode is LoadMode.UPSERT:
             rows = self._upsert(session, data, column_types)
@@ -330,6 +332,29 @@ class _TableLoad:
             return session.query(sql, (pipeline,))
 
         refuse_overtaken(self.request.state_updates, read_committed)
+
+    def _delete_window(
+        self, session: SqlSession, schema: pa.Schema, column_types: Mapping[str, str]
+    ) -> None:
+        """Delete the partition's rows: the load then puts back exactly that window's rows,
+        so loading a partition again changes nothing, and other partitions are untouched."""
+        window = self.request.replace_window
+        assert window is not None, "only a partition's load replaces a window"
+        if window.column not in schema.names:
+            raise ConnectorError(
+                f"connection {self.connection!r}: the data loaded into table "
+                f"{self.request.table!r} has no column {window.column!r}, which the pipeline "
+                "is partitioned by; keep that column in the loaded data"
+            )
+        start, end = window.bounds(schema.field(window.column).type, self.connection)
+        column, sql_type = quote(window.column), column_types[window.column]
+        # The bounds go as text, cast by the column's type: the PostgreSQL driver (ADBC)
+        # ends the open transaction when it binds a zoned datetime.
+        session.execute(
+            f"DELETE FROM {self.table.sql} WHERE {column} >= CAST($1 AS {sql_type}) "
+            f"AND {column} < CAST($2 AS {sql_type})",
+            (start.isoformat(), end.isoformat()),
+        )
 
     def _create(self, session: SqlSession, schema: pa.Schema) -> dict[str, str]:
         """Create the table from the data's schema; return the declared column types."""

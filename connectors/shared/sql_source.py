@@ -17,7 +17,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import ConnectorError, Source, TableSchema
+from connectors.base import ConnectorError, Source, TableSchema, Window
+from connectors.shared.rejects import RejectLog
+
+# What a key column is used as, for messages.
+INCREMENTAL = "incremental_key"
+PARTITION = "the partition column"
 
 # How many names an error message lists before it shortens the list with "...".
 LISTED_NAMES = 5
@@ -130,14 +135,41 @@ class SqlSource(Source):
     def read(
         self, table: str, incremental_key: str | None = None, cursor: Any = None
     ) -> pa.RecordBatchReader:
-        namespace, table_name = self._split(table)
-        # Problems with the table or key surface here, before the first batch is asked for.
-        with self._connect() as conn:
-            columns = self._table_columns(conn, namespace, table_name, table)
-        self._check_key(table_name, columns, incremental_key)
+        namespace, table_name, columns = self._open_table(table, incremental_key, INCREMENTAL)
         filtered_on = incremental_key if cursor is not None else None
         query = self._query(namespace, table_name, columns, filtered_on)
         params = (cursor,) if filtered_on is not None else ()
+        return self._reader(query, params, columns, table)
+
+    def read_window(
+        self, table: str, window: Window, rejects: RejectLog | None = None
+    ) -> pa.RecordBatchReader:
+        """The partition's rows, filtered by the server: `column >= start AND column < end`.
+
+        A database hands over only rows it could type, so there is nothing to reject.
+        """
+        namespace, table_name, columns = self._open_table(table, window.column, PARTITION)
+        field = next(c.field for c in columns if c.field.name == window.column)
+        key = self._quote(window.column)
+        query = f"{self._query(namespace, table_name, columns, None)} where {key} >= %s and "
+        query += f"{key} < %s"
+        return self._reader(query, window.bounds(field.type, self.connection), columns, table)
+
+    def _open_table(self, table: str, key: str | None, role: str) -> tuple[str, str, list[Column]]:
+        """The table's namespace, name and columns, checking that `key` is one of them.
+
+        Problems with the table or key surface here, before the first batch is asked for.
+        """
+        namespace, table_name = self._split(table)
+        with self._connect() as conn:
+            columns = self._table_columns(conn, namespace, table_name, table)
+        self._check_key(table_name, columns, key, role)
+        return namespace, table_name, columns
+
+    def _reader(
+        self, query: str, params: tuple[Any, ...], columns: list[Column], table: str
+    ) -> pa.RecordBatchReader:
+        """The query's batches, cast to the table's schema, read as they are asked for."""
         schema = pa.schema(column.field for column in columns)
         batches = (
             self._conform(batch, columns, schema, table)
@@ -178,11 +210,13 @@ class SqlSource(Source):
             )
         )
 
-    def _check_key(self, table_name: str, columns: list[Column], key: str | None) -> None:
+    def _check_key(
+        self, table_name: str, columns: list[Column], key: str | None, role: str
+    ) -> None:
         names = [column.field.name for column in columns]
         if key is not None and key not in names:
             raise self._error(
-                f"table {table_name!r} has no column {key!r} to use as incremental_key; "
+                f"table {table_name!r} has no column {key!r} to use as {role}; "
                 f"pick one of {', '.join(names)}"
             )
 

@@ -25,10 +25,11 @@ import httpx
 import pyarrow as pa
 import stripe
 
-from connectors.base import ConnectorError, Source, TableSchema, connection_error
+from connectors.base import ConnectorError, Source, TableSchema, Window, connection_error
 from connectors.config.stripe import DEFAULT_BASE_URL, StripeConfig
 from connectors.shared.http import Backoff, http_error, retry_after, shared_limiter
 from connectors.shared.records import to_batches
+from connectors.shared.rejects import RejectLog
 
 NETWORK_RETRIES = 3
 # The only field the list endpoints filter on, so the only possible incremental key.
@@ -183,17 +184,36 @@ class StripeSource(Source):
     def read(
         self, table: str, incremental_key: str | None = None, cursor: Any = None
     ) -> pa.RecordBatchReader:
-        columns = self._table(table)
+        self._table(table)
         if incremental_key not in (None, INCREMENTAL_KEY):
             raise connection_error(
                 self.connection,
                 f"table {table!r} can sync incrementally only on {INCREMENTAL_KEY!r} (the "
                 f"only filter of Stripe's list API); set incremental_key: {INCREMENTAL_KEY}",
             )
-        params: dict[str, Any] = {"limit": self.page_size, **_LIST_PARAMS.get(table, {})}
+        created = None
         if incremental_key and cursor is not None:
             # `created` is whole seconds, so flooring the cursor keeps every row >= it.
-            params["created"] = {"gte": calendar.timegm(cursor.utctimetuple())}
+            created = {"gte": calendar.timegm(cursor.utctimetuple())}
+        return self._list(table, created)
+
+    def read_window(
+        self, table: str, window: Window, rejects: RejectLog | None = None
+    ) -> pa.RecordBatchReader:
+        """A partition on `created` is Stripe's own filter, `created[gte]` and `created[lt]`
+        (partitions start on whole hours, so the bounds are whole seconds)."""
+        if window.column != INCREMENTAL_KEY:
+            return super().read_window(table, window, rejects)
+        self._table(table)
+        bounds = (calendar.timegm(b.utctimetuple()) for b in (window.start, window.end))
+        return self._list(table, dict(zip(("gte", "lt"), bounds, strict=True)))
+
+    def _list(self, table: str, created: dict[str, int] | None) -> pa.RecordBatchReader:
+        """A table's objects, those `created` within the given bounds when there are some."""
+        columns = self._table(table)
+        params: dict[str, Any] = {"limit": self.page_size, **_LIST_PARAMS.get(table, {})}
+        if created is not None:
+            params["created"] = created
         rows = (columns.row(record) for record in self._objects(table, params))
         return to_batches(rows, self.connection, table, columns.schema)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import shutil
 from pathlib import Path
@@ -46,6 +47,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
     return value
+
+
+def iso_date(text: str) -> dt.date:
+    """An argparse type: a date written as YYYY-MM-DD."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a date like 2024-01-31, not {text!r}") from None
 
 
 def valid_pipeline(project: Project, name: str) -> LoadedPipeline:

@@ -1,5 +1,5 @@
-"""The `datapipe` command: validate, preview, run, status, rejects, discover, check, secrets
-and gc."""
+"""The `datapipe` command: validate, preview, run, backfill, status, rejects, discover, check,
+secrets and gc."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from connectors.base import ConnectorError
-from datapipe_assets.cli.common import CommandError, cli_project, positive_int
+from datapipe_assets.cli.common import CommandError, cli_project, iso_date, positive_int
 from datapipe_assets.pipeline.compiler import CompileError
 from datapipe_assets.pipeline.readiness import plaintext_warnings, readiness_warnings
 
@@ -92,6 +92,19 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="run even while the pipeline has a live run"
     )
     run.set_defaults(handler="run:run_command")
+
+    backfill = commands.add_parser(
+        "backfill", help="run a partitioned pipeline's partitions in a date range, in process"
+    )
+    backfill.add_argument("pipeline")
+    backfill.add_argument(
+        "--from", dest="from_", type=iso_date, required=True, help="first day, YYYY-MM-DD"
+    )
+    backfill.add_argument("--to", type=iso_date, required=True, help="last day, YYYY-MM-DD")
+    backfill.add_argument(
+        "--force", action="store_true", help="run even while the pipeline has a live run"
+    )
+    backfill.set_defaults(handler="backfill:backfill_command")
 
     status = commands.add_parser("status", help="last runs: status, rows per stage, checks")
     status.add_argument("pipeline", nargs="?", help="pipeline name (default: every pipeline)")

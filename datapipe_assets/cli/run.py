@@ -1,11 +1,15 @@
 """`datapipe run`: materialize pipelines end to end in this process, printing progress.
 
+A partitioned pipeline's run materializes its latest complete partition, as its schedule
+does; `datapipe backfill` runs others.
+
 The command fails (exit 1) when a run fails or a check of severity error fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 import uuid
@@ -20,6 +24,7 @@ from datapipe_assets.cli.timeout import run_timeout
 from datapipe_assets.defs.cursors import FULL_REFRESH_TAG
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.defs.live_runs import live_runs, process_tags
+from datapipe_assets.defs.partitions import latest_complete_partition
 from datapipe_assets.pipeline.executor import pipeline_executor
 from datapipe_assets.pipeline.spec import Pipeline
 
@@ -46,27 +51,46 @@ def run_command(args: argparse.Namespace) -> int:
     with dagster_instance() as instance:
         for name in names:
             if not args.force and (live := live_runs(instance, name)):
-                print(f"error: {_overlap(name, live)}", file=sys.stderr)
+                print(f"error: {overlap(name, live)}", file=sys.stderr)
                 failed += 1
                 continue
             pipeline = project.get(name).pipeline
             if (note := executor_note(pipeline)) is not None:
                 print(note, file=sys.stderr)
-            print(f"running {name} ...", flush=True)
-            run_id = str(uuid.uuid4())
-            with printed_progress(instance, run_id), run_timeout(instance, run_id, pipeline):
-                result = definitions.resolve_job_def(name).execute_in_process(
-                    instance=instance,
-                    run_id=run_id,
-                    tags=tags,
-                    raise_on_error=False,
-                    # Progress and failures are printed from the event log, so Dagster's own
-                    # console log stays quiet.
-                    run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-                )
-            ok = report(project.get(name).pipeline, run_id, result)
-            failed += not ok
+            partition = None
+            if pipeline.partitions is not None:
+                partition = latest_complete_partition(pipeline, dt.datetime.now(dt.UTC))
+                if partition is None:
+                    print(f"error: {_no_partition_yet(pipeline)}", file=sys.stderr)
+                    failed += 1
+                    continue
+            print(f"running {name}{_of(partition)} ...", flush=True)
+            failed += not execute_run(definitions, instance, pipeline, tags, partition)
     return 1 if failed else 0
+
+
+def execute_run(
+    definitions: dg.Definitions,
+    instance: dg.DagsterInstance,
+    pipeline: Pipeline,
+    tags: dict[str, str],
+    partition: str | None = None,
+) -> bool:
+    """Run the pipeline's job (for one partition) in this process, printing its progress and
+    outcome; whether all went well."""
+    run_id = str(uuid.uuid4())
+    with printed_progress(instance, run_id), run_timeout(instance, run_id, pipeline):
+        result = definitions.resolve_job_def(pipeline.name).execute_in_process(
+            instance=instance,
+            run_id=run_id,
+            tags=tags,
+            partition_key=partition,
+            raise_on_error=False,
+            # Progress and failures are printed from the event log, so Dagster's own
+            # console log stays quiet.
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        )
+    return report(pipeline, run_id, result)
 
 
 def executor_note(pipeline: Pipeline) -> str | None:
@@ -81,7 +105,19 @@ def executor_note(pipeline: Pipeline) -> str | None:
     )
 
 
-def _overlap(name: str, live: list[dg.DagsterRun]) -> str:
+def _of(partition: str | None) -> str:
+    return f" partition {partition}" if partition is not None else ""
+
+
+def _no_partition_yet(pipeline: Pipeline) -> str:
+    assert pipeline.partitions is not None, "only a partitioned pipeline has partitions"
+    return (
+        f"pipeline {pipeline.name!r} has no complete partition yet (partitions by "
+        f"{pipeline.partitions.by} from {pipeline.partitions.start}); run it once one has ended"
+    )
+
+
+def overlap(name: str, live: list[dg.DagsterRun]) -> str:
     runs = ", ".join(f"{run.run_id} ({run.status.value})" for run in live)
     return (
         f"pipeline {name!r} is already running: {runs}; wait for it to finish, or pass "

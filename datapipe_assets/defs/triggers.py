@@ -11,11 +11,13 @@
   default, whose runs carry the pipeline's tag. `upstream_loads` gives the upstream load
   asset keys, the raw assets' dependencies, so the chain shows as lineage.
 - `non_overlapping_schedule`: a cron schedule that skips, and says why, while its pipeline
-  still has a run queued or in progress.
+  still has a run queued or in progress. A partitioned pipeline's tick runs its latest
+  complete partition.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import operator
 import os
@@ -25,6 +27,7 @@ import dagster as dg
 
 from connectors.sources.csv import CsvSource
 from datapipe_assets.defs.live_runs import live_runs
+from datapipe_assets.defs.partitions import latest_complete_partition
 from datapipe_assets.defs.run_tags import pipeline_run_tags
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.keys import load_key
@@ -204,6 +207,16 @@ def non_overlapping_schedule(
                 f"pipeline {name!r} has an unfinished run ({run.run_id}, {run.status.value}); "
                 "skipped this tick so two runs never overlap"
             )
-        return dg.RunRequest()
+        if loaded.pipeline.partitions is None:
+            return dg.RunRequest()
+        # A partitioned pipeline's tick materializes the latest partition that has ended.
+        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        partition = latest_complete_partition(loaded.pipeline, now)
+        if partition is None:
+            return dg.SkipReason(
+                f"pipeline {name!r} has no complete partition yet (partitions start "
+                f"{loaded.pipeline.partitions.start})"
+            )
+        return dg.RunRequest(partition_key=partition)
 
     return _evaluate

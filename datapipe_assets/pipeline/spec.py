@@ -5,6 +5,7 @@ Keys are accepted in snake_case and camelCase alike, so one model parses both sh
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -470,6 +471,29 @@ class TriggerSpec(SpecModel):
     after: ColumnList = []
 
 
+PARTITION_PERIODS = ("hour", "day", "week", "month")
+
+
+class PartitionsSpec(SpecModel):
+    """Time-window partitions over a date or timestamp column of every source table: each
+    run extracts one window [start, end) and replaces that window's rows in the destination
+    (the Dagster layer makes it a time-window partitions definition, see
+    datapipe_assets/defs/partitions.py)."""
+
+    by: Literal[PARTITION_PERIODS]  # type: ignore[valid-type]
+    column: str
+    # The first partition's start: a date, or a date and time for hourly partitions.
+    start: dt.date | dt.datetime
+    # The zone partitions start and end in, and the one a column without a zone is read in.
+    timezone: str = "UTC"
+
+    def start_time(self) -> dt.datetime:
+        """The start as a wall-clock time (no zone) of `timezone`, as Dagster takes it."""
+        if isinstance(self.start, dt.datetime):
+            return self.start.replace(tzinfo=None)
+        return dt.datetime.combine(self.start, dt.time())
+
+
 class BadRowsSpec(SpecModel):
     """What a run does with a row that cannot be read, converted or loaded.
 
@@ -546,6 +570,8 @@ class Pipeline(SpecModel):
     timeout: Annotated[float | str, BeforeValidator(_scalar_timeout)] = "1h"
     # Where the steps of its runs execute; None: the deployment's choice (DATAPIPE_EXECUTOR).
     executor: ExecutorSpec | None = None
+    # Time-window partitions: each run extracts and replaces one window of rows.
+    partitions: PartitionsSpec | None = None
 
     @model_validator(mode="after")
     def _one_source_form(self) -> Pipeline:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +25,8 @@ from datapipe_assets.pipeline.compiler import (
 )
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.graph import find_cycle, graph_edges, topological_order
-from datapipe_assets.pipeline.problems import Problem
+from datapipe_assets.pipeline.partition_validation import partition_notes, partition_problems
+from datapipe_assets.pipeline.problems import Problem, timezone_problems
 from datapipe_assets.pipeline.spec import (
     MAX_RETRIES,
     TABLE_ALIAS_PATTERN,
@@ -94,6 +94,8 @@ def check_pipeline(
                 if n.type == "destination"
             }
     problems += _check_keys(pipeline, schemas or {})
+    problems += partition_problems(pipeline, connections, schemas or {}, loaded_schemas)
+    notes += partition_notes(pipeline)
     problems += _check_upsert_key(pipeline, loaded_schemas)
     problems += check_problems(pipeline, node_schemas)
     return Validation(problems, notes)
@@ -250,16 +252,7 @@ def _check_schedule(pipeline: Pipeline) -> list[Problem]:
                     "use hourly, daily or a 5-field cron string such as '30 6 * * 1-5'",
                 )
             )
-    try:
-        zoneinfo.ZoneInfo(pipeline.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        problems.append(
-            Problem(
-                "timezone",
-                f"unknown timezone {pipeline.timezone!r}",
-                "use an IANA name such as UTC or Europe/Berlin",
-            )
-        )
+    problems += timezone_problems("timezone", pipeline.timezone)
     return problems
 
 

@@ -19,7 +19,7 @@ import stripe
 import yaml
 from aiohttp import web
 
-from connectors.base import ConnectorError
+from connectors.base import ConnectorError, Window
 from connectors.sources.stripe import TABLES, StripeSource
 from datapipe_assets.pipeline.spec import Pipeline
 from tests.support.fake_http import Response, serve
@@ -234,6 +234,18 @@ def test_incremental_on_created_reads_only_new_objects(fake, objects):
     assert new == ["ch_4", "ch_3"]
     assert fake.requests[-1].param("created[gte]") == "1700000050"
     assert second.state is not None and second.state.cursor == at(1_700_000_900)
+
+
+def test_a_partition_on_created_is_stripes_own_filter(fake, objects):
+    day = 1_704_153_600  # 2024-01-02 00:00 UTC
+    objects["charges"] += [charge(1, day - 1), charge(2, day), charge(3, day + 86_399)]
+    objects["charges"] += [charge(4, day + 86_400)]
+    window = Window("created", at(day), at(day + 86_400))
+    rows = source(fake.url).read_window("charges", window).read_all().to_pylist()
+    assert rows == [charge_row(3, day + 86_399), charge_row(2, day)]
+    assert [(r.param("created[gte]"), r.param("created[lt]")) for r in fake.requests] == [
+        (str(day), str(day + 86_400))
+    ]
 
 
 def test_429_is_retried_after_the_delay_stripe_asks_for(fake, objects):

@@ -18,7 +18,12 @@ from datapipe_assets.pipeline.check_validation import check_problems
 from datapipe_assets.pipeline.problems import Problem
 from datapipe_assets.pipeline.project import load_project
 from datapipe_assets.pipeline.spec import Pipeline
-from tests.support.project_files import failure_messages, postgres_config, write_project
+from tests.support.project_files import (
+    PAID_ONLY_TRANSFORM,
+    failure_messages,
+    postgres_config,
+    write_project,
+)
 
 TOKEN = "s3cr3t-t0ken"
 HEADER = "id,customer_id,status,amount_cents,currency,updated_at\n"
@@ -31,15 +36,6 @@ ORDERS = HEADER + (
     "4,30,paid,700,gbp,2026-01-01 04:00:00\n"
     "5,30,paid,2000000,usd,2026-01-01 05:00:00\n"
 )
-TRANSFORM = {
-    "nodes": [
-        {"id": "orders", "type": "source", "data": {"table": "orders"}},
-        {"id": "paid", "type": "filter",
-         "data": {"column": "status", "operator": "eq", "value": "paid"}},
-        {"id": "out", "type": "destination"},
-    ],
-    "edges": [{"source": "orders", "target": "paid"}, {"source": "paid", "target": "out"}],
-}  # fmt: skip
 ROW_HEADER = [
     "| id | customer_id | status | amount_cents | currency | updated_at |",
     "|---|---|---|---|---|---|",
@@ -51,7 +47,7 @@ def _project(
     monkeypatch: pytest.MonkeyPatch,
     checks: list[dict[str, Any]],
     csv: str = ORDERS,
-    transform: dict[str, Any] | None = TRANSFORM,
+    transform: dict[str, Any] | None = PAID_ONLY_TRANSFORM,
     **destination: Any,
 ) -> Path:
     """One pipeline `shop` from data/orders.csv into warehouse.duckdb, with the checks."""
@@ -354,7 +350,7 @@ def _problems(checks: list[dict[str, Any]], schema: pa.Schema | None = SCHEMA) -
     pipeline = Pipeline.model_validate(
         {"name": "shop", "checks": checks,
          "source": {"connector": "csv", "tables": ["orders"]},
-         "transform": TRANSFORM,
+         "transform": PAID_ONLY_TRANSFORM,
          "destination": {"connector": "duckdb"}}
     )  # fmt: skip
     return check_problems(pipeline, {"orders": schema, "paid": schema, "out": schema})
@@ -520,7 +516,7 @@ def test_relationships_to_an_unknown_schema_checks_names_only():
                "to_column": "anything"}]  # fmt: skip
     pipeline = Pipeline.model_validate(
         {"name": "shop", "checks": checks, "source": {"connector": "csv", "tables": ["orders"]},
-         "transform": TRANSFORM, "destination": {"connector": "duckdb"}}
+         "transform": PAID_ONLY_TRANSFORM, "destination": {"connector": "duckdb"}}
     )  # fmt: skip
     assert check_problems(pipeline, {"paid": SCHEMA, "orders": None}) == []
 

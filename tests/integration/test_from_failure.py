@@ -12,8 +12,12 @@ import pytest
 
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.pipeline.project import load_project
-from tests.integration.test_checks import TRANSFORM as PAID_ONLY
-from tests.support.project_files import failure_messages, postgres_config, write_project
+from tests.support.project_files import (
+    PAID_ONLY_TRANSFORM,
+    failure_messages,
+    postgres_config,
+    write_project,
+)
 from tests.support.services import PostgresServer, free_port
 
 ORDERS_CSV = """id,status,amount,updated_at
@@ -24,7 +28,7 @@ ORDERS_CSV = """id,status,amount,updated_at
 PIPELINE = {
     "name": "paid",
     "source": {"connection": "orders_csv", "tables": ["orders"]},
-    "transform": PAID_ONLY,
+    "transform": PAID_ONLY_TRANSFORM,
     "destination": {"connection": "warehouse", "load_mode": "append", "target_table": "paid"},
     "retries": {"max": 1, "delays": [0]},
 }  # fmt: skip

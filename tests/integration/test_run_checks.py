@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from datapipe_assets.cli.main import main
-from tests.integration.test_checks import TRANSFORM
-from tests.support.project_files import write_project
+from tests.support.project_files import PAID_ONLY_TRANSFORM, write_project
 
 ORDERS = (
     "id,customer_id,status,amount_cents\n"
@@ -51,7 +50,7 @@ def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
              "warehouse": {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}}},
             {"shop.yaml": {"name": "shop", "org": "acme", "checks": checks,
                            "source": {"connection": "orders_csv", "tables": ["orders"]},
-                           "transform": TRANSFORM,
+                           "transform": PAID_ONLY_TRANSFORM,
                            "destination": {"connection": "warehouse",
                                            "target_table": "paid_orders"}}},
         )  # fmt: skip

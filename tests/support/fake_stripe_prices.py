@@ -1,8 +1,8 @@
 """A Stripe-protocol fake for what localstripe lacks: `/v1/prices` and the `created` filter.
 
 It serves the list endpoints of in-memory objects as Stripe does: newest first, `limit`,
-`starting_after` and `created[gte]`, behind a Bearer API key that is answered with Stripe's
-own 401 body when wrong. Tests add objects to the dict they passed in while it runs.
+`starting_after`, `created[gte]` and `created[lt]`, behind a Bearer API key that is answered
+with Stripe's own 401 body when wrong. Tests add objects to the dict they passed in while it runs.
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ def stripe_fake(objects: dict[str, list[dict[str, Any]]]) -> FakeServer:
 
 def _page(request: Request, resource: str, objects: list[dict[str, Any]]) -> dict[str, Any]:
     newest_first = sorted(objects, key=lambda item: item["created"], reverse=True)
-    gte = request.param("created[gte]")
+    gte, lt = request.param("created[gte]"), request.param("created[lt]")
     if gte is not None:
         newest_first = [item for item in newest_first if item["created"] >= int(gte)]
+    if lt is not None:
+        newest_first = [item for item in newest_first if item["created"] < int(lt)]
     after = request.param("starting_after")
     if after is not None:
         ids = [item["id"] for item in newest_first]

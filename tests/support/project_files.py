@@ -41,6 +41,17 @@ SIX_NODE_TRANSFORM: dict[str, Any] = {
     ],
 }  # fmt: skip
 
+# Only the paid orders, loaded as they are.
+PAID_ONLY_TRANSFORM = {
+    "nodes": [
+        {"id": "orders", "type": "source", "data": {"table": "orders"}},
+        {"id": "paid", "type": "filter",
+         "data": {"column": "status", "operator": "eq", "value": "paid"}},
+        {"id": "out", "type": "destination"},
+    ],
+    "edges": [{"source": "orders", "target": "paid"}, {"source": "paid", "target": "out"}],
+}  # fmt: skip
+
 
 def write_project(
     directory: Path, connections: dict[str, Any], pipelines: dict[str, dict[str, Any] | str]

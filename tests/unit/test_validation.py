@@ -378,3 +378,44 @@ def test_deployment_executor_applies_unless_the_file_chooses(folder, monkeypatch
         "p": ExecutorSpec(type="celery", broker="${DATAPIPE_CELERY_BROKER}"),
         "q": ExecutorSpec(type="in_process"),
     }
+
+
+PARTITIONED_TOTALS = """\
+name: {name}
+source: {{connection: orders_csv, tables: [orders]}}
+transform:
+  nodes:
+    - {{id: s, type: source, data: {{table: orders}}}}
+    - {{id: latest, type: deduplicate, data: {{columns: [id]}}}}
+    - {{id: totals, type: aggregate,
+       data: {{group_by: {group_by}, measures: [{{column: amount, function: sum, alias: total}}]}}}}
+    - {{id: o, type: destination}}
+  edges:
+    - {{source: s, target: latest}}
+    - {{source: latest, target: totals}}
+    - {{source: totals, target: o}}
+destination: {{connection: warehouse}}
+partitions: {{by: day, column: created_at, start: 2024-01-01}}
+"""
+
+
+def test_partitioned_nodes_over_many_rows_get_a_note_and_the_load_keeps_the_column(folder):
+    (folder / "data" / "orders.csv").write_text(
+        "id,status,amount,created_at\n1,paid,10,2024-01-01\n"
+    )
+    write(folder, "daily.yaml", PARTITIONED_TOTALS.format(name="daily", group_by="[created_at]"))
+    write(folder, "flat.yaml", PARTITIONED_TOTALS.format(name="flat", group_by="[status]"))
+    project = load_project(folder)
+    assert {file: [str(e) for e in errs] for file, errs in project.errors.items()} == {
+        "flat.yaml": [
+            "flat.yaml: partitions.column: the loaded data has no column 'created_at'; a "
+            "partition's load replaces the rows of its window in that column; keep it in the "
+            "data the transform loads (it has: status, total)"
+        ]
+    }
+    assert list(project.get("daily").notes) == [
+        f"pipeline 'daily', node {node!r} ({node_type}): works within one partition (one day "
+        f"of created_at), not across partitions; to {node_type} across all of them, read the "
+        "loaded table in an unpartitioned pipeline with trigger: {after: [daily]}"
+        for node, node_type in (("latest", "deduplicate"), ("totals", "aggregate"))
+    ]

@@ -18,6 +18,7 @@ from connectors.base import (
 from connectors.shared.rejects import RejectLimitExceeded, RejectLog
 from datapipe_assets.defs import cursors
 from datapipe_assets.defs.errors import step_failures
+from datapipe_assets.defs.partitions import partitions_definition, run_window
 from datapipe_assets.defs.rejects import (
     Tally,
     decode_tallies,
@@ -49,6 +50,7 @@ def load_asset(
         metadata={"connection": destination.name, "target_table": target_table},
         code_version=loaded.version,
         required_resource_keys={"staging"},
+        partitions_def=partitions_definition(pipeline),
     )
     def _load(context: dg.AssetExecutionContext, data: StagedTable) -> dg.MaterializeResult:
         staging = Staging(context.resources.staging, context.run_id)
@@ -158,6 +160,7 @@ def load_request(
             StateUpdate(loaded.pipeline.name, t, s, checked.get(t)) for t, s in states.items()
         ],
         rejects=rejects,
+        replace_window=run_window(loaded.pipeline, tags),
     )
 
 

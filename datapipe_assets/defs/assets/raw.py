@@ -46,6 +46,7 @@ from datapipe_assets.defs.assets.load import (
     loaded_line,
 )
 from datapipe_assets.defs.errors import step_failures
+from datapipe_assets.defs.partitions import PARTITION_TAG, partitions_definition, run_window
 from datapipe_assets.defs.rejects import (
     NO_ROWS,
     Tally,
@@ -143,6 +144,7 @@ def _connection_asset(
         # Any raw table (or load) may be materialized alone: the step then does just that.
         can_subset=True,
         required_resource_keys={"staging"},
+        partitions_def=partitions_definition(pipeline),
     )
     def _extract(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
         with transient_retries(context, pipeline.retries):
@@ -210,7 +212,8 @@ def _jobs(
             continue
         if extract or load:
             alone = load and not extract
-            staged = latest_staged(context.instance, keys[table.name]) if alone else None
+            partition = context.partition_key if context.has_partition_key else None
+            staged = latest_staged(context.instance, keys[table.name], partition) if alone else None
             jobs.append(_Job(table, extract, targets[table.name] if load else None, staged))
     return jobs
 
@@ -311,6 +314,7 @@ class _StepRun:
             start,
             table.primary_key,
             rejects,
+            run_window(self.loaded.pipeline, self.tags),
         )
 
     def _rejected(
@@ -389,7 +393,9 @@ class _StepRun:
                 rejected = self._rejected(table, extraction, rejects)
                 extracted.append(NO_ROWS if rejects is None else _tally(extraction, rejects))
                 metadata = {"duration_seconds": seconds_since(started), **rejected}
-                staged.append(self.staging.publish(self.run_id, key, StagedFile(path, metadata)))
+                file = StagedFile(path, metadata)
+                partition = self.tags.get(PARTITION_TAG)
+                staged.append(self.staging.publish(self.run_id, key, file, partition))
                 outbox.put(
                     _Output(
                         dg.MaterializeResult(asset_key=key, value=staged[0]),

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from datapipe_assets.defs.assets.transform import describe_node, node_metadata, staged_copy_options
 from datapipe_assets.defs.errors import step_failures
+from datapipe_assets.defs.partitions import partitions_definition
 from datapipe_assets.defs.retries import transient_retries
 from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.pipeline.compiler import (
@@ -58,6 +59,7 @@ def segment_asset(loaded: LoadedPipeline, segment: Segment) -> dg.AssetsDefiniti
         ins=ins,
         # Any node may be materialized alone: the segment then runs only what that node needs.
         can_subset=True,
+        partitions_def=partitions_definition(pipeline),
     )
     def _segment(
         context: dg.AssetExecutionContext, engine: TransformEngine, **staged: StagedTable
