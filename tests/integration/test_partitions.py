@@ -248,7 +248,7 @@ def test_backfill_command_refusals(csv_project, capsys):
 
 def test_the_schedule_and_datapipe_run_take_the_latest_complete_partition(csv_project, capsys):
     definitions = build_definitions(load_project(csv_project))
-    schedule = definitions.get_schedule_def("paid__schedule")
+    schedule = definitions.resolve_schedule_def("paid__schedule")
     with dg.instance_for_test() as instance:
 
         def tick(at: dt.datetime) -> dg.RunRequest | dg.SkipReason:
