@@ -145,19 +145,18 @@ def daemon(env: dict[str, str], workspace: Path, log: Path) -> Iterator[None]:
 
 
 def timings(instance: dg.DagsterInstance, runs: dict[str, str]) -> list[RunTiming]:
-    found = []
-    for run_id, pipeline in runs.items():
-        record = instance.get_run_records(dg.RunsFilter(run_ids=[run_id]))[0]
-        found.append(
-            RunTiming(
-                pipeline,
-                run_id,
-                record.dagster_run.status.value,
-                record.create_timestamp.timestamp(),
-                record.start_time or 0.0,
-                record.end_time or 0.0,
-            )
+    records = instance.get_run_records(dg.RunsFilter(run_ids=list(runs)))
+    found = [
+        RunTiming(
+            runs[record.dagster_run.run_id],
+            record.dagster_run.run_id,
+            record.dagster_run.status.value,
+            record.create_timestamp.timestamp(),
+            record.start_time or 0.0,
+            record.end_time or 0.0,
         )
+        for record in records
+    ]
     return sorted(found, key=lambda t: t.created)
 
 
@@ -193,16 +192,15 @@ def measure(count: int, rows: int) -> tuple[list[RunTiming], float, list[str]]:
             log = work / "dagster.log"
             names = [f"small_{n:02d}" for n in range(count)]
             with dagster_webserver(env, "datapipe_assets.definitions", log) as url:
-                os.environ.update(env)  # the instance below reads the same DAGSTER_HOME
+                # The instance below is deploy/dagster.yaml's, which reads these variables.
+                os.environ.update(env)
                 client = DagsterGraphQLClient("127.0.0.1", port_number=int(url.rsplit(":")[-1]))
                 with daemon(env, workspace, log), dg.DagsterInstance.get() as instance:
                     submitted = time.monotonic()
                     runs = {client.submit_job_execution(name): name for name in names}
                     runs[client.submit_job_execution(names[0])] = names[0]
-                    while not all(
-                        instance.get_run_by_id(r).is_finished
-                        for r in runs  # type: ignore[union-attr]
-                    ):
+                    every_run = dg.RunsFilter(run_ids=list(runs))
+                    while not all(run.is_finished for run in instance.get_runs(every_run)):
                         if time.monotonic() - submitted > 900:
                             raise TimeoutError(f"runs unfinished after 900 s; see {log}")
                         time.sleep(0.5)
