@@ -23,6 +23,7 @@ from connectors.config.problems import did_you_mean
 from connectors.registry import source_class
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.executor import executor_problems
+from datapipe_assets.pipeline.orgs import ORGS_FILES, Orgs, orgs_file, parse_orgs
 from datapipe_assets.pipeline.problems import Problem
 from datapipe_assets.pipeline.secret_store import SECRETS_FILE
 from datapipe_assets.pipeline.spec import (
@@ -41,6 +42,7 @@ SETTINGS_FILES = (
     "connections.yml",
     "alerts.yaml",
     "alerts.yml",
+    *ORGS_FILES,
     SECRETS_FILE,
 )
 # Connectors whose table schemas are cheap to read while definitions load.
@@ -92,6 +94,8 @@ class Project:
     declared: dict[str, list[str]] = field(default_factory=dict)
     # connections.yaml's valid connections, used by a pipeline or not.
     connections: dict[str, ConnectionSpec] = field(default_factory=dict)
+    # orgs.yaml: each org's plan and limits (no file: one org, no limits).
+    orgs: Orgs = field(default_factory=Orgs)
 
     def get(self, name: str) -> LoadedPipeline:
         for loaded in self.pipelines:
@@ -117,6 +121,7 @@ def secrets_file(directory: Path) -> Path:
 def load_project(directory: Path | None = None) -> Project:
     directory = directory or pipelines_dir()
     project = Project(directory)
+    project.orgs = load_orgs(directory, project)
     connections = load_connections(connections_file(directory), project)
     project.connections = connections
     seen: dict[str, Path] = {}
@@ -231,6 +236,21 @@ def load_connections(file: Path, project: Project) -> dict[str, ConnectionSpec]:
     if errors:
         project.errors[display_path(file)] = errors
     return connections
+
+
+def load_orgs(directory: Path, project: Project) -> Orgs:
+    """The folder's orgs.yaml; a file that doesn't validate is reported, and no org is
+    known, so every pipeline naming an org is refused until it is fixed."""
+    file = orgs_file(directory)
+    if file is None:
+        return Orgs()
+    try:
+        return parse_orgs(read_document(file), file)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        project.errors[display_path(file)] = [parse_error(file, error)]
+    except ValidationError as error:
+        project.errors[display_path(file)] = pydantic_errors(file, error)
+    return Orgs(declared=True, file=file)
 
 
 def _load_pipeline(
