@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import operator
-import os
 from functools import reduce
 
 import dagster as dg
@@ -29,18 +28,11 @@ from connectors.sources.csv import CsvSource
 from datapipe_assets.defs.live_runs import live_runs
 from datapipe_assets.defs.partitions import latest_complete_partition
 from datapipe_assets.defs.run_tags import pipeline_run_tags
+from datapipe_assets.defs.sensor_interval import sensor_interval
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.keys import load_key
 from datapipe_assets.pipeline.project import LoadedPipeline, Project
 from datapipe_assets.pipeline.run_source import FILE_TAG
-
-# How often the daemon may evaluate each sensor; a listing of a folder or prefix is cheap.
-SENSOR_INTERVAL_VARIABLE = "DATAPIPE_SENSOR_INTERVAL_SECONDS"
-DEFAULT_SENSOR_INTERVAL = 30
-
-
-def sensor_interval() -> int:
-    return int(os.environ.get(SENSOR_INTERVAL_VARIABLE, DEFAULT_SENSOR_INTERVAL))
 
 
 def pipeline_sensors(
