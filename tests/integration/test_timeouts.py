@@ -46,9 +46,11 @@ class Project:
     pipelines: Path
     home: Path
     api: SlowApi
+    fake: FakeServer
 
-    def write(self, answer_after: float, timeout: str = "1s") -> None:
-        """The `items` pipeline: the slow API into DuckDB, with the given timeout."""
+    def write(self, answer_after: float, timeout: str = "1s", **settings: object) -> None:
+        """The `items` pipeline: the slow API into DuckDB, with the given timeout (and any
+        other pipeline `settings`)."""
         self.api.seconds = answer_after
         source = {
             "connector": "rest_api",
@@ -69,6 +71,7 @@ class Project:
                     "timeout": timeout,
                     # Retried at once if a retry were due: a stopped step never is.
                     "retries": {"max": 3, "delays": [0]},
+                    **settings,
                 }
             },
         )
@@ -92,6 +95,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
         release.wait(api.seconds)
         return Response(200, {"data": [{"id": 1}]})
 
+    fake.route("POST", "/hooks/datapipe")(lambda request: Response(204, b""))
+
     home = tmp_path / "dagster_home"
     home.mkdir()
     for name, value in {
@@ -103,7 +108,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
     with serve(fake):
         api.url = fake.url
         try:
-            yield Project(tmp_path / "pipelines", home, api)
+            yield Project(tmp_path / "pipelines", home, api, fake)
         finally:
             release.set()
 
@@ -201,13 +206,19 @@ def test_both_instances_monitor_runs(file: str):
     assert yaml.safe_load((REPO / file).read_text())["run_monitoring"] == RUN_MONITORING
 
 
-def test_daemon_run_monitoring_stops_a_run_over_its_timeout(project: Project, tmp_path: Path):
+def test_daemon_run_monitoring_stops_a_run_over_its_timeout(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     """dagster.yaml as shipped, but polled every second: a run launched through the
-    webserver (as from the UI) is stopped by the daemon once over its pipeline's timeout."""
+    webserver (as from the UI) is stopped by the daemon once over its pipeline's timeout,
+    and the pipeline's failure alert goes out with the reason."""
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
     config["run_monitoring"]["poll_interval_seconds"] = 1
     (project.home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    project.write(answer_after=120, timeout="2s")
+    monkeypatch.setenv("DATAPIPE_SENSOR_INTERVAL_SECONDS", "1")
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"{project.fake.url}/hooks/datapipe")
+    alert = {"on": ["failure"], "channel": "webhook", "url": "${ALERT_WEBHOOK_URL}"}
+    project.write(answer_after=120, timeout="2s", alerts=[alert])
     log = tmp_path / "dagster.log"
     with (
         dagster_webserver(os.environ, "datapipe_assets.definitions", log) as url,
@@ -223,6 +234,18 @@ def test_daemon_run_monitoring_stops_a_run_over_its_timeout(project: Project, tm
             ("PIPELINE_CANCELING", "Sending run termination request."),
             ("PIPELINE_FAILURE", "Exceeded maximum runtime of 2 seconds."),
         ]
+        wait_for(lambda: bool(alerts_sent(project.fake)), log, timeout=60)
+        assert alerts_sent(project.fake) == [
+            {
+                "event": "failure",
+                "org": "default",
+                "pipeline": "items",
+                "run_id": run_id,
+                "stage": "run",
+                "error": "Exceeded maximum runtime of 2 seconds.",
+                "run_url": f"http://127.0.0.1:3000/runs/{run_id}",
+            }
+        ]
         # The interrupted extract ends once the API answers, loading nothing, and the run
         # stays failed.
         project.api.release.set()
@@ -233,6 +256,10 @@ def test_daemon_run_monitoring_stops_a_run_over_its_timeout(project: Project, tm
         ]
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
     assert project.loaded_tables() == []
+
+
+def alerts_sent(fake: FakeServer) -> list[dict[str, object]]:
+    return [r.json() for r in fake.requests if r.path == "/hooks/datapipe"]
 
 
 def worker_exited(instance: dg.DagsterInstance, run_id: str) -> bool:

@@ -39,6 +39,7 @@ from datapipe_assets.defs.alerts.rules import (
     slow_run_event,
     zero_rows_event,
 )
+from datapipe_assets.defs.sensor_interval import sensor_interval
 from datapipe_assets.pipeline.keys import PIPELINE_TAG
 from resources.notifications import NotificationError, Notifier, channel_secrets, target_label
 
@@ -75,6 +76,7 @@ def _alert_sensor(name: str, description: str) -> Callable[..., dg.SensorDefinit
     return dg.sensor(
         name=f"datapipe_alerts__{name}",
         description=description,
+        minimum_interval_seconds=sensor_interval(),
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
 
@@ -83,6 +85,7 @@ def run_failure_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefini
     @dg.run_failure_sensor(
         name="datapipe_alerts__run_failure",
         description="Alerts on failed pipeline runs (`on: [failure]`).",
+        minimum_interval_seconds=sensor_interval(),
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def _alert(context: dg.RunFailureSensorContext) -> dg.SensorResult | dg.SkipReason:
