@@ -4,9 +4,9 @@
 `staging_gc`, which reads the instance and leaves the removal to resources/staging_gc.py.
 A run folder is kept while its run is queued or in progress, while a run in progress
 re-executes it (from failure, it reads the staged data of the steps that succeeded), and
-while any asset's latest materialization records a path in it (`staged_path`, a load's
-`loaded_from`, ...): a downstream step or a check reads that file later, whichever run
-wrote it."""
+while any asset's latest materialization (of each partition, for a partitioned asset)
+records a path in it (`staged_path`, a load's `loaded_from`, ...): a downstream step or a
+check reads that file later, whichever run wrote it."""
 
 from __future__ import annotations
 
@@ -73,22 +73,47 @@ def referenced_runs(instance: dg.DagsterInstance, base_url: str) -> dict[str, st
 
 
 def latest_materializations(instance: dg.DagsterInstance, base_url: str) -> dict[str, list[str]]:
-    """Run id -> the assets whose latest materialization records a path in its folder."""
+    """Run id -> the assets whose latest materialization records a path in its folder; for
+    a partitioned asset, each partition's latest (a partition's staged file is read by the
+    next run of that partition, and by checks, however old)."""
     prefix = base_url.rstrip("/") + "/"
     found: dict[str, list[str]] = {}
     for key in sorted(instance.get_asset_keys(), key=lambda k: k.to_user_string()):
-        event = instance.get_latest_materialization_event(key)
-        if event is None or event.asset_materialization is None:
-            continue
-        values = [entry.value for entry in event.asset_materialization.metadata.values()]
-        runs = {
-            value.removeprefix(prefix).split("/", 1)[0]
-            for value in values
-            if isinstance(value, str) and value.startswith(prefix)
-        }
-        for run_id in runs:
-            found.setdefault(run_id, []).append(key.to_user_string())
+        for materialization in _latest_per_partition(instance, key):
+            values = [entry.value for entry in materialization.metadata.values()]
+            runs = {
+                value.removeprefix(prefix).split("/", 1)[0]
+                for value in values
+                if isinstance(value, str) and value.startswith(prefix)
+            }
+            for run_id in runs:
+                names = found.setdefault(run_id, [])
+                if key.to_user_string() not in names:
+                    names.append(key.to_user_string())
     return found
+
+
+def _latest_per_partition(
+    instance: dg.DagsterInstance, key: dg.AssetKey
+) -> Iterator[dg.AssetMaterialization]:
+    """The asset's latest materialization, or its latest of each partition if it has any."""
+    by_partition = instance.get_latest_storage_id_by_partition(
+        key, dg.DagsterEventType.ASSET_MATERIALIZATION
+    )
+    if not by_partition:
+        event = instance.get_latest_materialization_event(key)
+        if event is not None and event.asset_materialization is not None:
+            yield event.asset_materialization
+        return
+    storage_ids = sorted(by_partition.values())
+    for start in range(0, len(storage_ids), BATCH):
+        chunk = storage_ids[start : start + BATCH]
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, storage_ids=chunk), limit=len(chunk)
+        ).records
+        for record in records:
+            if record.asset_materialization is not None:
+                yield record.asset_materialization
 
 
 def last_written(instance: dg.DagsterInstance, run_ids: Sequence[str]) -> dict[str, float]:

@@ -26,6 +26,7 @@ HOUR = 60 * 60
 DAY = 24 * HOUR
 # Old enough for the default retention (14d), at a whole minute so the lines are exact.
 OLD = (int(time.time()) // 60) * 60 - 20 * DAY
+FILES = {"orders": "data/orders.csv", "customers": "data/customers.csv"}
 
 
 @pytest.fixture
@@ -35,12 +36,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (directory / "data").mkdir(parents=True)
     (directory / "data" / "orders.csv").write_text("id,amount\n1,5\n2,7\n")
     (directory / "data" / "customers.csv").write_text("id,name\n1,Ann\n")
-    tables = {"orders": "data/orders.csv", "customers": "data/customers.csv"}
     write_project(
         directory,
         {
             "warehouse": {"connector": "duckdb", "config": {"path": "wh.duckdb"}},
-            "files": {"connector": "csv", "config": {"tables": tables}},
+            "files": {"connector": "csv", "config": {"tables": FILES}},
         },
         {
             f"{name}.yaml": {
@@ -48,7 +48,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                 "source": {"connection": "files", "tables": [name]},
                 "destination": {"connection": "warehouse"},
             }
-            for name in tables
+            for name in FILES
         },
     )
     monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(directory))
@@ -356,3 +356,50 @@ def test_a_partial_upload_left_by_an_unreachable_store_is_removed_once_old(
     assert gc(capsys) == [line.replace("{verb}", "removed") for line in expected]
     assert not left.exists()
     assert going_on.exists()
+
+
+def test_each_partitions_latest_materialization_keeps_its_run(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backfill writes one run per partition: each run holds its partition's latest
+    staged file, so each is kept however old, until that partition is run again."""
+    (project / "data" / "events.csv").write_text(
+        "id,created_at\n1,2024-01-01 08:00:00\n2,2024-01-02 09:00:00\n"
+    )
+    write_project(
+        project,
+        {
+            "warehouse": {"connector": "duckdb", "config": {"path": "wh.duckdb"}},
+            "files": {"connector": "csv", "config": {"tables": FILES}},
+            "events_csv": {"connector": "csv", "config": {"path": "data/events.csv"}},
+        },
+        {
+            "events.yaml": {
+                "name": "events",
+                "source": {"connection": "events_csv", "tables": ["events"]},
+                "destination": {"connection": "warehouse"},
+                "partitions": {"by": "day", "column": "created_at", "start": "2024-01-01"},
+            }
+        },
+    )
+    staging = tmp_path / "staging"
+    assert main(["backfill", "events", "--from", "2024-01-01", "--to", "2024-01-02"]) == 0
+    day_1, day_2 = (line.split()[2] for line in capsys.readouterr().out.splitlines()
+                    if line.startswith("events: run "))  # fmt: skip
+    for run_id in (day_1, day_2):
+        back_date_run(run_id, OLD)
+    held = "holds the latest materialization of default/events/load/events and 1 more asset(s)"
+    assert gc(capsys) == [
+        f"kept {staging / day_1} (older than 14d, but it {held})",
+        f"kept {staging / day_2} (older than 14d, but it {held})",
+        "removed 0 run folder(s), 0 file(s), 0 bytes; kept 2 still referenced and 0 newer than 14d",
+    ]
+    assert main(["backfill", "events", "--from", "2024-01-01", "--to", "2024-01-01"]) == 0
+    capsys.readouterr()
+    files, size = folder_size(staging / day_1)
+    assert gc(capsys)[1:] == [
+        f"kept {staging / day_2} (older than 14d, but it {held})",
+        f"removed 1 run folder(s), {files} file(s), {size:,} bytes; kept 1 still referenced "
+        "and 1 newer than 14d",
+    ]
+    assert not (staging / day_1).exists()
