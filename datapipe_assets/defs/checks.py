@@ -21,6 +21,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
+from connectors.shared.durations import duration_seconds
 from connectors.shared.secrets import mask
 from datapipe_assets.defs.errors import step_failures
 from datapipe_assets.pipeline.check_rules import (
@@ -37,7 +38,7 @@ from datapipe_assets.pipeline.check_rules import (
 from datapipe_assets.pipeline.compiler import ROW_ORDER, quote_literal
 from datapipe_assets.pipeline.connections import secrets_of
 from datapipe_assets.pipeline.project import LoadedPipeline
-from datapipe_assets.pipeline.spec import CheckSpec, duration_seconds
+from datapipe_assets.pipeline.spec import CheckSpec
 from resources.duckdb_sandbox import sandboxed_connection
 from resources.staging import StagedTable, markdown_preview
 

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from connectors.shared.durations import DURATION_PATTERN, duration_seconds
+
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 # Node ids and table names become Dagster asset-key parts and op names.
 NODE_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
@@ -368,16 +370,6 @@ CHECK_TYPES = (
     "schema", "reconcile", "relationships",
 )  # fmt: skip
 ALERT_EVENTS = ("failure", "check_failed", "zero_rows", "slow_run", "schema_change")
-DURATION_PATTERN = r"^\d+(\.\d+)?\s*(s|m|h|d)$"
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration_seconds(text: str) -> float:
-    """`26h` -> 93600.0, for values already validated against DURATION_PATTERN."""
-    match = re.fullmatch(DURATION_PATTERN, text.strip())
-    if match is None:
-        raise ValueError(f"not a duration: {text!r}; use a number and s, m, h or d, like 15m")
-    return float(text.strip()[: match.start(2)]) * DURATION_UNITS[match.group(2)]
 
 
 class CheckSpec(SpecModel):

@@ -16,6 +16,7 @@ import dagster as dg
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from connectors.shared.durations import duration_seconds
 from datapipe_assets.defs.errors import failure_message
 from datapipe_assets.pipeline.check_rules import SCHEMA_CHECK_NAME
 from datapipe_assets.pipeline.connections import ConnectionSpec, secrets_of
@@ -27,7 +28,7 @@ from datapipe_assets.pipeline.project import (
     pydantic_errors,
     read_document,
 )
-from datapipe_assets.pipeline.spec import AlertSpec, Pipeline, duration_seconds
+from datapipe_assets.pipeline.spec import AlertSpec, Pipeline
 from resources.notifications import Message
 
 ALERTS_FILES = ("alerts.yaml", "alerts.yml")
