@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from connectors.shared.durations import DURATION_UNITS, duration_seconds
+
 RETENTION_VARIABLE = "DATAPIPE_STAGING_RETENTION"
 DEFAULT_RETENTION = "14d"
-UNIT_SECONDS = {"h": 60 * 60, "d": 24 * 60 * 60, "w": 7 * 24 * 60 * 60}
-_DURATION = re.compile(r"(\d+)([hdw])")
 
 
 class RetentionError(ValueError):
@@ -29,11 +28,13 @@ def staging_retention(environ: Mapping[str, str]) -> Retention:
     the cleanup read too early to see, and only its recent end keeps its folder.
     """
     text = environ.get(RETENTION_VARIABLE, "").strip() or DEFAULT_RETENTION
-    match = _DURATION.fullmatch(text)
-    seconds = int(match[1]) * UNIT_SECONDS[match[2]] if match else 0
-    if seconds < UNIT_SECONDS["h"]:
+    try:
+        seconds = duration_seconds(text)
+    except ValueError:
+        seconds = 0
+    if seconds < DURATION_UNITS["h"]:
         raise RetentionError(
-            f"{RETENTION_VARIABLE}={text!r} is not a retention; use a whole number of hours, "
-            "days or weeks of at least 1h, such as 36h, 14d or 2w"
+            f"{RETENTION_VARIABLE}={text!r} is not a retention; use a duration of at least 1h, "
+            "such as 36h, 14d or 2w"
         )
-    return Retention(text, seconds)
+    return Retention(text, round(seconds))

@@ -304,8 +304,8 @@ def test_a_bad_retention_is_one_line_for_the_cli_and_the_job(
 ) -> None:
     monkeypatch.setenv("DATAPIPE_STAGING_RETENTION", "2 weeks")
     message = (
-        "DATAPIPE_STAGING_RETENTION='2 weeks' is not a retention; use a whole number of hours, "
-        "days or weeks of at least 1h, such as 36h, 14d or 2w"
+        "DATAPIPE_STAGING_RETENTION='2 weeks' is not a retention; use a duration of at least "
+        "1h, such as 36h, 14d or 2w"
     )
     assert main(["gc", "--dry-run"]) == 1
     assert capsys.readouterr() == ("", f"error: {message}\n")
