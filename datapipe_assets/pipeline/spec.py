@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from connectors.shared.durations import DURATION_PATTERN, duration_seconds
@@ -536,8 +536,22 @@ class ExecutorSpec(SpecModel):
     backend: str | None = None
 
 
+# DataPipe's own jobs and sensors (datapipe_staging_gc, datapipe_alerts__...) start so: a
+# pipeline's job of the same name would stop the whole code location from loading.
+RESERVED_PREFIX = "datapipe_"
+
+
+def _not_reserved(name: str) -> str:
+    if name.startswith(RESERVED_PREFIX):
+        raise ValueError(
+            f"names starting with {RESERVED_PREFIX!r} are reserved for DataPipe's own jobs "
+            "and sensors"
+        )
+    return name
+
+
 class Pipeline(SpecModel):
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    name: Annotated[str, Field(pattern=NAME_PATTERN), AfterValidator(_not_reserved)]
     org: Annotated[str, Field(pattern=NAME_PATTERN)] = "default"
     description: str = ""
     # One source block, or several (`sources`), each a connection with its tables.
