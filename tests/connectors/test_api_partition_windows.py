@@ -1,0 +1,146 @@
+"""One time partition's rows from the API sources: the window goes to the API's own date
+filter (checked in the request the fake server received), and exactly the window's rows
+come back."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pytest
+
+from connectors.base import ConnectorError, Window
+from connectors.shared.http import Backoff
+from connectors.sources.rest_api import RestApiSource
+from tests.support.fake_http import FakeServer, Request, Response, serve
+
+UTC = dt.UTC
+
+
+def window(column: str, start: dt.datetime, hours: int = 24) -> Window:
+    return Window(column, start, start + dt.timedelta(hours=hours))
+
+
+def column(reader: pa.RecordBatchReader, name: str = "id") -> list:
+    return sorted(reader.read_all().column(name).to_pylist())
+
+
+# REST API: events either side of the bounds of 2024-01-02 (UTC).
+EVENTS = [
+    {"id": 1, "updated_at": "2024-01-01T23:59:59Z"},
+    {"id": 2, "updated_at": "2024-01-02T00:00:00Z"},
+    {"id": 3, "updated_at": "2024-01-02T23:59:59Z"},
+    {"id": 4, "updated_at": "2024-01-03T00:00:00Z"},
+    {"id": 5, "updated_at": "2024-01-05T08:00:00Z"},
+]
+PARSERS = {
+    "iso": lambda text: dt.datetime.fromisoformat(text),
+    "date": lambda text: dt.datetime.fromisoformat(text).replace(tzinfo=UTC),
+    "unix": lambda text: dt.datetime.fromtimestamp(int(text), UTC),
+}
+
+
+@pytest.fixture
+def events_api() -> Iterator[FakeServer]:
+    """An API whose `since` and `until` filters (in the format named by the `style` query
+    parameter) are both inclusive, as many APIs' are."""
+    server = FakeServer()
+
+    @server.route("GET", "/events")
+    def events(request: Request) -> Response:
+        parse = PARSERS[request.param("style") or "iso"]
+        since, until = request.param("since"), request.param("until")
+        found = [
+            event
+            for event in EVENTS
+            if (since is None or dt.datetime.fromisoformat(event["updated_at"]) >= parse(since))
+            and (until is None or dt.datetime.fromisoformat(event["updated_at"]) <= parse(until))
+        ]
+        return Response(200, {"data": found})
+
+    with serve(server):
+        yield server
+
+
+def rest_source(server: FakeServer, **endpoint: object) -> RestApiSource:
+    events = {"data_path": "data", "schema": {"id": "BIGINT", "updated_at": "TIMESTAMPTZ"},
+              **endpoint}  # fmt: skip
+    config = {"base_url": server.url, "requests_per_second": 1000, "endpoints": {"events": events}}
+    source = RestApiSource("events_api", config)
+    source.backoff = Backoff(attempts=1, base_seconds=0.01)
+    return source
+
+
+@pytest.mark.parametrize(
+    ("style", "sent"),
+    [
+        ("iso", {"since": ["2024-01-02T00:00:00Z"], "until": ["2024-01-03T00:00:00Z"]}),
+        ("date", {"since": ["2024-01-02"], "until": ["2024-01-03"]}),
+        ("unix", {"since": ["1704153600"], "until": ["1704240000"]}),
+    ],
+)
+def test_rest_api_sends_the_window_and_keeps_exactly_its_rows(events_api, style, sent):
+    """The API includes the record at `until` (id 4); it is dropped here."""
+    pushdown = {"start_param": "since", "end_param": "until", "format": style}
+    source = rest_source(events_api, params={"style": style}, window=pushdown)
+    reader = source.read_window("events", window("updated_at", dt.datetime(2024, 1, 2, tzinfo=UTC)))
+    assert column(reader) == [2, 3]
+    assert [r.query for r in events_api.requests] == [{"style": [style], **sent}]
+
+
+def test_rest_api_window_bounds_in_another_time_zone_and_by_the_hour(events_api):
+    berlin = dt.timezone(dt.timedelta(hours=1))  # January in Berlin
+    source = rest_source(
+        events_api, window={"start_param": "since", "end_param": "until", "field": "updated_at"}
+    )
+    day = window("updated_at", dt.datetime(2024, 1, 2, tzinfo=berlin))
+    assert column(source.read_window("events", day)) == [1, 2]
+    # Days in the partitions' zone: an hour asks for the whole day that holds it.
+    by_date = {"start_param": "since", "end_param": "until", "format": "date"}
+    dated = rest_source(events_api, params={"style": "date"}, window=by_date)
+    hour = window("updated_at", dt.datetime(2024, 1, 2, 23, tzinfo=UTC), hours=1)
+    assert column(dated.read_window("events", hour)) == [3]
+    assert [r.query for r in events_api.requests] == [
+        {"since": ["2024-01-01T23:00:00Z"], "until": ["2024-01-02T23:00:00Z"]},
+        {"style": ["date"], "since": ["2024-01-02"], "until": ["2024-01-03"]},
+    ]
+
+
+def test_rest_api_without_an_end_param_or_on_another_field(events_api):
+    """Only the start is sent when there is no end_param; an endpoint that filters another
+    field than the partition column is read whole. Either way the rows are exact."""
+    since_only = rest_source(events_api, window={"start_param": "since"})
+    day = window("updated_at", dt.datetime(2024, 1, 2, tzinfo=UTC))
+    assert column(since_only.read_window("events", day)) == [2, 3]
+    other_field = rest_source(
+        events_api, window={"start_param": "since", "end_param": "until", "field": "created_at"}
+    )
+    assert column(other_field.read_window("events", day)) == [2, 3]
+    empty_day = window("updated_at", dt.datetime(2024, 1, 4, tzinfo=UTC))
+    assert since_only.read_window("events", empty_day).read_all().num_rows == 0
+    assert [r.query for r in events_api.requests] == [
+        {"since": ["2024-01-02T00:00:00Z"]},
+        {},
+        {"since": ["2024-01-04T00:00:00Z"]},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("pushdown", "message"),
+    [
+        ({"end_param": "until"},
+         "missing config key 'endpoints.events.window.start_param'; set it in the connection's "
+         "config"),
+        ({"start_param": "since", "format": "epoch"},
+         "endpoints.events.window.format must be one of iso, date, unix, not 'epoch'; fix the "
+         "value"),
+        ({"start_param": "since", "end_parm": "until"},
+         "unknown config key 'endpoints.events.window.end_parm'; did you mean 'end_param'? (keys: "
+         "start_param, end_param, format, field)"),
+    ],
+)  # fmt: skip
+def test_rest_api_window_config_mistakes_are_named(pushdown, message):
+    with pytest.raises(ConnectorError) as error:
+        rest_source(FakeServer(url="http://127.0.0.1:9"), window=pushdown)
+    assert str(error.value) == f"connection 'events_api': {message}"
