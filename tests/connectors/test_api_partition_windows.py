@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pytest
 
 from connectors.base import ConnectorError, Window
 from connectors.shared.http import Backoff
+from connectors.sources.ga4 import Ga4Source
 from connectors.sources.rest_api import RestApiSource
+from tests.support.fake_google import PROPERTY_ID, FakeGoogle, fake_google
 from tests.support.fake_http import FakeServer, Request, Response, serve
 
 UTC = dt.UTC
@@ -144,3 +147,62 @@ def test_rest_api_window_config_mistakes_are_named(pushdown, message):
     with pytest.raises(ConnectorError) as error:
         rest_source(FakeServer(url="http://127.0.0.1:9"), window=pushdown)
     assert str(error.value) == f"connection 'events_api': {message}"
+
+
+@pytest.fixture
+def google() -> Iterator[FakeGoogle]:
+    """GA4 sessions per day in March 2024: day `d` had `d` sessions."""
+    with fake_google() as server:
+        server.today = dt.date(2024, 3, 31)
+        server.ga4_rows.extend(
+            {"date": dt.date(2024, 3, d), "country": "DE", "sessions": d} for d in range(1, 32)
+        )
+        yield server
+
+
+def ga4_source(google: FakeGoogle) -> Ga4Source:
+    reports = {"daily": {"dimensions": ["date", "country"], "metrics": ["sessions"]}}
+    config = {"property_id": PROPERTY_ID, "service_account_json": google.service_account(),
+              "base_url": google.url, "reports": reports}  # fmt: skip
+    return Ga4Source("ga4", config)
+
+
+@pytest.mark.parametrize(
+    ("start", "days", "date_range"),
+    [
+        (dt.datetime(2024, 3, 4, tzinfo=UTC), 1, ("2024-03-04", "2024-03-04")),
+        (dt.datetime(2024, 3, 4, tzinfo=UTC), 7, ("2024-03-04", "2024-03-10")),
+        (dt.datetime(2024, 3, 1, tzinfo=ZoneInfo("Europe/Berlin")), 31,
+         ("2024-03-01", "2024-03-31")),
+    ],
+)  # fmt: skip
+def test_ga4_asks_for_the_window_days_with_an_inclusive_end(google, start, days, date_range):
+    """A day, a week and a month (which crosses a change of clocks in Berlin)."""
+    end = (start.replace(tzinfo=None) + dt.timedelta(days=days)).replace(tzinfo=start.tzinfo)
+    reader = ga4_source(google).read_window("daily", Window("date", start, end))
+    first = int(date_range[0][-2:])
+    assert column(reader, "sessions") == list(range(first, first + days))
+    assert [body["dateRanges"] for body in google.ga4_requests] == [
+        [{"startDate": date_range[0], "endDate": date_range[1]}]
+    ]
+
+
+def test_ga4_filters_other_columns_here_and_refuses_hours_on_a_date(google):
+    source = ga4_source(google)
+    with pytest.raises(ConnectorError) as error:
+        source.read_window("daily", window("country", dt.datetime(2024, 3, 4, tzinfo=UTC)))
+    assert str(error.value) == (
+        "connection 'ga4': partition column 'country' is string; partitions by this period "
+        "need a date or timestamp column"
+    )
+    # Read whole (from GA4's earliest date to today), then the column was found wanting.
+    assert [body["dateRanges"] for body in google.ga4_requests] == [
+        [{"startDate": "2015-08-14", "endDate": "today"}]
+    ]
+    with pytest.raises(ConnectorError) as error:
+        source.read_window("daily", window("date", dt.datetime(2024, 3, 4, 5, tzinfo=UTC), 1))
+    assert str(error.value) == (
+        "connection 'ga4': partition column 'date' is date32[day]; partitions by this period "
+        "need a timestamp column"
+    )
+    assert len(google.ga4_requests) == 1
