@@ -14,8 +14,10 @@ import pytest
 from connectors.base import ConnectorError, Window
 from connectors.shared.http import Backoff
 from connectors.sources.ga4 import Ga4Source
+from connectors.sources.google_ads import GoogleAdsSource
 from connectors.sources.rest_api import RestApiSource
 from tests.support.fake_google import PROPERTY_ID, FakeGoogle, fake_google
+from tests.support.fake_google_ads import FakeGoogleAds
 from tests.support.fake_http import FakeServer, Request, Response, serve
 
 UTC = dt.UTC
@@ -206,3 +208,38 @@ def test_ga4_filters_other_columns_here_and_refuses_hours_on_a_date(google):
         "need a timestamp column"
     )
     assert len(google.ga4_requests) == 1
+
+
+def ads_row(day: int, campaign: int) -> dict:
+    """A campaign_daily_metrics result row of January `day`, 2026, as the REST API nests it."""
+    return {"campaign": {"id": str(campaign), "name": f"C{campaign}"},
+            "metrics": {"impressions": "10", "clicks": str(day), "costMicros": "0",
+                        "conversions": 0},
+            "segments": {"date": f"2026-01-{day:02d}"}}  # fmt: skip
+
+
+@pytest.fixture
+def ads() -> Iterator[FakeGoogleAds]:
+    fake = FakeGoogleAds()
+    fake.rows["campaign"] = [ads_row(day, campaign) for day in range(1, 15) for campaign in (7, 8)]
+    with serve(fake.server):
+        yield fake
+
+
+def test_google_ads_asks_for_the_window_days(ads):
+    source = GoogleAdsSource("ads", ads.config(requests_per_second=1000))
+    week = window("date", dt.datetime(2026, 1, 5, tzinfo=UTC), hours=7 * 24)
+    reader = source.read_window("campaign_daily_metrics", week)
+    assert column(reader, "metrics_clicks") == [day for day in range(5, 12) for _ in (7, 8)]
+    assert ads.queries == [
+        "SELECT segments.date, campaign.id, campaign.name, metrics.impressions, metrics.clicks, "
+        "metrics.cost_micros, metrics.conversions FROM campaign "
+        "WHERE segments.date BETWEEN '2026-01-05' AND '2026-01-11'"
+    ]
+    # A table without days is read whole and filtered here: campaigns on their start date.
+    ads.rows["campaign"] = [
+        {"campaign": {"id": str(n), "startDate": f"2026-01-0{n}"}} for n in (4, 5, 6)
+    ]
+    day = window("campaign_start_date", dt.datetime(2026, 1, 5, tzinfo=UTC))
+    assert column(source.read_window("campaigns", day), "campaign_id") == [5]
+    assert ads.queries[-1].endswith("FROM campaign")
