@@ -15,10 +15,12 @@ from connectors.base import ConnectorError, Window
 from connectors.shared.http import Backoff
 from connectors.sources.ga4 import Ga4Source
 from connectors.sources.google_ads import GoogleAdsSource
+from connectors.sources.hubspot import HubSpotSource
 from connectors.sources.rest_api import RestApiSource
 from tests.support.fake_google import PROPERTY_ID, FakeGoogle, fake_google
 from tests.support.fake_google_ads import FakeGoogleAds
 from tests.support.fake_http import FakeServer, Request, Response, serve
+from tests.support.fake_hubspot import FakeHubSpot, crm_object, when
 
 UTC = dt.UTC
 
@@ -243,3 +245,65 @@ def test_google_ads_asks_for_the_window_days(ads):
     day = window("campaign_start_date", dt.datetime(2026, 1, 5, tzinfo=UTC))
     assert column(source.read_window("campaigns", day), "campaign_id") == [5]
     assert ads.queries[-1].endswith("FROM campaign")
+
+
+@pytest.fixture
+def hubspot() -> Iterator[FakeHubSpot]:
+    """Deals created either side of the bounds of May 1, 2024 (UTC); minute 0 is midnight."""
+    fake = FakeHubSpot()
+    fake.objects["deals"] = [
+        crm_object(n, "hs_lastmodifieddate", 3000, createdate=when(minute), dealname=f"D{n}")
+        for n, minute in ((1, -1), (2, 0), (3, 700), (4, 1439), (5, 1440))
+    ]
+    with serve(fake.server):
+        yield fake
+
+
+def hubspot_source(fake: FakeHubSpot, **config: object) -> HubSpotSource:
+    settings = {"access_token": fake.token, "base_url": fake.server.url,
+                "requests_per_second": 1000, "page_size": 2, **config}  # fmt: skip
+    return HubSpotSource("crm", settings)
+
+
+def search_filters(fake: FakeHubSpot) -> list[list[tuple[str, str, str]]]:
+    """The filters of each search query that starts a window (asked without `after`)."""
+    bodies = [r.json() for r in fake.server.requests if r.path.endswith("/search")]
+    return [
+        [(f["propertyName"], f["operator"], f["value"]) for f in b["filterGroups"][0]["filters"]]
+        for b in bodies
+        if "after" not in b
+    ]
+
+
+MAY_1, MAY_2 = "1714521600000", "1714608000000"
+
+
+def test_hubspot_searches_a_date_property_for_the_window(hubspot):
+    may_1 = window("createdate", dt.datetime(2024, 5, 1, tzinfo=UTC))
+    assert column(hubspot_source(hubspot).read_window("deals", may_1)) == ["2", "3", "4"]
+    first = hubspot.server.requests[0]
+    assert (first.method, first.path) == ("POST", "/crm/v3/objects/deals/search")
+    assert first.json()["sorts"] == [{"propertyName": "createdate", "direction": "ASCENDING"}]
+    assert search_filters(hubspot) == [[("createdate", "GTE", MAY_1), ("createdate", "LT", MAY_2)]]
+
+
+def test_hubspot_window_searches_past_the_result_cap_keep_the_end(hubspot):
+    may_1 = window("createdate", dt.datetime(2024, 5, 1, tzinfo=UTC))
+    capped = hubspot_source(hubspot, search_result_cap=2)
+    assert column(capped.read_window("deals", may_1)) == ["2", "3", "4"]
+    assert search_filters(hubspot) == [
+        [("createdate", "GTE", MAY_1), ("createdate", "LT", MAY_2)],
+        # The second query starts at the last time the first one saw (minute 700).
+        [("createdate", "GTE", "1714563600000"), ("createdate", "LT", MAY_2)],
+    ]
+
+
+def test_hubspot_filters_other_columns_after_a_full_read(hubspot):
+    """createdAt is the record's own field, not a property search can filter on."""
+    for deal, minute in zip(hubspot.objects["deals"], (-1, 0, 0, 1440, 1440), strict=True):
+        deal["createdAt"] = when(minute)
+    may_1 = window("createdAt", dt.datetime(2024, 5, 1, tzinfo=UTC))
+    assert column(hubspot_source(hubspot).read_window("deals", may_1)) == ["2", "3"]
+    assert {(r.method, r.path) for r in hubspot.server.requests} == {
+        ("GET", "/crm/v3/objects/deals")
+    }
