@@ -17,10 +17,13 @@ from connectors.sources.ga4 import Ga4Source
 from connectors.sources.google_ads import GoogleAdsSource
 from connectors.sources.hubspot import HubSpotSource
 from connectors.sources.rest_api import RestApiSource
+from connectors.sources.shopify import ShopifySource
 from tests.support.fake_google import PROPERTY_ID, FakeGoogle, fake_google
 from tests.support.fake_google_ads import FakeGoogleAds
 from tests.support.fake_http import FakeServer, Request, Response, serve
 from tests.support.fake_hubspot import FakeHubSpot, crm_object, when
+from tests.support.fake_shopify import FakeShopify
+from tests.support.fake_shopify import when as shopify_when
 
 UTC = dt.UTC
 
@@ -307,3 +310,56 @@ def test_hubspot_filters_other_columns_after_a_full_read(hubspot):
     assert {(r.method, r.path) for r in hubspot.server.requests} == {
         ("GET", "/crm/v3/objects/deals")
     }
+
+
+def shop_order(order_id: int, created: str, updated: str) -> dict:
+    return {"id": order_id, "name": f"#{order_id}", "created_at": created, "updated_at": updated,
+            "closed_at": None, "cancelled_at": None}  # fmt: skip
+
+
+@pytest.fixture
+def shop() -> Iterator[FakeShopify]:
+    """Orders created either side of the bounds of May 2, 2024 in UTC (the shop is at -04:00,
+    so 20:00 there is midnight UTC), each with one transaction when its order was created."""
+    fake = FakeShopify()
+    created = [shopify_when(1, 19), shopify_when(1, 20), shopify_when(2, 19), shopify_when(2, 20)]
+    fake.orders = [shop_order(n, at, shopify_when(9)) for n, at in enumerate(created, 1)]
+    fake.transactions = [
+        {"id": 10 + n, "order_id": n, "kind": "sale", "created_at": at}
+        for n, at in enumerate(created, 1)
+    ]
+    with serve(fake.server):
+        yield fake
+
+
+def shopify_source(fake: FakeShopify) -> ShopifySource:
+    config = {"shop_domain": "fake.myshopify.com", "access_token": fake.token,
+              "base_url": fake.server.url, "requests_per_second": 1000}  # fmt: skip
+    return ShopifySource("store", config)
+
+
+def test_shopify_sends_min_and_max_and_drops_the_end_it_includes(shop):
+    may_2 = window("created_at", dt.datetime(2024, 5, 2, tzinfo=UTC))
+    assert column(shopify_source(shop).read_window("orders", may_2)) == [2, 3]
+    assert [r.query for r in shop.server.requests] == [
+        {"created_at_min": ["2024-05-02T00:00:00+00:00"],
+         "created_at_max": ["2024-05-03T00:00:00+00:00"], "status": ["any"], "limit": ["250"]}
+    ]  # fmt: skip
+
+
+def test_shopify_transactions_come_from_orders_updated_since_the_start(shop):
+    may_2 = window("created_at", dt.datetime(2024, 5, 2, tzinfo=UTC))
+    assert column(shopify_source(shop).read_window("transactions", may_2)) == [12, 13]
+    listing = shop.server.requests[0]
+    assert (listing.path, listing.query) == (
+        "/admin/api/2024-10/orders.json",
+        {"updated_at_min": ["2024-05-02T00:00:00+00:00"], "status": ["any"], "limit": ["250"]},
+    )
+
+
+def test_shopify_reads_a_column_it_cannot_filter_whole(shop):
+    for order, day in zip(shop.orders, (1, 2, 2, 3), strict=True):
+        order["processed_at"] = shopify_when(day)
+    may_2 = window("processed_at", dt.datetime(2024, 5, 2, 4, tzinfo=UTC))
+    assert column(shopify_source(shop).read_window("orders", may_2)) == [2, 3]
+    assert [r.query for r in shop.server.requests] == [{"status": ["any"], "limit": ["250"]}]
