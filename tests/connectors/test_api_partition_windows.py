@@ -29,10 +29,12 @@ UTC = dt.UTC
 
 
 def window(column: str, start: dt.datetime, hours: int = 24) -> Window:
+    """The window of `hours` from `start` (a day by default) over `column`."""
     return Window(column, start, start + dt.timedelta(hours=hours))
 
 
 def column(reader: pa.RecordBatchReader, name: str = "id") -> list:
+    """One column of everything read, sorted."""
     return sorted(reader.read_all().column(name).to_pylist())
 
 
