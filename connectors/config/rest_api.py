@@ -76,6 +76,23 @@ class Incremental(ConfigModel):
     )
 
 
+class WindowFilter(ConfigModel):
+    """How the API filters records by a time partition's window."""
+
+    start_param: Text = option(..., "Query parameter the window's start is sent as.")
+    end_param: str | None = option(
+        None, "Query parameter the window's end is sent as.", shown="none: start only"
+    )
+    format: Literal["iso", "date", "unix"] = option(
+        "iso",
+        "How bounds are written: iso (UTC, 2024-01-02T00:00:00Z), date (2024-01-02, days in "
+        "the partitions' timezone) or unix (seconds).",
+    )
+    field: str | None = option(
+        None, "Record field the API filters on.", shown="the pipeline's partition column"
+    )
+
+
 class Endpoint(ConfigModel):
     """One endpoint: one table."""
 
@@ -84,6 +101,7 @@ class Endpoint(ConfigModel):
     data_path: str = option("", "Dotted path to the record list; empty: the body itself.")
     pagination: Pagination = option(NoPagination(), "How to fetch the next page.")
     incremental: Incremental | None = option(None, "Server-side filtering by the cursor.")
+    window: WindowFilter | None = option(None, "Server-side filtering by a partition's window.")
     schema_: dict[str, ColumnType] = option(
         {}, "Column name -> type; else sampled from page one.", alias="schema"
     )

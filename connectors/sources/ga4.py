@@ -4,7 +4,8 @@ Each report declared in config (dimensions + metrics) is a table. Incremental sy
 `date` dimension, re-reading a lookback window before the cursor: GA4 keeps processing
 events for a day or two, so recent days' numbers change after they were first loaded (load
 such tables with load_mode upsert on the report's dimensions so re-read days replace the old
-rows).
+rows). A partition by day, week or month on `date` is the report's date range, from the
+window's first to its last day.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import Source, TableSchema, connection_error
+from connectors.base import Source, TableSchema, Window, connection_error, rows_in_window
 from connectors.config.ga4 import Ga4Config
 from connectors.shared.google_auth import GoogleApi
 from connectors.shared.records import as_date
+from connectors.shared.rejects import RejectLog
+from connectors.shared.windows import report_days
 
 GA4_URL = "https://analyticsdata.googleapis.com"
 SCOPE = "https://www.googleapis.com/auth/analytics.readonly"
@@ -54,10 +57,11 @@ class Report:
     dimensions: tuple[str, ...]
     metrics: tuple[str, ...]
 
-    def request(self, start: str, offset: int, limit: int) -> dict[str, Any]:
-        """A runReport body for rows from `start` to today, ordered so pages never overlap."""
+    def request(self, start: str, end: str, offset: int, limit: int) -> dict[str, Any]:
+        """A runReport body for rows from `start` to `end` (inclusive), ordered so pages
+        never overlap."""
         return {
-            "dateRanges": [{"startDate": start, "endDate": "today"}],
+            "dateRanges": [{"startDate": start, "endDate": end}],
             "dimensions": [{"name": name} for name in self.dimensions],
             "metrics": [{"name": name} for name in self.metrics],
             "orderBys": [{"dimension": {"dimensionName": name}} for name in self.dimensions],
@@ -145,7 +149,23 @@ class Ga4Source(Source):
                 "its dimensions or set sync_mode: full",
             )
         start = self._start(cursor) if incremental_key is not None else self.start_date
-        pages = self._pages(report, start)
+        return self._read_range(report, start, "today")
+
+    def read_window(
+        self, table: str, window: Window, rejects: RejectLog | None = None
+    ) -> pa.RecordBatchReader:
+        """A partition on the date dimension asks GA4 for its days only (endDate is
+        inclusive: the window's last day); other columns are filtered here."""
+        report = self._report(table)
+        if window.column != DATE_DIMENSION or DATE_DIMENSION not in report.dimensions:
+            return super().read_window(table, window, rejects)
+        first, last = report_days(window, self.connection)
+        reader = self._read_range(report, first.isoformat(), last.isoformat())
+        return rows_in_window(reader, window, self.connection)
+
+    def _read_range(self, report: Report, start: str, end: str) -> pa.RecordBatchReader:
+        """A report's rows for the days from `start` to `end`, both inclusive."""
+        pages = self._pages(report, start, end)
         first = next(pages)
         schema = self._schema(first)
         return pa.RecordBatchReader.from_batches(
@@ -188,14 +208,14 @@ class Ga4Source(Source):
             return self.start_date
         return (as_date(cursor) - dt.timedelta(days=self.lookback_days)).isoformat()
 
-    def _pages(self, report: Report, start: str) -> Iterator[dict[str, Any]]:
+    def _pages(self, report: Report, start: str, end: str) -> Iterator[dict[str, Any]]:
         """runReport responses, `page_size` rows each, until `rowCount` rows have come."""
         offset = 0
         while True:
             page = self.api.call(
                 "POST",
                 f"{self.property_path}:runReport",
-                json=report.request(start, offset, self.page_size),
+                json=report.request(start, end, offset, self.page_size),
             )
             yield page
             offset += len(page.get("rows", []))

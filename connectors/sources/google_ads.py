@@ -10,7 +10,9 @@ Incremental sync exists only for `campaign_daily_metrics`, on `date`, and it is 
 re-read: Google Ads keeps revising recent days (late conversions, invalid-click credits),
 so a run with a cursor re-reads `segments.date BETWEEN cursor - lookback_days AND today`.
 Load it with upsert on (campaign_id, date) so the re-read days replace the earlier rows;
-leave primary_key unset so the rows of the cursor day itself are re-loaded too.
+leave primary_key unset so the rows of the cursor day itself are re-loaded too. A partition
+of it by day, week or month on `date` reads `segments.date BETWEEN` the window's first and
+last day.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import Source, TableSchema, connection_error
+from connectors.base import Source, TableSchema, Window, connection_error, rows_in_window
 from connectors.config.google_ads import DEFAULT_HISTORY_DAYS, GoogleAdsConfig
 from connectors.shared.http import RefreshingTokenAuth, api_client
 from connectors.shared.records import as_date, to_batches
+from connectors.shared.rejects import RejectLog
+from connectors.shared.windows import report_days
 
 DEFAULT_BASE_URL = "https://googleads.googleapis.com"
 API_CREDENTIALS = "developer_token and the OAuth client"
@@ -218,6 +222,20 @@ class GoogleAdsSource(Source):
     ) -> pa.RecordBatchReader:
         spec = self._table(table)
         query = spec.query(self._since(table, spec, incremental_key, cursor), dt.date.today())
+        return self._rows(table, spec, query)
+
+    def read_window(
+        self, table: str, window: Window, rejects: RejectLog | None = None
+    ) -> pa.RecordBatchReader:
+        """A partition of a date-segmented table on `date` asks only for the window's days
+        (BETWEEN is inclusive: its first to its last); other columns are filtered here."""
+        spec = self._table(table)
+        if not spec.date_segmented or window.column != "date":
+            return super().read_window(table, window, rejects)
+        reader = self._rows(table, spec, spec.query(*report_days(window, self.connection)))
+        return rows_in_window(reader, window, self.connection)
+
+    def _rows(self, table: str, spec: AdsTable, query: str) -> pa.RecordBatchReader:
         rows = (spec.row(result) for result in self._results(query))
         return to_batches(rows, self.connection, table, spec.schema)
 

@@ -15,6 +15,11 @@ the others), uses the search endpoint sorted by that property. Search stops at 1
 per query, so a read that reaches the cap starts a new query from the last modified time it
 saw, skipping the records it already passed on at exactly that time. Owners have no
 modified-date filter and are few, so they are read in full only.
+
+A partition on one of an object's date properties (createdate, closedate, the modified one)
+is a search with a GTE and an LT filter on it, windowed past the cap the same way; other
+columns (createdAt, updatedAt too, which imports can set apart from the properties) are
+filtered after a full read.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from connectors.base import Source, TableSchema, connection_error
+from connectors.base import Source, TableSchema, Window, connection_error, rows_in_window
 from connectors.config.hubspot import HubSpotConfig
 from connectors.shared.http import api_client
 from connectors.shared.records import as_utc, to_batches
+from connectors.shared.rejects import RejectLog
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 
@@ -121,8 +127,29 @@ class HubSpotSource(Source):
         else:
             schema = self._object_schema(table)
             records = self._objects(table, incremental_key, cursor)
+        return self._batches(table, schema, records)
+
+    def read_window(
+        self, table: str, window: Window, rejects: RejectLog | None = None
+    ) -> pa.RecordBatchReader:
+        """A partition on a date property of a CRM object is searched for; others are read
+        whole and filtered."""
+        if table == "owners" or window.column not in self._date_properties(table):
+            return super().read_window(table, window, rejects)
+        start, end = (_epoch_ms(bound) for bound in (window.start, window.end))
+        records = self._search(table, window.column, start, end)
+        reader = self._batches(table, self._object_schema(table), records)
+        return rows_in_window(reader, window, self.connection)
+
+    def _batches(
+        self, table: str, schema: pa.Schema, records: Iterator[dict[str, Any]]
+    ) -> pa.RecordBatchReader:
         rows = (_row(record, schema) for record in records)
         return to_batches(rows, self.connection, table, schema)
+
+    def _date_properties(self, table: str) -> list[str]:
+        """The requested properties of an object that hold dates (its search filters)."""
+        return [name for name in self._object_schema(table).names if name in DATE_PROPERTIES]
 
     def _objects(
         self, table: str, incremental_key: str | None, cursor: Any
@@ -137,7 +164,7 @@ class HubSpotSource(Source):
             )
         if incremental_key is None or cursor is None:
             return self._list(table)
-        return self._search(table, _epoch_ms(cursor))
+        return self._search(table, modified, _epoch_ms(cursor))
 
     def _list(self, table: str) -> Iterator[dict[str, Any]]:
         """Every record of an object, from the list endpoint."""
@@ -158,36 +185,46 @@ class HubSpotSource(Source):
                 if after is None:
                     return
 
-    def _search(self, table: str, since_ms: int) -> Iterator[dict[str, Any]]:
-        """Records modified at or after `since_ms`, in windows of at most the search cap."""
+    def _search(
+        self, table: str, prop: str, since_ms: int, until_ms: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Records whose date property `prop` is at or after `since_ms` (and before
+        `until_ms`), in windows of at most the search cap."""
         start, already_read = since_ms, frozenset[str]()
         with self._client() as http:
             while True:
                 window = SearchWindow(start)
-                yield from self._search_window(http, table, window, already_read)
+                yield from self._search_window(http, table, prop, window, already_read, until_ms)
                 if not window.capped:
                     return
                 if window.last_ms is None or window.last_ms == start:
                     raise connection_error(
                         self.connection,
                         f"table {table!r}: more than {self.search_result_cap} records share "
-                        f"one {MODIFIED_PROPERTY[table]} value, which HubSpot search cannot "
+                        f"one {prop} value, which HubSpot search cannot "
                         "page past; run a full sync of this table",
                     )
                 start, already_read = window.last_ms, frozenset(window.ids_at_last)
 
     def _search_window(
-        self, http: httpx.Client, table: str, window: SearchWindow, already_read: frozenset[str]
+        self,
+        http: httpx.Client,
+        table: str,
+        prop: str,
+        window: SearchWindow,
+        already_read: frozenset[str],
+        until_ms: int | None,
     ) -> Iterator[dict[str, Any]]:
-        """One search query, paged; stops early once it reaches the search cap."""
-        modified = MODIFIED_PROPERTY[table]
+        """One search query (its filters are ANDed), paged; stops early at the search cap."""
+        bounds = [("GTE", window.start_ms), *([("LT", until_ms)] if until_ms is not None else [])]
         body: dict[str, Any] = {
             "filterGroups": [
                 {"filters": [
-                    {"propertyName": modified, "operator": "GTE", "value": str(window.start_ms)}
+                    {"propertyName": prop, "operator": operator, "value": str(value)}
+                    for operator, value in bounds
                 ]}
             ],
-            "sorts": [{"propertyName": modified, "direction": "ASCENDING"}],
+            "sorts": [{"propertyName": prop, "direction": "ASCENDING"}],
             "properties": list(self.properties[table]),
             "limit": self.page_size,
         }  # fmt: skip
@@ -195,7 +232,7 @@ class HubSpotSource(Source):
         while True:
             page = http.post(path, json=body).json()
             for record in page["results"]:
-                window.note(record["id"], _epoch_ms(record["properties"][modified]))
+                window.note(record["id"], _epoch_ms(record["properties"][prop]))
                 if record["id"] not in already_read:
                     yield record
             after = _next_after(page)

@@ -14,6 +14,10 @@ Shopify's `updated_at_min` filter; inventory_items on `updated_at`, filtered her
 Shopify's inventory endpoint has no date filter; transactions on `created_at`, found through
 the orders updated since the cursor (a new transaction always updates its order).
 Without the read_all_orders scope Shopify only returns the last 60 days of orders.
+
+A partition on one of those columns sends its window as `<column>_min` and `<column>_max`
+(both inclusive at Shopify: rows at the window's end are dropped here); transactions get
+only the orders' `updated_at_min`, as an order is updated again after its transactions.
 """
 
 from __future__ import annotations
@@ -30,10 +34,18 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pyarrow as pa
 
-from connectors.base import Source, TableSchema, connection_error, rows_since
+from connectors.base import (
+    Source,
+    TableSchema,
+    Window,
+    connection_error,
+    rows_in_window,
+    rows_since,
+)
 from connectors.config.shopify import ShopifyConfig
 from connectors.shared.http import api_client
 from connectors.shared.records import as_utc, to_batches
+from connectors.shared.rejects import RejectLog
 
 # The inventory_items endpoint accepts at most 100 ids per request.
 INVENTORY_IDS_PER_REQUEST = 100
@@ -142,26 +154,45 @@ class ShopifySource(Source):
                 f"{', '.join(spec.incremental_keys)}; set incremental_key to one of them",
             )
         since = as_utc(cursor) if incremental_key is not None and cursor is not None else None
-        records = self._records(table, incremental_key, since)
-        typed = (_typed(record, spec.schema) for record in records)
-        reader = to_batches(typed, self.connection, table, spec.schema)
+        reader = self._reader(table, self._records(table, incremental_key, since))
         if since is not None:
             # Also the filter for the tables Shopify cannot filter, and a guard against its
             # whole-second precision: only rows at or after the cursor leave here.
             reader = rows_since(reader, incremental_key, since, self.connection)
         return reader
 
+    def read_window(
+        self, table: str, window: Window, rejects: RejectLog | None = None
+    ) -> pa.RecordBatchReader:
+        """A partition on a column Shopify filters asks for its window; others are read
+        whole. Either way only the window's rows leave here."""
+        if window.column not in self._table(table).incremental_keys:
+            return super().read_window(table, window, rejects)
+        start, end = as_utc(window.start), as_utc(window.end)
+        reader = self._reader(table, self._records(table, window.column, start, end))
+        return rows_in_window(reader, window, self.connection)
+
+    def _reader(self, table: str, records: Iterator[dict[str, Any]]) -> pa.RecordBatchReader:
+        schema = self._table(table).schema
+        typed = (_typed(record, schema) for record in records)
+        return to_batches(typed, self.connection, table, schema)
+
     def _records(
-        self, table: str, key: str | None, since: dt.datetime | None
+        self,
+        table: str,
+        key: str | None,
+        since: dt.datetime | None,
+        until: dt.datetime | None = None,
     ) -> Iterator[dict[str, Any]]:
         with self._client() as http:
             if table == "inventory_items":
                 yield from self._inventory_items(http)
             elif table == "transactions":
-                # A transaction created after the cursor updated its order after it too.
+                # A transaction created after the cursor updated its order after it too (and
+                # maybe again later: there is no upper bound on its order's updated_at).
                 yield from self._transactions(http, _date_filter("updated_at", since))
             else:
-                filters = _date_filter(key, since) if key is not None else {}
+                filters = _date_filter(key, since, until) if key is not None else {}
                 if table == "orders":
                     filters["status"] = "any"  # Shopify lists only open orders by default
                 yield from self._list(http, table, filters)
@@ -226,11 +257,13 @@ class ShopifySource(Source):
         return domain.removeprefix("https://").removeprefix("http://").strip("/")
 
 
-def _date_filter(key: str, since: dt.datetime | None) -> dict[str, str]:
-    """Shopify's inclusive `<key>_min` filter, floored to whole seconds (its precision)."""
-    if since is None:
-        return {}
-    return {f"{key}_min": since.replace(microsecond=0).isoformat()}
+def _date_filter(
+    key: str, since: dt.datetime | None, until: dt.datetime | None = None
+) -> dict[str, str]:
+    """Shopify's inclusive `<key>_min` and `<key>_max` filters, in whole seconds (its
+    precision): the minimum floored, the maximum (a window's end, whole hours) exact."""
+    bounds = {"min": since.replace(microsecond=0) if since else None, "max": until}
+    return {f"{key}_{side}": bound.isoformat() for side, bound in bounds.items() if bound}
 
 
 def _next_page_info(link: str | None) -> str | None:

@@ -30,6 +30,7 @@ from connectors.config.stripe import DEFAULT_BASE_URL, StripeConfig
 from connectors.shared.http import Backoff, http_error, retry_after, shared_limiter
 from connectors.shared.records import to_batches
 from connectors.shared.rejects import RejectLog
+from connectors.shared.windows import unix_seconds
 
 NETWORK_RETRIES = 3
 # The only field the list endpoints filter on, so the only possible incremental key.
@@ -205,7 +206,7 @@ class StripeSource(Source):
         if window.column != INCREMENTAL_KEY:
             return super().read_window(table, window, rejects)
         self._table(table)
-        bounds = (calendar.timegm(b.utctimetuple()) for b in (window.start, window.end))
+        bounds = (unix_seconds(b) for b in (window.start, window.end))
         return self._list(table, dict(zip(("gte", "lt"), bounds, strict=True)))
 
     def _list(self, table: str, created: dict[str, int] | None) -> pa.RecordBatchReader:

@@ -81,8 +81,8 @@ def texts(connector: str, role: str, config: Any, name: str = "shop_db") -> list
             "source",
             {"base_url": "https://api.example.com", "endpoints": {"users": {"pth": "/users"}}},
             "connection 'shop_db': unknown config key 'endpoints.users.pth'; did you mean "
-            "'path'? (keys: path, params, data_path, pagination, incremental, schema, "
-            "primary_key)",
+            "'path'? (keys: path, params, data_path, pagination, incremental, window, "
+            "schema, primary_key)",
         ),
         (
             "google_sheets",

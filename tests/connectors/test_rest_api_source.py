@@ -356,7 +356,7 @@ def test_a_bad_data_path_names_the_endpoint_and_the_path(fake, data_path, proble
          "type, offset_param, limit_param, limit)"),
         ({"base_url": "http://127.0.0.1", "endpoints": {"u": {"data": "x"}}},
          "unknown config key 'endpoints.u.data'; did you mean 'data_path'? (keys: path, "
-         "params, data_path, pagination, incremental, schema, primary_key)"),
+         "params, data_path, pagination, incremental, window, schema, primary_key)"),
         ({"base_url": "http://127.0.0.1", "endpoints": {"u": {"schema": {"id": "LONG"}}}},
          "endpoints.u.schema.id: unknown column type 'LONG'; use one of VARCHAR, TEXT, "
          "STRING, BIGINT, INTEGER, INT, SMALLINT, DOUBLE, FLOAT, REAL, BOOLEAN, BOOL, DATE, "

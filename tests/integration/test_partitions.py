@@ -389,6 +389,26 @@ def test_an_unpartitioned_pipeline_after_a_partitioned_one_totals_every_partitio
         assert conn.execute("SELECT total, orders FROM totals").fetchall() == [(1000, 4)]
 
 
+def _api_project(
+    directory: Path,
+    base_url: str,
+    endpoint: tuple[str, dict[str, Any]],
+    warehouse: dict[str, Any],
+    pipeline: dict[str, Any],
+) -> Path:
+    """A project whose one pipeline loads one rest_api endpoint (table name, endpoint config)
+    into the `warehouse` connection; `pipeline` gives its name, partitions and the rest."""
+    table, config = endpoint
+    source = {"connector": "rest_api", "tables": [table],
+              "config": {"base_url": base_url, "endpoints": {table: config}}}  # fmt: skip
+    destination = {"connection": "warehouse"}
+    return write_project(
+        directory,
+        {"warehouse": warehouse},
+        {f"{table}.yaml": {"source": source, "destination": destination, **pipeline}},
+    )
+
+
 def test_partitions_over_a_rest_api_source(tmp_path, monkeypatch):
     """An API without a date filter is read whole and filtered to the partition's day."""
     users = [
@@ -409,18 +429,13 @@ def test_partitions_over_a_rest_api_source(tmp_path, monkeypatch):
             "data_path": "data",
             "schema": {"id": "BIGINT", "name": "VARCHAR", "updated_at": "TIMESTAMPTZ"},
         }
-        source = {
-            "connector": "rest_api",
-            "tables": ["users"],
-            "config": {"base_url": server.url, "endpoints": {"users": endpoint}},
-        }
-        project = write_project(
+        project = _api_project(
             tmp_path / "pipelines",
-            {"warehouse": {"connector": "duckdb", "config": {"path": str(tmp_path / "w.duckdb")}}},
-            {"users.yaml": {"name": "daily_users", "source": source,
-                            "destination": {"connection": "warehouse"},
-                            "partitions": {"by": "day", "column": "updated_at",
-                                           "start": "2024-01-01"}}},
+            server.url,
+            ("users", endpoint),
+            {"connector": "duckdb", "config": {"path": str(tmp_path / "w.duckdb")}},
+            {"name": "daily_users",
+             "partitions": {"by": "day", "column": "updated_at", "start": "2024-01-01"}},
         )  # fmt: skip
 
         def names() -> list[tuple]:
@@ -435,6 +450,78 @@ def test_partitions_over_a_rest_api_source(tmp_path, monkeypatch):
             del users[2]
             _run_partition(project, instance, "2024-01-02", "daily_users")
             assert names() == [(1, "Ada"), (2, "Grace H.")]
+
+
+def test_backfill_over_a_rest_api_with_a_date_filter_into_postgres(
+    tmp_path, monkeypatch, postgres, capsys
+):
+    """Each partition's run sends its day to the API's own filter (which, like many APIs,
+    includes its end); exactly the day's rows replace that day in PostgreSQL."""
+    orders = [{"id": i, "amount": a, "created_at": f"{t.isoformat()}Z"} for i, a, t in ORDERS]
+    fake = FakeServer()
+
+    @fake.route("GET", "/orders")
+    def list_orders(request: Request) -> Response:
+        since, until = (
+            dt.datetime.fromisoformat(request.param(name) or "") for name in ("since", "until")
+        )
+        found = [o for o in orders if since <= dt.datetime.fromisoformat(o["created_at"]) <= until]
+        return Response(200, {"data": found})
+
+    warehouse = postgres.create_database()
+    endpoint = {
+        "data_path": "data",
+        "window": {"start_param": "since", "end_param": "until", "format": "iso"},
+        "schema": {"id": "BIGINT", "amount": "BIGINT", "created_at": "TIMESTAMPTZ"},
+    }
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+
+    def loaded() -> list[tuple]:
+        with psycopg.connect(postgres.url(warehouse)) as conn:
+            query = "SELECT id, amount, created_at FROM orders ORDER BY id"
+            return [(i, a, t.astimezone(dt.UTC)) for i, a, t in conn.execute(query).fetchall()]
+
+    def backfill(first: str, last: str) -> list[dict[str, list[str]]]:
+        """The queries the API received during a backfill of these days."""
+        fake.requests.clear()
+        assert main(["backfill", "api_orders", "--from", first, "--to", last]) == 0
+        assert capsys.readouterr().out.splitlines()[-1].endswith("succeeded")
+        return [request.query for request in fake.requests]
+
+    def day(number: int) -> dict[str, list[str]]:
+        return {"since": [f"2024-01-{number:02d}T00:00:00Z"],
+                "until": [f"2024-01-{number + 1:02d}T00:00:00Z"]}  # fmt: skip
+
+    with serve(fake) as server:
+        project = _api_project(
+            tmp_path / "pipelines",
+            server.url,
+            ("orders", endpoint),
+            {"connector": "postgres", "config": postgres_config(postgres, warehouse)},
+            {"name": "api_orders", "org": "acme",
+             "partitions": {"by": "day", "column": "created_at", "start": "2024-01-01",
+                            "timezone": "UTC"}},
+        )  # fmt: skip
+        monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(project))
+        assert backfill("2024-01-01", "2024-01-03") == [day(1), day(2), day(3)]
+        utc = [(i, a, t.replace(tzinfo=dt.UTC)) for i, a, t in ORDERS]
+        assert loaded() == utc[:5]
+        # The API gave order 3 (at midnight) to days 1 and 2 alike; day 1 left it out.
+        staged = {
+            file.stem: sorted(i for (i,) in duckdb.sql(f"SELECT id FROM '{file}'").fetchall())
+            for file in (tmp_path / "staging").glob("*/acme/api_orders/raw/orders/*.parquet")
+        }
+        assert staged == {"2024-01-01": [1, 2], "2024-01-02": [3, 4], "2024-01-03": [5]}
+        # Days 1 and 2 change at the source; only day 2 is run again, twice.
+        orders[0]["amount"], orders[2]["amount"] = 101, 301
+        del orders[3]
+        orders.append({"id": 7, "amount": 700, "created_at": "2024-01-02T23:00:00Z"})
+        new = (7, 700, at(2, 23).replace(tzinfo=dt.UTC))
+        expected = [utc[0], utc[1], (3, 301, utc[2][2]), utc[4], new]
+        for _ in range(2):
+            assert backfill("2024-01-02", "2024-01-02") == [day(2)]
+            assert loaded() == expected
 
 
 def test_a_run_without_a_partition_says_how_to_run_partitions(csv_project):

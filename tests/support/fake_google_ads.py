@@ -1,8 +1,9 @@
 """A local Google Ads REST API: OAuth token endpoint plus `googleAds:search` with paging.
 
 Rows are served per GAQL resource (the query's FROM) in the nested, camelCase JSON the
-real API returns, `page_size` at a time behind `nextPageToken`s. Access tokens can be made
-to expire after a number of requests, as a long sync would see them lapse.
+real API returns, `page_size` at a time behind `nextPageToken`s; a query's `WHERE
+segments.date BETWEEN` (both days inclusive) keeps the rows of those days. Access tokens can
+be made to expire after a number of requests, as a long sync would see them lapse.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ CLIENT_SECRET = "client-secret-value"
 REFRESH_TOKEN = "1//refresh-token-secret"
 CUSTOMER_ID = "1234567890"
 
+DATE_RANGE = re.compile(r" WHERE segments\.date BETWEEN '([0-9-]{10})' AND '([0-9-]{10})'$")
 UNAUTHENTICATED = {
     "error": {
         "code": 401,
@@ -91,6 +93,14 @@ class FakeGoogleAds:
         self.queries.append(body["query"])
         match = re.search(r"\bFROM\s+(\w+)", body["query"])
         rows = self.rows.get(match.group(1) if match else "", [])
+        if " WHERE " in body["query"]:
+            days = DATE_RANGE.search(body["query"])
+            if days is None:
+                message = "this fake filters by segments.date BETWEEN only"
+                return Response(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                                                "message": message}})  # fmt: skip
+            first, last = days.groups()
+            rows = [row for row in rows if first <= row["segments"]["date"] <= last]
         start = int(body.get("pageToken") or 0)
         page: dict[str, Any] = {"fieldMask": "fields"}
         if rows[start : start + self.page_size]:

@@ -1,9 +1,10 @@
 """A fake HubSpot CRM v3 API: list, search and owners endpoints with HubSpot's paging and errors.
 
 It checks what the real API checks: the Bearer token, `limit` (100 on lists, 200 on search),
-the search body's filter/sort shape, and the search cap: a query can page through only
-`search_cap` results (10,000 at HubSpot; lower here to test windowing), and asking past it
-fails with HubSpot's 400.
+the search body's filter/sort shape (a GTE filter on a date property, and optionally an LT
+filter on the same one, ANDed as HubSpot does within a filter group), and the search cap: a
+query can page through only `search_cap` results (10,000 at HubSpot; lower here to test
+windowing), and asking past it fails with HubSpot's 400.
 """
 
 from __future__ import annotations
@@ -112,14 +113,22 @@ class FakeHubSpot:
         body = request.json()
         try:
             (group,) = body["filterGroups"]
-            (condition,) = group["filters"]
             (sort,) = body["sorts"]
-            prop, since = condition["propertyName"], int(condition["value"])
-        except (KeyError, TypeError, ValueError):
+            prop = group["filters"][0]["propertyName"]
+            bounds = {c["operator"]: int(c["value"]) for c in group["filters"]}
+            same_property = all(c["propertyName"] == prop for c in group["filters"])
+        except (KeyError, TypeError, ValueError, IndexError):
             return validation_error("Invalid input JSON on line 1")
-        if condition["operator"] != "GTE" or sort != {"propertyName": prop,
-                                                      "direction": "ASCENDING"}:  # fmt: skip
-            return validation_error("this fake supports one GTE filter sorted ascending by it")
+        if (
+            not same_property
+            or set(bounds) not in ({"GTE"}, {"GTE", "LT"})
+            or len(group["filters"]) != len(bounds)
+            or sort != {"propertyName": prop, "direction": "ASCENDING"}
+        ):
+            return validation_error(
+                "this fake supports a GTE filter, and an LT one, on a property sorted by it"
+            )
+        since, until = bounds["GTE"], bounds.get("LT")
         limit, after = int(body.get("limit", 10)), int(body.get("after", 0))
         if limit > 200:
             return validation_error("limit must be less than or equal to 200")
@@ -128,7 +137,13 @@ class FakeHubSpot:
                 f"There was a problem with the request: paging past {self.search_cap} results"
             )
         matching = sorted(
-            (r for r in self.objects[object] if _ms(r["properties"][prop]) >= since),
+            (
+                r
+                for r in self.objects[object]
+                if r["properties"].get(prop)
+                and since <= _ms(r["properties"][prop])
+                and (until is None or _ms(r["properties"][prop]) < until)
+            ),
             key=lambda r: (_ms(r["properties"][prop]), int(r["id"])),
         )
         page = matching[after : min(after + limit, self.search_cap)]

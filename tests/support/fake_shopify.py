@@ -130,12 +130,15 @@ def _cursor(filters: dict[str, str], last_id: int) -> str:
 
 
 def _matches(record: dict[str, Any], filters: dict[str, str], resource: str) -> bool:
-    """Shopify's listing filters: ids, updated/created_at_min and (orders) status."""
+    """Shopify's listing filters: ids, updated/created_at_min and _max (both inclusive) and
+    (orders) status."""
     if "ids" in filters and str(record["id"]) not in filters["ids"].split(","):
         return False
     for key in ("updated_at", "created_at"):
-        bound = filters.get(f"{key}_min")
-        if bound and _moment(record[key]) < _moment(bound):
+        low, high = filters.get(f"{key}_min"), filters.get(f"{key}_max")
+        if low and _moment(record[key]) < _moment(low):
+            return False
+        if high and _moment(record[key]) > _moment(high):
             return False
     # Orders default to status=open: a closed or cancelled order shows only with `any`.
     if resource == "orders" and filters.get("status", "open") == "open":
