@@ -244,6 +244,10 @@ class Extraction:
                 return
             if self._key is not None and self._start is not None:
                 batch = self._drop_already_loaded(batch)
+            if self._key is not None and self._limit is not None and self._limit.failure is None:
+                # A cut extract continues from its cursor, where a NULL key has no place (and
+                # sorts first on some servers, last on others): such rows are left out.
+                batch = batch.filter(pc.is_valid(batch.column(self._key)))
             if batch.num_rows == 0:
                 continue
             if self._limit is not None and self.rows + batch.num_rows > self._limit.rows:

@@ -61,8 +61,10 @@ def on_limit_problems(
 
     A cut extract continues from its cursor only if its rows came in incremental-key order,
     which SQL sources give (they read ORDER BY the key) and API and file sources do not:
-    sorting them would mean reading every row the limit is there to leave unread. And with
-    several tables, which table's rows to leave out to fit the run's total would be arbitrary.
+    sorting them would mean reading every row the limit is there to leave unread. Rows sharing
+    the cut's key value are told apart by their primary key, so the next run skips exactly the
+    ones loaded. And with several tables, which table's rows to leave out to fit the run's
+    total would be arbitrary.
     """
     if pipeline.on_limit != "load_partial":
         return []
@@ -78,13 +80,24 @@ def on_limit_problems(
         ]
     problems = []
     for table in tables:
+        if not table.incremental:
+            continue
+        if not table.primary_key:
+            problems.append(
+                Problem(
+                    "on_limit",
+                    f"load_partial of incremental table {table.name!r} needs a primary_key: "
+                    f"without one, the rows sharing the cut's {table.incremental_key!r} value "
+                    "are read again by the next run",
+                    "give the table a primary_key, or use on_limit: fail",
+                )
+            )
         block = pipeline.source_blocks()[table.block][1]
         named = connections.get(block.connection) if block.connection else None
         connector = named.connector if named is not None else block.connector
-        if not table.incremental or connector not in SOURCES:
+        if connector not in SOURCES:
             continue
-        name = pipeline.connection_name(table.block)
-        if not source_class(connector, name).reads_in_key_order:
+        if not source_class(connector, pipeline.connection_name(table.block)).reads_in_key_order:
             problems.append(
                 Problem(
                     "on_limit",

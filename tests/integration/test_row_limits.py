@@ -118,6 +118,8 @@ def csv_project(tmp_path):
     write_project(
         directory,
         {"files": {"connector": "csv", "config": {"tables": {t: f"data/{t}.csv" for t in TABLES}}},
+         # The refunds again, through a connection of their own: an extract step of its own.
+         "refunds_file": {"connector": "csv", "config": {"path": "data/refunds.csv"}},
          "warehouse": {"connector": "duckdb", "config": {"path": "warehouse.duckdb"}}},
         {},
     )  # fmt: skip
@@ -130,8 +132,10 @@ def _csv(directory, table, rows):
 
 
 def _pipeline(directory, tables, **settings):
-    text = {"name": "sales", "org": "acme", "source": {"connection": "files", "tables": tables},
-            "destination": {"connection": "warehouse"}, **settings}  # fmt: skip
+    """The pipeline `sales` of org acme: these tables of `files`, unless settings say more."""
+    source = {"source": {"connection": "files", "tables": tables}} if tables else {}
+    text = {"name": "sales", "org": "acme", **source, "destination": {"connection": "warehouse"},
+            **settings}  # fmt: skip
     (directory / "sales.yaml").write_text(yaml.safe_dump(text))
 
 
@@ -146,6 +150,12 @@ def _tables(directory):
         return []
     with duckdb.connect(str(directory / "warehouse.duckdb"), read_only=True) as con:
         return [row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+
+
+def _fails_with_nothing_loaded(directory, instance, *messages):
+    """Run `sales`: its steps fail with these messages, and the warehouse has no table."""
+    assert failure_messages(run(directory, "sales", instance)) == list(messages)
+    assert _tables(directory) == []
 
 
 def test_full_sync_csv_with_load_partial_loads_exactly_the_first_rows(csv_project):
@@ -168,12 +178,21 @@ def test_a_free_plan_limit_names_the_plan(csv_project):
     _pipeline(csv_project, ["orders"])
     _csv(csv_project, "orders", 10_001)
     with dg.instance_for_test() as instance:
-        result = run(csv_project, "sales", instance)
-    assert failure_messages(result) == [
-        "pipeline 'sales' (org 'acme'): table 'orders' reached the 10,000-row limit per run of "
-        f"plan 'free' of org 'acme'; nothing was loaded; {HINT}"
-    ]
-    assert _tables(csv_project) == []
+        _fails_with_nothing_loaded(
+            csv_project,
+            instance,
+            "pipeline 'sales' (org 'acme'): table 'orders' reached the 10,000-row limit per run "
+            f"of plan 'free' of org 'acme'; nothing was loaded; {HINT}",
+        )
+
+
+def _together(limit, orders, refunds):
+    """The failure of a run whose orders and refunds passed the limit together."""
+    return (
+        f"pipeline 'sales' (org 'acme'): tables 'orders' ({orders} rows), 'refunds' ({refunds} "
+        f"rows) together reached the {limit}-row limit per run of org 'acme'; nothing was "
+        f"loaded; {HINT}"
+    )
 
 
 def test_tables_that_pass_the_limit_together_fail_before_any_load(csv_project):
@@ -182,13 +201,38 @@ def test_tables_that_pass_the_limit_together_fail_before_any_load(csv_project):
     _csv(csv_project, "orders", 3)
     _csv(csv_project, "refunds", 3)
     with dg.instance_for_test() as instance:
-        result = run(csv_project, "sales", instance)
-        assert failure_messages(result) == 2 * [
-            "pipeline 'sales' (org 'acme'): tables 'orders' (3 rows), 'refunds' (3 rows) "
-            f"together reached the 5-row limit per run of org 'acme'; nothing was loaded; {HINT}"
-        ]
-        assert _tables(csv_project) == []
+        # Each table's load fails, before it commits anything.
+        _fails_with_nothing_loaded(csv_project, instance, *2 * [_together(5, 3, 3)])
         # Within the limit together, both load.
         _csv(csv_project, "refunds", 2)
         assert run(csv_project, "sales", instance).success
     assert _warehouse(csv_project, "refunds") == [(1, 10), (2, 20)]
+
+
+def test_tables_of_separate_steps_are_counted_together_before_a_transform_loads(csv_project):
+    _orgs(csv_project, {"max_rows_per_run": 6})
+    _pipeline(
+        csv_project,
+        None,
+        sources=[{"connection": "files", "tables": ["orders"]},
+                 {"connection": "refunds_file", "tables": ["refunds"]}],
+        transform={"nodes": [{"id": "orders", "type": "source", "data": {"table": "orders"}},
+                             {"id": "refunds", "type": "source", "data": {"table": "refunds"}},
+                             {"id": "both", "type": "union", "inputs": ["orders", "refunds"]},
+                             {"id": "out", "type": "destination", "inputs": ["both"]}]},
+        destination={"connection": "warehouse", "target_table": "movements"},
+    )  # fmt: skip
+    _csv(csv_project, "orders", 4)
+    _csv(csv_project, "refunds", 3)
+    with dg.instance_for_test() as instance:
+        _fails_with_nothing_loaded(csv_project, instance, _together(6, 4, 3))
+        _csv(csv_project, "orders", 3)
+        assert run(csv_project, "sales", instance).success
+    assert _warehouse(csv_project, "movements") == [
+        (1, 10),
+        (1, 10),
+        (2, 20),
+        (2, 20),
+        (3, 30),
+        (3, 30),
+    ]

@@ -15,7 +15,7 @@ SCHEMA = pa.schema([("id", pa.int64()), ("at", pa.int64())])
 class Source:
     """Batches of (id, at) rows, counting the batches pulled and noting when it is closed."""
 
-    def __init__(self, *batches: list[tuple[int, int]]) -> None:
+    def __init__(self, *batches: list[tuple[int, int | None]]) -> None:
         self.batches = batches
         self.pulled = 0
         self.closed = False
@@ -58,6 +58,13 @@ def test_a_limit_at_a_batch_end_reads_one_batch_more_to_know_it_was_reached():
     assert ids(list(extraction)) == [1, 2]
     assert (extraction.limited, source.pulled) == (True, 2)
     assert extraction.state == CursorState(20, ((2,),))
+
+
+def test_rows_without_a_key_have_no_place_after_a_cut_and_are_left_out():
+    source = Source([(1, None), (2, 10), (3, None)], [(4, 20), (5, 30)])
+    extraction = Extraction(source.reader(), "at", None, ["id"], RowLimit(2))
+    assert ids(list(extraction)) == [2, 4]
+    assert (extraction.limited, extraction.state) == (True, CursorState(20, ((4,),)))
 
 
 def test_exactly_the_limit_fits():
