@@ -54,7 +54,7 @@ def shop(tmp_path, monkeypatch, postgres):
     monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(directory))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
-    return directory, postgres.url(warehouse)
+    return directory, postgres.url(shop), postgres.url(warehouse)
 
 
 def _loaded(warehouse_url):
@@ -71,7 +71,7 @@ def _cursor(directory):
 
 
 def test_incremental_postgres_fails_at_the_limit_or_loads_5_5_2_rows_through_a_tie(shop, capsys):
-    directory, warehouse = shop
+    directory, shop_url, warehouse = shop
     # By default a run that reaches the limit fails, through `datapipe run`, with nothing
     # loaded and no cursor committed.
     assert main(["run", "shop_orders"]) == 1
@@ -105,6 +105,18 @@ def test_incremental_postgres_fails_at_the_limit_or_loads_5_5_2_rows_through_a_t
         assert _loaded(warehouse) == ORDERS
         raw = _materialization(instance, "shop_orders", "raw", "orders")
         assert (raw["dagster/row_count"].value, raw["limited"].value) == (2, False)
+        assert _cursor(directory) == CursorState(TIMES[11], ((12,),))
+
+        # Failing again, over a committed cursor: the table and the cursor stay as they were.
+        (directory / "orders.yaml").write_text(yaml.safe_dump(pipeline))
+        later = [(id_, 0, dt.datetime(2026, 3, 2, id_ - 12)) for id_ in range(13, 19)]
+        with psycopg.connect(shop_url, autocommit=True) as conn:
+            conn.cursor().executemany("INSERT INTO orders VALUES (%s, %s, %s)", later)
+        assert failure_messages(run(directory, "shop_orders", instance)) == [
+            "pipeline 'shop_orders' (org 'acme'): table 'orders' reached the 5-row limit per "
+            f"run of org 'acme'; nothing was loaded; {HINT}"
+        ]
+        assert _loaded(warehouse) == ORDERS
         assert _cursor(directory) == CursorState(TIMES[11], ((12,),))
 
 
