@@ -197,11 +197,25 @@ def rows_in_window(
     return pa.RecordBatchReader.from_batches(reader.schema, (b for b in batches if b.num_rows))
 
 
+class RowLimitReached(ConnectorError):
+    """An extract found more rows than its RowLimit allows, and the limit says to fail."""
+
+
+@dataclass(frozen=True)
+class RowLimit:
+    """At most `rows` rows of one extract. With `failure`, finding more raises
+    RowLimitReached with that message; without, the extract ends after `rows` rows."""
+
+    rows: int
+    failure: str | None = None
+
+
 class Extraction:
     """The batches of one extract, tracking the cursor state they advance to.
 
     Iterate it once; afterwards `state` is the cursor state to commit with the load (or the
-    starting state when no rows arrived) and `rows` the number of rows passed on.
+    starting state when no rows arrived), `rows` the number of rows passed on, and `limited`
+    whether a RowLimit left rows unread.
     """
 
     def __init__(
@@ -210,25 +224,55 @@ class Extraction:
         incremental_key: str | None = None,
         start: CursorState | None = None,
         primary_key: Sequence[str] = (),
+        limit: RowLimit | None = None,
     ) -> None:
         self.schema = reader.schema
         self.rows = 0
         self.state = start
-        self._reader = reader
+        self.limited = False
+        self._reader: pa.RecordBatchReader | None = reader
         self._key = incremental_key
         self._start = start
         self._primary_key = tuple(primary_key)
+        self._limit = limit
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
-        for batch in self._reader:
+        while self._reader is not None:
+            try:
+                batch = self._reader.read_next_batch()
+            except StopIteration:
+                return
             if self._key is not None and self._start is not None:
                 batch = self._drop_already_loaded(batch)
+            if self._key is not None and self._limit is not None and self._limit.failure is None:
+                # A cut extract continues from its cursor, where a NULL key has no place (and
+                # sorts first on some servers, last on others): such rows are left out.
+                batch = batch.filter(pc.is_valid(batch.column(self._key)))
             if batch.num_rows == 0:
                 continue
+            if self._limit is not None and self.rows + batch.num_rows > self._limit.rows:
+                # One row past the limit is how a limit is known to be reached (a table of
+                # exactly `rows` rows fits); the source is read no further.
+                self.limited = True
+                self._stop_reading()
+                if self._limit.failure is not None:
+                    raise RowLimitReached(self._limit.failure)
+                batch = batch.slice(0, self._limit.rows - self.rows)
+                if batch.num_rows == 0:
+                    return
             if self._key is not None:
+                # Rows arrive in key order (see Source.reads_in_key_order), so the state of
+                # a cut extract is that of its last row.
                 self._advance(batch)
             self.rows += batch.num_rows
             yield batch
+
+    def _stop_reading(self) -> None:
+        # Dropping the reader ends the source's own generator (a database cursor, an API's
+        # pagination) now, not whenever this extraction is collected.
+        assert self._reader is not None
+        self._reader.close()
+        self._reader = None
 
     def _drop_already_loaded(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         assert self._start is not None and self._key is not None
@@ -352,6 +396,9 @@ class Source(ABC):
     offline_discovery: ClassVar[bool] = False
     # Every key the connector accepts; a config is validated through it when opened.
     config_model: ClassVar[type[ConnectorConfig]]
+    # True when an incremental read returns rows in incremental-key order: only then is an
+    # extract cut at a row limit a prefix that a cursor can continue from exactly.
+    reads_in_key_order: ClassVar[bool] = False
 
     def __init__(self, connection: str, config: Mapping[str, Any]) -> None:
         self.connection = connection
@@ -400,12 +447,13 @@ class Source(ABC):
         primary_key: Sequence[str] = (),
         rejects: RejectLog | None = None,
         window: Window | None = None,
+        limit: RowLimit | None = None,
     ) -> Extraction:
         """Stream a table from a committed cursor state, tracking the state it reaches.
 
         With `rejects`, rows that cannot be read are rejected into it (see read_rejecting).
         With `window`, only that time partition's rows are read (a partitioned pipeline has
-        no cursor).
+        no cursor). With `limit`, reading stops at that many rows (see RowLimit).
         """
         cursor = start.cursor if start is not None else None
         if window is not None:
@@ -420,7 +468,7 @@ class Source(ABC):
                 f"{incremental_key!r} to use as incremental_key; pick one of "
                 f"{', '.join(reader.schema.names)}"
             )
-        return Extraction(reader, incremental_key, start, primary_key)
+        return Extraction(reader, incremental_key, start, primary_key, limit)
 
 
 class Destination(ABC):

@@ -78,6 +78,8 @@ class SqlSource(Source):
 
     # What the server calls the level tables live in, for messages: "schema", "database".
     namespace_kind = "schema"
+    # Incremental reads are ordered by the key (on an indexed key, the index's own order).
+    reads_in_key_order = True
 
     @property
     @abstractmethod
@@ -136,9 +138,8 @@ class SqlSource(Source):
         self, table: str, incremental_key: str | None = None, cursor: Any = None
     ) -> pa.RecordBatchReader:
         namespace, table_name, columns = self._open_table(table, incremental_key, INCREMENTAL)
-        filtered_on = incremental_key if cursor is not None else None
-        query = self._query(namespace, table_name, columns, filtered_on)
-        params = (cursor,) if filtered_on is not None else ()
+        query = self._query(namespace, table_name, columns, incremental_key, cursor is not None)
+        params = (cursor,) if incremental_key is not None and cursor is not None else ()
         return self._reader(query, params, columns, table)
 
     def read_window(
@@ -151,7 +152,7 @@ class SqlSource(Source):
         namespace, table_name, columns = self._open_table(table, window.column, PARTITION)
         field = next(c.field for c in columns if c.field.name == window.column)
         key = self._quote(window.column)
-        query = f"{self._query(namespace, table_name, columns, None)} where {key} >= %s and "
+        query = f"{self._query(namespace, table_name, columns)} where {key} >= %s and "
         query += f"{key} < %s"
         return self._reader(query, window.bounds(field.type, self.connection), columns, table)
 
@@ -221,15 +222,22 @@ class SqlSource(Source):
             )
 
     def _query(
-        self, namespace: str, table: str, columns: list[Column], incremental_key: str | None
+        self,
+        namespace: str,
+        table: str,
+        columns: list[Column],
+        incremental_key: str | None = None,
+        from_cursor: bool = False,
     ) -> str:
-        """The select of the columns; with a key, of rows >= one parameter, in key order."""
+        """The select of the columns; with a key, in key order (also a first extract, so one
+        cut at a row limit is a prefix), and from_cursor of rows >= one parameter."""
         select = ", ".join(column.select for column in columns)
         query = f"select {select} from {self._quote(namespace)}.{self._quote(table)}"
         if incremental_key is None:
             return query
         key = self._quote(incremental_key)
-        return f"{query} where {key} >= %s order by {key}"
+        where = f" where {key} >= %s" if from_cursor else ""
+        return f"{query}{where} order by {key}"
 
     def _conform(
         self, batch: pa.RecordBatch, columns: list[Column], schema: pa.Schema, table: str

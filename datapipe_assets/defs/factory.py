@@ -17,6 +17,7 @@ from datapipe_assets.defs.assets.segment import segment_asset
 from datapipe_assets.defs.checks import pipeline_checks
 from datapipe_assets.defs.executors import job_executor
 from datapipe_assets.defs.rejects_check import rejects_checks
+from datapipe_assets.defs.run_rows import shares_run_limit
 from datapipe_assets.defs.run_tags import pipeline_run_tags
 from datapipe_assets.defs.staging_gc_job import staging_gc_job, staging_gc_schedule
 from datapipe_assets.defs.triggers import (
@@ -48,7 +49,8 @@ def pipeline_assets(project: Project, loaded: LoadedPipeline) -> list[dg.AssetsD
     staging = pipeline_staging(loaded)
     # One step per source connection extracts its tables concurrently, and loads those it
     # can in the same pass (see assets/raw.py).
-    fused = fused_loads(pipeline, staging)
+    # Not where the tables share a row limit: each load checks the run's total first.
+    fused = [] if shares_run_limit(loaded) else fused_loads(pipeline, staging)
     assets = raw_assets(loaded, after, fused)
     if pipeline.transform is None:
         return assets + [

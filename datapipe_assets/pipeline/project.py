@@ -25,6 +25,7 @@ from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.executor import executor_problems
 from datapipe_assets.pipeline.orgs import ORGS_FILES, Orgs, orgs_file, parse_orgs
 from datapipe_assets.pipeline.problems import Problem
+from datapipe_assets.pipeline.row_limit import RunRowLimit, run_row_limit
 from datapipe_assets.pipeline.secret_store import SECRETS_FILE
 from datapipe_assets.pipeline.spec import (
     Connection,
@@ -74,6 +75,8 @@ class LoadedPipeline:
     # A hash of the file's content: each asset's code version and each run's tag, so the UI
     # marks assets whose pipeline changed since they were materialized.
     version: str = ""
+    # The rows one run may extract, from the org's plan or limits (orgs.yaml); None: no limit.
+    row_limit: RunRowLimit | None = None
 
     def connections(self) -> list[ConnectionSpec]:
         """Every connection the pipeline uses, for masking their secrets in any output."""
@@ -301,6 +304,7 @@ def _load_pipeline(
         destination,
         tuple(validation.notes),
         content_version(pipeline),
+        run_row_limit(pipeline, project.orgs.limits(pipeline.org)),
     )
 
 

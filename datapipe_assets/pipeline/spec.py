@@ -570,6 +570,9 @@ class Pipeline(SpecModel):
     # How many tables of one source connection are extracted at once; None: the core count.
     max_parallel: Annotated[int, Field(ge=1)] | None = None
     on_bad_rows: BadRowsSpec = BadRowsSpec()
+    # What a run does when a table reaches its org's row limit per run (orgs.yaml): fail
+    # with nothing loaded, or load the rows read up to the limit.
+    on_limit: Literal["fail", "load_partial"] = "fail"
     # Transient failures of an extract, transform or load step are retried (see RetriesSpec).
     retries: RetriesSpec = RetriesSpec()
     # How long a run may take before it is stopped and reported as timed out.

@@ -27,6 +27,7 @@ from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.graph import find_cycle, graph_edges, topological_order
 from datapipe_assets.pipeline.partition_validation import partition_notes, partition_problems
 from datapipe_assets.pipeline.problems import Problem, timezone_problems
+from datapipe_assets.pipeline.row_limit import on_limit_problems
 from datapipe_assets.pipeline.spec import (
     MAX_RETRIES,
     TABLE_ALIAS_PATTERN,
@@ -74,6 +75,7 @@ def check_pipeline(
         *_check_schedule(pipeline),
         *_check_bad_rows(pipeline),
         *_check_run_limits(pipeline),
+        *on_limit_problems(pipeline, connections),
     ]
     notes: list[str] = []
     # Known output schema per node id (per source table without a transform).

@@ -29,6 +29,7 @@ from datapipe_assets.defs.rejects import (
     total,
 )
 from datapipe_assets.defs.retries import transient_retries
+from datapipe_assets.defs.run_rows import check_run_rows, raw_keys, shares_run_limit
 from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.pipeline.keys import load_key
 from datapipe_assets.pipeline.project import LoadedPipeline
@@ -40,10 +41,14 @@ def load_asset(
 ) -> dg.AssetsDefinition:
     """The load of one staged asset into a destination table, as a step of its own."""
     pipeline, destination = loaded.pipeline, loaded.destination
+    # Tables sharing a row limit: the load waits for every extract, to check their total.
+    shared = shares_run_limit(loaded)
+    waits_for = [key for key in raw_keys(loaded) if key != input_key] if shared else []
 
     @dg.asset(
         key=load_key(pipeline, target_table),
         ins={"data": dg.AssetIn(key=input_key)},
+        deps=waits_for,
         group_name=pipeline.name,
         kinds={destination.connector},
         description=load_description(loaded, target_table),
@@ -54,6 +59,8 @@ def load_asset(
     )
     def _load(context: dg.AssetExecutionContext, data: StagedTable) -> dg.MaterializeResult:
         staging = Staging(context.resources.staging, context.run_id)
+        if shared:
+            check_run_rows(context, loaded)
         with transient_retries(context, pipeline.retries):
             metadata, line = load_staged(loaded, target_table, context.run.tags, data, staging)
         context.log.info(line)

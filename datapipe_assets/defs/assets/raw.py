@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 import pyarrow as pa
 
-from connectors.base import CursorState, Extraction
+from connectors.base import CursorState, Extraction, RowLimit
 from connectors.shared.parquet import write_parquet, written_aside
 from connectors.shared.rejects import RejectLog
 from datapipe_assets.defs import cursors
@@ -315,7 +315,17 @@ class _StepRun:
             table.primary_key,
             rejects,
             run_window(self.loaded.pipeline, self.tags),
+            self._row_limit(table),
         )
+
+    def _row_limit(self, table: SourceTable) -> RowLimit | None:
+        """Where the table's extract stops: the run's row limit, which no table alone may
+        pass; without load_partial, reaching it fails the extract."""
+        limit = self.loaded.row_limit
+        if limit is None:
+            return None
+        failure = None if limit.load_partial else limit.reached(f"table {table.name!r}")
+        return RowLimit(limit.rows, failure)
 
     def _rejected(
         self, table: SourceTable, extraction: Extraction, rejects: RejectLog | None
@@ -349,8 +359,12 @@ class _StepRun:
             )
             rejected = self._rejected(table, extraction, rejects)
         _release_freed_memory()
-        metadata: dict[str, object] = {"duration_seconds": seconds_since(started), **rejected}
-        summary = "extracted"
+        metadata: dict[str, object] = {
+            "duration_seconds": seconds_since(started),
+            **rejected,
+            **_limit_metadata(self.loaded, extraction),
+        }
+        summary = "extracted" + _limited(self.loaded, extraction)
         if table.incremental:
             metadata["cursor/start"] = cursors.describe(start)
             metadata["cursor/extracted_to"] = cursors.describe(extraction.state)
@@ -392,14 +406,18 @@ class _StepRun:
                 # the extract's rejects fail the load.
                 rejected = self._rejected(table, extraction, rejects)
                 extracted.append(NO_ROWS if rejects is None else _tally(extraction, rejects))
-                metadata = {"duration_seconds": seconds_since(started), **rejected}
+                metadata = {
+                    "duration_seconds": seconds_since(started),
+                    **rejected,
+                    **_limit_metadata(self.loaded, extraction),
+                }
                 file = StagedFile(path, metadata)
                 partition = self.tags.get(PARTITION_TAG)
                 staged.append(self.staging.publish(self.run_id, key, file, partition))
                 outbox.put(
                     _Output(
                         dg.MaterializeResult(asset_key=key, value=staged[0]),
-                        f"{table.name}: extracted, loading",
+                        f"{table.name}: extracted{_limited(self.loaded, extraction)}, loading",
                     )
                 )
 
@@ -491,6 +509,20 @@ def _file_metadata(
         return found
 
     return metadata
+
+
+def _limit_metadata(loaded: LoadedPipeline, extraction: Extraction) -> dict[str, object]:
+    """`row_limit` and whether the ended extract was cut at it, for a limited pipeline."""
+    if loaded.row_limit is None:
+        return {}
+    return {"row_limit": loaded.row_limit.rows, "limited": extraction.limited}
+
+
+def _limited(loaded: LoadedPipeline, extraction: Extraction) -> str:
+    """How an extract's log line says it stopped at the row limit (or nothing)."""
+    if loaded.row_limit is None or not extraction.limited:
+        return ""
+    return f" (stopped at the {loaded.row_limit.rows:,}-row limit per run)"
 
 
 def _tally(extraction: Extraction, rejects: RejectLog) -> Tally:
