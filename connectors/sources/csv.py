@@ -17,16 +17,14 @@ column is parsed as text and the typed ones are converted here, batch by batch.
 
 from __future__ import annotations
 
-import io
 import os
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from pyarrow import fs
 
@@ -40,6 +38,14 @@ from connectors.shared.csv_files import (
     local_files,
     s3_files,
 )
+from connectors.shared.csv_lines import (
+    file_line,
+    first_long_line,
+    first_undecodable_line,
+    returned_row_number,
+    row_lines,
+)
+from connectors.shared.csv_values import BadValue, as_text, settle, sorted_out, typed
 from connectors.shared.object_store import s3_filesystem
 from connectors.shared.rejects import Reject, RejectLog
 
@@ -106,14 +112,6 @@ class _Rejecting:
         except (AttributeError, UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return False  # no key to place it by: rejected, as it would be the first time
         return bool(key.as_py() < self.cursor.as_py())
-
-
-class _BadValue(Exception):
-    """A value that does not convert to its column's type, at a row of a batch."""
-
-    def __init__(self, index: int, offset: int | None, value: str | None) -> None:
-        super().__init__(index)
-        self.index, self.offset, self.value = index, offset, value
 
 
 class CsvSource(Source):
@@ -346,7 +344,7 @@ class CsvSource(Source):
             )
         overrides = {**table.shared, **table.overrides}
         return pa.schema(
-            pa.field(name, overrides.get(name) or _settle(field.type))
+            pa.field(name, overrides.get(name) or settle(field.type))
             for name, field in zip(names, sniffed, strict=True)
         )
 
@@ -394,7 +392,7 @@ class CsvSource(Source):
         )
         parse_options = pacsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=guard)
         convert_options = pacsv.ConvertOptions(
-            column_types=None if schema is None else _as_text(schema, rejecting),
+            column_types=None if schema is None else as_text(schema, rejecting),
             null_values=self.null_values,
             strings_can_be_null=True,
             # Sniffing ignores quoted markers too, so that "" in a number column leaves it
@@ -459,8 +457,8 @@ class CsvSource(Source):
                 raise self._io_error(file.display, exc) from None
             if schema is not None:
                 try:
-                    batch = _typed(batch, schema, markers)
-                except _BadValue as bad:
+                    batch = typed(batch, schema, markers)
+                except BadValue as bad:
                     raise self._conversion_error(file, schema, bad, rows_before) from None
             rows_before += batch.num_rows
             yield batch
@@ -481,7 +479,7 @@ class CsvSource(Source):
         returned = 0
         refused: dict[int, str] = {}
         for batch in self._file_batches(file, reader, guard, None):
-            good, reasons = _sorted_out(batch, schema, markers, self.encoding)
+            good, reasons = sorted_out(batch, schema, markers, self.encoding)
             refused.update(
                 (returned + offset, reason)
                 for offset, reason in reasons.items()
@@ -494,14 +492,14 @@ class CsvSource(Source):
         # numbers in none of its counts: place each refused row among them.
         skipped = sorted(row.number for row in guard.skipped)
         numbered = {
-            _row_number(index + (2 if self.header else 1), skipped): reason
+            returned_row_number(index + (2 if self.header else 1), skipped): reason
             for index, reason in refused.items()
         }
         numbered.update(
             (row.number, f"expected {row.expected_columns} fields, found {row.actual_columns}")
             for row in guard.skipped
         )
-        lines = _row_lines(file, numbered.keys(), self.encoding)
+        lines = row_lines(file, numbered.keys(), self.encoding)
         for number in sorted(numbered):
             line, text = lines[number]
             rejecting.log.add(Reject(numbered[number], file.display, line, text))
@@ -526,7 +524,7 @@ class CsvSource(Source):
             return self._numbered_parse_error(file, schema)
         if guard.row is not None:
             row = guard.row
-            where = _where(file, row.number)
+            where = file_line(file, row.number)
             return self._error(
                 f"{where}: expected {row.expected_columns} fields, found "
                 f"{row.actual_columns}; fix the row or the delimiter "
@@ -547,7 +545,7 @@ class CsvSource(Source):
 
     def _long_row_error(self, file: CsvFile) -> ConnectorError:
         """A row longer than a parse block: its line, and the block size that fits it."""
-        line, size = _first_long_line(file, self.block_size)
+        line, size = first_long_line(file, self.block_size)
         where = file.display if line is None else f"{file.display} line {line}"
         needed = min(MAX_BLOCK_MB, max(2 * (size >> 20), (size >> 20) + 1))
         return self._error(
@@ -557,7 +555,7 @@ class CsvSource(Source):
 
     def _encoding_error(self, file: CsvFile) -> ConnectorError:
         """Text that does not decode: the first line that does not, and what to set."""
-        line = _first_undecodable_line(file, self.encoding)
+        line = first_undecodable_line(file, self.encoding)
         where = file.display if line is None else f"{file.display} line {line}"
         return self._error(
             f"{where} is not valid {self.encoding} text; set encoding in the connection's "
@@ -565,7 +563,7 @@ class CsvSource(Source):
         )
 
     def _conversion_error(
-        self, file: CsvFile, schema: pa.Schema, bad: _BadValue, rows_before: int
+        self, file: CsvFile, schema: pa.Schema, bad: BadValue, rows_before: int
     ) -> ConnectorError:
         name, expected = schema.names[bad.index], schema.types[bad.index]
         hint = (
@@ -576,7 +574,7 @@ class CsvSource(Source):
             return self._error(
                 f"{file.display}: a value in column {name!r} is not {expected}; {hint}"
             )
-        where = _where(file, rows_before + bad.offset + 1)
+        where = file_line(file, rows_before + bad.offset + 1)
         return self._error(
             f"{where}: column {name!r} value {bad.value!r} is not {expected}; {hint}"
         )
@@ -609,144 +607,6 @@ def _rejecting_since(rejects: RejectLog, schema: pa.Schema, key: str, cursor: An
     return _Rejecting(rejects, schema.get_field_index(key), bound)
 
 
-def _as_text(schema: pa.Schema, as_bytes: bool = False) -> pa.Schema:
-    """The schema with every column as text (or the bytes of it): how the reader parses,
-    before _typed."""
-    kind = pa.binary() if as_bytes else pa.string()
-    return pa.schema(pa.field(name, kind) for name in schema.names)
-
-
-def _typed(batch: pa.RecordBatch, schema: pa.Schema, markers: pa.Array) -> pa.RecordBatch:
-    """A batch parsed as text, with each non-text column converted to its fixed type.
-
-    Unquoted markers are already NULL. In a typed column a quoted marker ("") means NULL as
-    well, and surrounding spaces are dropped, as pyarrow's own number parsing does.
-    """
-    columns = []
-    for index, (column, target) in enumerate(zip(batch.columns, schema.types, strict=True)):
-        if not pa.types.is_string(target):
-            column = _converted(index, column, target, markers)
-        columns.append(column)
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
-
-
-def _converted(index: int, column: pa.Array, target: pa.DataType, markers: pa.Array) -> pa.Array:
-    if not any(_casts(marker, target) for marker in markers.to_pylist()):
-        # Clean data converts in one step; only a failure (a quoted marker, spaces, a bad
-        # value) takes the slower path. Not when a marker itself converts (a "0" marker in
-        # a number column): then it must become NULL first, whatever the rest holds.
-        try:
-            return column.cast(target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-    trimmed = _prepared(column, markers)
-    try:
-        return trimmed.cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        for offset, value in enumerate(trimmed.to_pylist()):
-            if value is not None and not _casts(value, target):
-                raise _BadValue(index, offset, column[offset].as_py()) from None
-        raise _BadValue(index, None, None) from None
-
-
-def _prepared(column: pa.Array, markers: pa.Array) -> pa.Array:
-    """A text column as a typed column converts it: trimmed, quoted markers as NULL."""
-    trimmed = pc.utf8_trim_whitespace(column)
-    is_marker = pc.is_in(trimmed, value_set=markers)
-    if pc.any(is_marker).as_py():
-        trimmed = pc.if_else(is_marker, pa.scalar(None, pa.string()), trimmed)
-    return trimmed
-
-
-def _sorted_out(
-    batch: pa.RecordBatch, schema: pa.Schema, markers: pa.Array, encoding: str
-) -> tuple[pa.RecordBatch, dict[int, str]]:
-    """A batch read as bytes, typed, without the rows that do not decode or convert; and
-    the reason of each row left out, by its offset in the batch (its first problem)."""
-    try:
-        return _typed(_decoded(batch), schema, markers), {}
-    except (_BadValue, pa.ArrowInvalid):
-        pass  # some row is bad: find which, below
-    reasons: dict[int, str] = {}
-    for name, column in zip(schema.names, batch.columns, strict=True):
-        for offset in _failing_rows(column, lambda part: part.cast(pa.string())):
-            reasons.setdefault(offset, f"column {name!r} is not valid {encoding} text")
-    kept = _without(batch, reasons)
-    text = _decoded(batch.filter(kept))
-    positions = pc.indices_nonzero(kept).to_pylist()
-    for name, column, target in zip(schema.names, text.columns, schema.types, strict=True):
-        if pa.types.is_string(target):
-            continue
-        prepared = _prepared(column, markers)
-        for offset in _failing_rows(prepared, lambda part, to=target: part.cast(to)):
-            value = column[offset].as_py()
-            reasons.setdefault(
-                positions[offset], f"column {name!r} value {value!r} is not {target}"
-            )
-    return _typed(_decoded(batch.filter(_without(batch, reasons))), schema, markers), reasons
-
-
-def _decoded(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """A batch read as bytes, as text; ArrowInvalid if some value does not decode."""
-    return pa.RecordBatch.from_arrays(
-        [column.cast(pa.string()) for column in batch.columns], names=batch.schema.names
-    )
-
-
-def _without(batch: pa.RecordBatch, offsets: Mapping[int, str]) -> pa.Array:
-    """A filter mask keeping every row of a batch but those at `offsets`."""
-    keep = [True] * batch.num_rows
-    for offset in offsets:
-        keep[offset] = False
-    return pa.array(keep, pa.bool_())
-
-
-def _failing_rows(column: pa.Array, convert: Any) -> list[int]:
-    """The offsets of the values `convert` refuses, found by halving the column: only
-    vectorised conversions, about log2(rows) of them per refused value."""
-    try:
-        convert(column)
-        return []
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        if len(column) == 1:
-            return [0]
-    half = len(column) // 2
-    later = _failing_rows(column[half:], convert)
-    return _failing_rows(column[:half], convert) + [half + offset for offset in later]
-
-
-def _row_number(returned: int, skipped: list[int]) -> int:
-    """pyarrow's number of the row it returned as its `returned`-th (the header counting as
-    the first), given the sorted numbers of the malformed rows it skipped."""
-    number = returned
-    for skipped_number in skipped:
-        if skipped_number > number:
-            break
-        number += 1
-    return number
-
-
-def _row_lines(
-    file: CsvFile, numbers: Collection[int], encoding: str
-) -> dict[int, tuple[int, str]]:
-    """Each of these pyarrow row numbers' line, as an editor numbers it, and its text.
-
-    pyarrow counts only non-blank lines (see _physical_line); text that does not decode is
-    kept with the undecodable bytes escaped (\\xe9).
-    """
-    wanted, found = set(numbers), {}
-    seen = 0
-    for line_number, line in _numbered_lines(file):
-        if not wanted - found.keys():
-            break
-        if line.strip(b"\r\n"):
-            seen += 1
-            if seen in wanted:
-                text = line.rstrip(b"\r\n").decode(encoding, "backslashreplace")
-                found[seen] = (line_number, text)
-    return found
-
-
 def _valid_name(name: str) -> str:
     """A valid table name close to an invalid one: `la-riots` -> `la_riots`."""
     fixed = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "table"
@@ -755,71 +615,3 @@ def _valid_name(name: str) -> str:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _settle(sniffed: pa.DataType) -> pa.DataType:
-    """The type a sniffed column is fixed to for the rest of the stream."""
-    if pa.types.is_null(sniffed):
-        # No value in the first block (or a header-only file): text is the safe choice.
-        return pa.string()
-    if pa.types.is_timestamp(sniffed):
-        # Sniffing whole seconds must not reject a later value with fractional seconds.
-        return pa.timestamp("us", tz=sniffed.tz)
-    return sniffed
-
-
-def _casts(value: str, target: pa.DataType) -> bool:
-    try:
-        pa.scalar(value).cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return False
-    return True
-
-
-def _where(file: CsvFile, row_number: int | None) -> str:
-    """`file line N`, turning pyarrow's row number (which skips blank lines) into a line."""
-    if row_number is None:
-        return file.display
-    return f"{file.display} line {_physical_line(file, row_number)}"
-
-
-def _numbered_lines(file: CsvFile) -> Iterator[tuple[int, bytes]]:
-    """The file's lines as an editor numbers them, read once, for the error paths below."""
-    with file.open() as stream:
-        yield from enumerate(io.BufferedReader(stream, 1 << 20), start=1)
-
-
-def _first_long_line(file: CsvFile, limit: int) -> tuple[int | None, int]:
-    """The first line longer than `limit` bytes and its length. A quoted field's line breaks
-    can make a row of several short lines: then no line, and the longest line's length."""
-    longest = 0
-    for line_number, line in _numbered_lines(file):
-        if len(line) > limit:
-            return line_number, len(line)
-        longest = max(longest, len(line))
-    return None, longest
-
-
-def _first_undecodable_line(file: CsvFile, encoding: str) -> int | None:
-    """The number of the first line that is not valid text in this encoding."""
-    for line_number, line in _numbered_lines(file):
-        try:
-            line.decode(encoding)
-        except UnicodeDecodeError:
-            return line_number
-    return None
-
-
-def _physical_line(file: CsvFile, row_number: int) -> int:
-    """The line number, as an editor shows it, of the row_number-th non-blank line.
-
-    pyarrow skips blank lines without counting them, so its row numbers drift from what a
-    user sees. This only runs on the error path: streaming the file once is affordable.
-    """
-    seen = 0
-    for line_number, line in _numbered_lines(file):
-        if line.strip(b"\r\n"):
-            seen += 1
-            if seen == row_number:
-                return line_number
-    return row_number
