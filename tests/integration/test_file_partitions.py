@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 import psycopg
 import pytest
+from pyarrow import fs
 
 from datapipe_assets.cli.instance import dagster_instance
 from datapipe_assets.cli.main import main
@@ -56,8 +57,10 @@ def warehouse(request, tmp_path, postgres) -> tuple[dict[str, Any], Rows]:
     return {"connector": "postgres", "config": postgres_config(postgres, database)}, pg_rows
 
 
-def write_project(directory: Path, destination: dict[str, Any], **spec: Any) -> Path:
-    """Pipeline `orders` (org acme), partitioned by the files arriving in `incoming/`, loading
+def write_project(
+    directory: Path, destination: dict[str, Any], path: str = "incoming/*.csv", **spec: Any
+) -> Path:
+    """Pipeline `orders` (org acme), partitioned by the files arriving at `path`, loading
     table `orders` (by `load_mode: replace`, which must empty nothing but the file's rows)."""
     (directory / "incoming").mkdir(parents=True, exist_ok=True)
     return write_files(
@@ -65,7 +68,7 @@ def write_project(directory: Path, destination: dict[str, Any], **spec: Any) -> 
         {"warehouse": destination},
         {"orders.yaml": {"name": "orders", "org": "acme",
                          "source": {"connector": "csv",
-                                    "config": {"path": "incoming/*.csv", "table": "orders"},
+                                    "config": {"path": path, "table": "orders"},
                                     "tables": ["orders"]},
                          "destination": {"connection": "warehouse", "load_mode": "replace"},
                          "trigger": {"on_new_file": True},
@@ -148,13 +151,18 @@ def cli_project(tmp_path, monkeypatch) -> Path:
         {"connector": "duckdb", "config": {"path": "wh.duckdb"}},
         transform=PAID_ONLY_TRANSFORM,
     )
-    monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(directory))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    use_project(monkeypatch, directory)
     return directory
 
 
-def _paid(project: Path) -> list[tuple[Any, ...]]:
+def use_project(monkeypatch: pytest.MonkeyPatch, directory: Path) -> None:
+    """The commands' pipelines folder, with Dagster's home and staging beside it."""
+    monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(directory))
+    monkeypatch.setenv("DAGSTER_HOME", str(directory.parent / "dagster_home"))
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(directory.parent / "staging"))
+
+
+def _loaded(project: Path) -> list[tuple[Any, ...]]:
     with duckdb.connect(str(project / "wh.duckdb"), read_only=True) as con:
         return con.execute("SELECT id, amount, _datapipe_file FROM orders ORDER BY id").fetchall()
 
@@ -169,7 +177,7 @@ def test_datapipe_run_takes_the_new_files_and_run_file_reruns_one(cli_project, c
         f"running orders partition {B} ...",
         "orders: run ID succeeded",
     ]
-    assert _paid(cli_project) == [(1, 10, A), (2, 20, A), (3, 30, B)]
+    assert _loaded(cli_project) == [(1, 10, A), (2, 20, A), (3, 30, B)]
     with dagster_instance() as instance:
         assert instance.get_dynamic_partitions(PARTITIONS) == [A, B]
 
@@ -186,7 +194,7 @@ def test_datapipe_run_takes_the_new_files_and_run_file_reruns_one(cli_project, c
         f"running orders partition {A} ...",
         "orders: run ID succeeded",
     ]
-    assert _paid(cli_project) == [(1, 11, A), (3, 30, B), (5, 50, A)]
+    assert _loaded(cli_project) == [(1, 11, A), (3, 30, B), (5, 50, A)]
 
 
 def test_file_options_and_backfill_refusals(cli_project, capsys):
@@ -228,9 +236,7 @@ def test_a_failed_load_of_a_file_leaves_its_rows_as_they_were(
         )
     destination = {"connector": "postgres", "config": postgres_config(postgres, database)}
     project = write_project(tmp_path / "pipelines", destination)
-    monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(project))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    use_project(monkeypatch, project)
 
     def rows() -> list[tuple[Any, ...]]:
         with psycopg.connect(postgres.url(database)) as conn:
@@ -257,3 +263,36 @@ def test_a_failed_load_of_a_file_leaves_its_rows_as_they_were(
         conn.execute("ALTER TABLE orders DROP CONSTRAINT no_50")
     assert main(["run", "orders", "--file", A]) == 0
     assert rows() == [(1, 11, A), (3, 30, B), (4, 40, B), (5, 50, A)]
+
+
+def test_files_arriving_on_s3_are_partitions_too(tmp_path, monkeypatch, s3, capsys):
+    for variable, value in s3.env().items():
+        monkeypatch.setenv(variable, value)
+    bucket = s3.create_bucket()
+    store = fs.S3FileSystem(
+        access_key=s3.access_key, secret_key=s3.secret_key,
+        endpoint_override=s3.endpoint_url, region=s3.region,
+    )  # fmt: skip
+
+    def land(name: str, text: str) -> str:
+        with store.open_output_stream(f"{bucket}/landing/{name}") as stream:
+            stream.write(text.encode())
+        return f"s3://{bucket}/landing/{name}"
+
+    destination = {"connector": "duckdb", "config": {"path": "wh.duckdb"}}
+    project = write_project(
+        tmp_path / "pipelines", destination, path=f"s3://{bucket}/landing/*.csv"
+    )
+    use_project(monkeypatch, project)
+    a, b = land("a.csv", A_ROWS), land("b.csv", B_ROWS)
+    assert main(["run", "orders"]) == 0
+    assert run_summary(capsys.readouterr().out, "orders") == [
+        f"running orders partition {a} ...",
+        "orders: run ID succeeded",
+        f"running orders partition {b} ...",
+        "orders: run ID succeeded",
+    ]
+    assert _loaded(project) == [(1, 10, a), (2, 20, a), (3, 30, b), (4, 40, b)]
+    land("a.csv", A_AGAIN)
+    assert main(["run", "orders", "--file", a]) == 0
+    assert _loaded(project) == [(1, 11, a), (3, 30, b), (4, 40, b), (5, 50, a)]
