@@ -104,8 +104,8 @@ def _partitions(
     if not files:
         path = watched_source(loaded).config.get("path")
         print(
-            f"{pipeline.name}: no new file matches {path} (each is a partition already); run "
-            f"one again with datapipe run {pipeline.name} --file PATH"
+            f"{pipeline.name}: no new file matches {path} (any it matches is a partition "
+            f"already); run one again with datapipe run {pipeline.name} --file PATH"
         )
     return list(files)
 

@@ -186,8 +186,8 @@ def test_datapipe_run_takes_the_new_files_and_run_file_reruns_one(cli_project, c
     # Every file is a partition already: nothing is new.
     assert main(["run", "orders"]) == 0
     assert capsys.readouterr().out == (
-        "orders: no new file matches incoming/*.csv (each is a partition already); run one "
-        "again with datapipe run orders --file PATH\n"
+        "orders: no new file matches incoming/*.csv (any it matches is a partition already); "
+        "run one again with datapipe run orders --file PATH\n"
     )
 
     (cli_project / A).write_text(A_AGAIN)
