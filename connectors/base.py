@@ -385,6 +385,11 @@ class LoadRequest:
     # A partition's load: the rows already in its window are deleted before the rows are
     # inserted, in the same transaction, and a replace load truncates nothing else.
     replace_window: Window | None = None
+    # A file partition's load: every row is stamped with the file it came from (column
+    # `_datapipe_file`, see connectors/shared/file_rows.py), and the rows already stamped
+    # with it are deleted before the rows are inserted, in the same transaction; a replace
+    # load truncates nothing else.
+    replace_file: str | None = None
 
 
 class Source(ABC):

@@ -1,7 +1,8 @@
 """The parquet staging IO manager: every asset's data, per run, in a folder or on S3.
 
 Layout: `{DATAPIPE_STAGING_URL}/{run_id}/{asset key parts}.parquet`, and for a partition of a
-partitioned asset `{run_id}/{asset key parts}/{partition}.parquet`: one file per partition.
+partitioned asset `{run_id}/{asset key parts}/{partition}.parquet`: one file per partition
+(percent-encoded, so a file partition's key, a path, is one name: `incoming%2Fa.csv`).
 Keeping each run's files is the audit trail, and it is what lets a downstream asset read
 exactly the upstream version (of its partition) its own run produced.
 
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import dagster as dg
 import pyarrow as pa
@@ -173,7 +175,9 @@ class ParquetStagingIOManager(dg.ConfigurableIOManager):
         self, run_id: str, asset_key: dg.AssetKey, partition: str | None
     ) -> tuple[fs.FileSystem, str]:
         filesystem, base = filesystem_for(self.base_url)
-        parts = [base, run_id, *asset_key.path] + ([partition] if partition is not None else [])
+        # A time partition's key stays as it is (`2024-01-01`, `2024-01-01-05:00`).
+        named = [quote(partition, safe=":")] if partition is not None else []
+        parts = [base, run_id, *asset_key.path, *named]
         return filesystem, "/".join(parts) + ".parquet"
 
     def handle_output(self, context: dg.OutputContext, obj: StagedFile | PublishedFile) -> None:

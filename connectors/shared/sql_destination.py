@@ -28,6 +28,7 @@ from connectors.base import (
     TableSchema,
     refuse_overtaken,
 )
+from connectors.shared.file_rows import FILE_COLUMN, stamped_with_file
 from connectors.shared.rejects import Reject, RejectLog, row_json
 from connectors.shared.sql_types import (
     Dialect,
@@ -201,6 +202,8 @@ class SqlDestination(Destination):
 
     def load(self, data: pa.RecordBatchReader, request: LoadRequest) -> LoadResult:
         check_upsert_key(self.connection, data.schema, request)
+        if request.replace_file is not None:
+            data = stamped_with_file(data, request.replace_file, self.connection, request.table)
         tracked = _TrackedReader(data)
         table_load = _TableLoad(
             connection=self.connection,
@@ -304,6 +307,8 @@ class _TableLoad:
             column_types, added = self._add_missing_columns(session, data.schema, existing)
             if self.request.replace_window is not None:
                 self._delete_window(session, data.schema, column_types)
+            elif self.request.replace_file is not None:
+                self._delete_file(session, self.request.replace_file)
             elif self.request.mode is LoadMode.REPLACE:
                 session.execute(f"TRUNCATE TABLE {self.table.sql}")
         if self.request.mode is LoadMode.UPSERT:
@@ -355,6 +360,12 @@ class _TableLoad:
             f"AND {column} < CAST($2 AS {sql_type})",
             (start.isoformat(), end.isoformat()),
         )
+
+    def _delete_file(self, session: SqlSession, file: str) -> None:
+        """Delete the rows an earlier load of this file put in: the load then puts back exactly
+        the file's rows, so loading it again changes nothing, and other files' rows (and rows
+        loaded before the table was partitioned by file, whose column is NULL) are untouched."""
+        session.execute(f"DELETE FROM {self.table.sql} WHERE {quote(FILE_COLUMN)} = $1", (file,))
 
     def _create(self, session: SqlSession, schema: pa.Schema) -> dict[str, str]:
         """Create the table from the data's schema; return the declared column types."""

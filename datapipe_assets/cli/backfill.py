@@ -30,6 +30,11 @@ def backfill_command(args: argparse.Namespace) -> int:
             f"pipeline {name!r} has no partitions; add partitions: {{by: day, column: ..., "
             f"start: ...}} to its file, or run it whole with datapipe run {name}"
         )
+    if pipeline.partitions.by_file:
+        raise CommandError(
+            f"pipeline {name!r} is partitioned by file, not by date; run one file with "
+            f"datapipe run {name} --file PATH, or pick files' partitions in the Dagster UI"
+        )
     if args.to < args.from_:
         raise CommandError(f"--to {args.to} is before --from {args.from_}; swap them")
     keys = partitions_starting(pipeline, args.from_, args.to, dt.datetime.now(dt.UTC))

@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--force", action="store_true", help="run even while the pipeline has a live run"
     )
+    run.add_argument(
+        "--file",
+        metavar="PATH",
+        help="run this arrived file's partition (a pipeline with partitions: {by: file})",
+    )
     run.set_defaults(handler="run:run_command")
 
     backfill = commands.add_parser(

@@ -1,7 +1,8 @@
 """`datapipe run`: materialize pipelines end to end in this process, printing progress.
 
 A partitioned pipeline's run materializes its latest complete partition, as its schedule
-does; `datapipe backfill` runs others.
+does; `datapipe backfill` runs others. A pipeline partitioned by file runs each new file's
+partition, or with `--file PATH` that one file's (see cli/file_runs.py).
 
 The command fails (exit 1) when a run fails or a check of severity error fails.
 """
@@ -18,6 +19,7 @@ import dagster as dg
 
 from datapipe_assets.cli.check_report import failed_error_checks, skipped_loads
 from datapipe_assets.cli.common import CommandError, cli_project, valid_pipeline
+from datapipe_assets.cli.file_runs import file_partition_keys
 from datapipe_assets.cli.instance import dagster_instance
 from datapipe_assets.cli.progress import printed_progress
 from datapipe_assets.cli.timeout import run_timeout
@@ -25,7 +27,9 @@ from datapipe_assets.defs.cursors import FULL_REFRESH_TAG
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.defs.live_runs import live_runs, process_tags
 from datapipe_assets.defs.partitions import latest_complete_partition
+from datapipe_assets.defs.triggers import watched_source
 from datapipe_assets.pipeline.executor import pipeline_executor
+from datapipe_assets.pipeline.project import LoadedPipeline
 from datapipe_assets.pipeline.spec import Pipeline
 
 
@@ -33,6 +37,8 @@ def run_command(args: argparse.Namespace) -> int:
     project = cli_project()
     if not args.all and args.pipeline is None:
         raise CommandError("name a pipeline or pass --all")
+    if args.all and args.file is not None:
+        raise CommandError("--file names a file of one pipeline; give its name instead of --all")
     if args.all:
         for errors in project.errors.values():
             for error in errors:
@@ -45,6 +51,8 @@ def run_command(args: argparse.Namespace) -> int:
         ]
     else:
         names = [valid_pipeline(project, args.pipeline).pipeline.name]
+    if args.file is not None:
+        _check_file_option(project.get(names[0]).pipeline)
     definitions = build_definitions(project)
     tags = process_tags() | ({FULL_REFRESH_TAG: "true"} if args.full_refresh else {})
     failed = 0
@@ -54,19 +62,52 @@ def run_command(args: argparse.Namespace) -> int:
                 print(f"error: {overlap(name, live)}", file=sys.stderr)
                 failed += 1
                 continue
-            pipeline = project.get(name).pipeline
+            loaded = project.get(name)
+            pipeline = loaded.pipeline
             if (note := executor_note(pipeline)) is not None:
                 print(note, file=sys.stderr)
-            partition = None
-            if pipeline.partitions is not None:
-                partition = latest_complete_partition(pipeline, dt.datetime.now(dt.UTC))
-                if partition is None:
-                    print(f"error: {_no_partition_yet(pipeline)}", file=sys.stderr)
-                    failed += 1
-                    continue
-            print(f"running {name}{_of(partition)} ...", flush=True)
-            failed += not execute_run(definitions, instance, pipeline, tags, partition)
+            try:
+                partitions = _partitions(loaded, instance, args.file)
+            except CommandError as error:
+                print(f"error: {error}", file=sys.stderr)
+                failed += 1
+                continue
+            for partition in partitions:
+                print(f"running {name}{_of(partition)} ...", flush=True)
+                failed += not execute_run(definitions, instance, pipeline, tags, partition)
     return 1 if failed else 0
+
+
+def _check_file_option(pipeline: Pipeline) -> None:
+    """`--file` runs one file of a pipeline partitioned by file."""
+    if pipeline.partitions is None or not pipeline.partitions.by_file:
+        raise CommandError(
+            f"pipeline {pipeline.name!r} is not partitioned by file; --file runs one arrived "
+            "file of a pipeline with partitions: {by: file}"
+        )
+
+
+def _partitions(
+    loaded: LoadedPipeline, instance: dg.DagsterInstance, file: str | None
+) -> list[str | None]:
+    """What this command runs of a pipeline: the whole of an unpartitioned one, the latest
+    complete window of one partitioned by time, the files of one partitioned by file."""
+    pipeline = loaded.pipeline
+    if pipeline.partitions is None:
+        return [None]
+    if not pipeline.partitions.by_file:
+        partition = latest_complete_partition(pipeline, dt.datetime.now(dt.UTC))
+        if partition is None:
+            raise CommandError(_no_partition_yet(pipeline))
+        return [partition]
+    files = file_partition_keys(loaded, instance, file)
+    if not files:
+        path = watched_source(loaded).config.get("path")
+        print(
+            f"{pipeline.name}: no new file matches {path} (any it matches is a partition "
+            f"already); run one again with datapipe run {pipeline.name} --file PATH"
+        )
+    return list(files)
 
 
 def execute_run(

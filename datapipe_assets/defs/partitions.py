@@ -1,9 +1,14 @@
-"""A partitioned pipeline's Dagster partitions: one time window of its column per partition.
+"""A partitioned pipeline's Dagster partitions: one time window of its column per partition,
+or one arrived file per partition.
 
-The pipeline's raw, transform and load assets share one time-window partitions definition,
-so its job is partitioned, the UI offers its partitions and backfills, and each run carries
-its partition in the `dagster/partition` tag. The steps read the window from that tag:
-extracts read only the window's rows, loads replace only the window's rows.
+The pipeline's raw, transform and load assets share one partitions definition, so its job is
+partitioned, the UI offers its partitions (and backfills), and each run carries its partition
+in the `dagster/partition` tag. The steps read the partition from that tag: extracts read only
+the window's rows (or the file), loads replace only the window's rows (or the file's).
+
+Partitions by file are a dynamic partitions definition named after the org and pipeline; the
+pipeline's file-arrival sensor adds each new file to it as it requests the file's run, and
+`datapipe run --file` adds the file it runs.
 """
 
 from __future__ import annotations
@@ -15,16 +20,23 @@ from collections.abc import Mapping
 import dagster as dg
 
 from connectors.base import Window
+from datapipe_assets.pipeline.run_source import FILE_TAG
 from datapipe_assets.pipeline.spec import Pipeline
 
 # The tag Dagster gives a run of one partition.
 PARTITION_TAG = "dagster/partition"
 
 
-def partitions_definition(pipeline: Pipeline) -> dg.TimeWindowPartitionsDefinition | None:
+def partitions_definition(pipeline: Pipeline) -> dg.PartitionsDefinition | None:
     """The pipeline's partitions, or None when it has none."""
+    files = file_partitions(pipeline)
+    return files if files is not None else time_partitions(pipeline)
+
+
+def time_partitions(pipeline: Pipeline) -> dg.TimeWindowPartitionsDefinition | None:
+    """The time windows of a pipeline partitioned by time, or None for any other pipeline."""
     spec = pipeline.partitions
-    if spec is None:
+    if spec is None or spec.by_file:
         return None
     start, tz = spec.start_time(), spec.timezone
     if spec.by == "hour":
@@ -37,28 +49,66 @@ def partitions_definition(pipeline: Pipeline) -> dg.TimeWindowPartitionsDefiniti
     return dg.MonthlyPartitionsDefinition(start_date=start, timezone=tz)
 
 
-def run_window(pipeline: Pipeline, tags: Mapping[str, str]) -> Window | None:
-    """The window a run of the pipeline reads and replaces; None when it is unpartitioned."""
-    definition = partitions_definition(pipeline)
-    if definition is None:
+def file_partitions(pipeline: Pipeline) -> dg.DynamicPartitionsDefinition | None:
+    """The arrived files of a pipeline partitioned by file, or None for any other pipeline.
+
+    Its name holds the org: pipeline names are unique per org only, and the instance keeps
+    one list of partitions per name.
+    """
+    if pipeline.partitions is None or not pipeline.partitions.by_file:
         return None
-    assert pipeline.partitions is not None, "a partitions definition comes from the spec"
+    return dg.DynamicPartitionsDefinition(name=f"{pipeline.org}__{pipeline.name}__files")
+
+
+def run_window(pipeline: Pipeline, tags: Mapping[str, str]) -> Window | None:
+    """The window a run of the pipeline reads and replaces; None unless it is partitioned by
+    time."""
+    spec, definition = pipeline.partitions, time_partitions(pipeline)
+    if spec is None or definition is None:
+        return None
+    assert spec.column is not None, "validation requires the column of time windows"
+    window = definition.time_window_for_partition_key(_partition_key(pipeline, tags))
+    return Window(spec.column, window.start, window.end)
+
+
+def run_file(pipeline: Pipeline, tags: Mapping[str, str]) -> str | None:
+    """The one file a run reads (as a `path` value): its partition, when the pipeline is
+    partitioned by file, or the file a file-arrival run names; None: every matched file."""
+    if file_partitions(pipeline) is not None:
+        return _partition_key(pipeline, tags)
+    return tags.get(FILE_TAG)
+
+
+def replaced_file(pipeline: Pipeline, tags: Mapping[str, str]) -> str | None:
+    """The file whose rows a run's load replaces: its partition, when the pipeline is
+    partitioned by file."""
+    return _partition_key(pipeline, tags) if file_partitions(pipeline) is not None else None
+
+
+def _partition_key(pipeline: Pipeline, tags: Mapping[str, str]) -> str:
+    """The partition a run of a partitioned pipeline is of; a run without one fails, saying
+    how to run partitions."""
     key = tags.get(PARTITION_TAG)
-    if key is None:
-        raise dg.Failure(
-            f"pipeline {pipeline.name!r} is partitioned by {pipeline.partitions.by}, and this "
-            f"run names no partition; run partitions with datapipe backfill {pipeline.name} "
-            "--from DATE --to DATE, or pick them in the UI",
-            allow_retries=False,
-        )
-    window = definition.time_window_for_partition_key(key)
-    return Window(pipeline.partitions.column, window.start, window.end)
+    if key is not None:
+        return key
+    name, spec = pipeline.name, pipeline.partitions
+    assert spec is not None, "only a partitioned pipeline's runs have a partition"
+    how = (
+        f"run one file with datapipe run {name} --file PATH, or pick its partition in the UI"
+        if spec.by_file
+        else f"run partitions with datapipe backfill {name} --from DATE --to DATE, or pick "
+        "them in the UI"
+    )
+    raise dg.Failure(
+        f"pipeline {name!r} is partitioned by {spec.by}, and this run names no partition; {how}",
+        allow_retries=False,
+    )
 
 
 def latest_complete_partition(pipeline: Pipeline, now: dt.datetime) -> str | None:
     """The last partition whose window has ended by `now`; None before the first has."""
-    definition = partitions_definition(pipeline)
-    assert definition is not None, "only a partitioned pipeline has partitions"
+    definition = time_partitions(pipeline)
+    assert definition is not None, "only a pipeline partitioned by time has windows"
     keys = definition.get_partition_keys(current_time=now)
     return keys[-1] if keys else None
 
@@ -68,8 +118,8 @@ def partitions_starting(
 ) -> list[str]:
     """The complete partitions that start on a day from `first` to `last` (both included,
     in the partitions' time zone), in order."""
-    definition = partitions_definition(pipeline)
-    assert definition is not None and pipeline.partitions is not None, "a partitioned pipeline"
+    definition = time_partitions(pipeline)
+    assert definition is not None and pipeline.partitions is not None, "partitioned by time"
     tz = zoneinfo.ZoneInfo(pipeline.partitions.timezone)
     days = dg.TimeWindow(
         dt.datetime.combine(first, dt.time(), tz),

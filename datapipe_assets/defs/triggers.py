@@ -3,7 +3,9 @@
 - `pipeline_sensors`: a CSV source with `trigger: {on_new_file: true}` gets a sensor that
   requests one run per file newly matched by its `path` (a folder glob or an S3 prefix glob).
   The run carries the file in the `datapipe/file` tag; `source_for_run` (in the pipeline
-  core) narrows the source to that file inside the run.
+  core) narrows the source to that file inside the run. With `partitions: {by: file}`, the
+  sensor also adds each new file to the pipeline's dynamic partitions, and its run is of
+  that file's partition.
 - Chained pipelines (`trigger: {after: [...]}`) run by Dagster's declarative automation:
   `chain_conditions` gives the pipeline's assets automation conditions (its raw assets: every
   upstream load materialized since they were last requested; the rest: their inputs are
@@ -26,7 +28,7 @@ import dagster as dg
 
 from connectors.sources.csv import CsvSource
 from datapipe_assets.defs.live_runs import live_runs
-from datapipe_assets.defs.partitions import latest_complete_partition
+from datapipe_assets.defs.partitions import file_partitions, latest_complete_partition
 from datapipe_assets.defs.run_tags import pipeline_run_tags
 from datapipe_assets.defs.sensor_interval import sensor_interval
 from datapipe_assets.pipeline.connections import ConnectionSpec
@@ -48,7 +50,8 @@ def pipeline_sensors(
 def file_arrival_sensor(
     loaded: LoadedPipeline, job: dg.UnresolvedAssetJobDefinition
 ) -> dg.SensorDefinition:
-    """One run per file newly matched by the CSV source's path.
+    """One run per file newly matched by the CSV source's path (of the file's partition, when
+    the pipeline is partitioned by file).
 
     The cursor is the sorted JSON list of every file already requested, so the UI shows
     exactly what was seen. Each run key is the file itself: if the daemon stops between
@@ -56,9 +59,10 @@ def file_arrival_sensor(
     run keys it has already launched, so a file is neither missed nor run twice.
     """
     name = loaded.pipeline.name
-    # Validation allows on_new_file only for a pipeline with one CSV source block.
-    source = loaded.table_connection(loaded.pipeline.table_names()[0])
+    source = watched_source(loaded)
     path = source.config.get("path")
+    # With partitions by file, each file is a partition, and its run is of that partition.
+    partitions = file_partitions(loaded.pipeline)
 
     @dg.sensor(
         name=f"{name}__new_file",
@@ -73,12 +77,26 @@ def file_arrival_sensor(
         new = [file for file in landed_files(source) if file not in seen]
         if not new:
             return dg.SkipReason(f"no new file matches {path} ({len(seen)} seen)")
+        # Dagster adds the partitions before it submits their runs.
+        added = [] if partitions is None else [partitions.build_add_request(new)]
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=file, tags={FILE_TAG: file}) for file in new],
+            run_requests=[
+                dg.RunRequest(
+                    run_key=file, tags={FILE_TAG: file}, partition_key=file if added else None
+                )
+                for file in new
+            ],
             cursor=json.dumps(sorted(seen.union(new))),
+            dynamic_partitions_requests=added,
         )
 
     return _new_files
+
+
+def watched_source(loaded: LoadedPipeline) -> ConnectionSpec:
+    """The CSV connection whose new files an on_new_file pipeline runs."""
+    # Validation allows on_new_file only for a pipeline with one CSV source block.
+    return loaded.table_connection(loaded.pipeline.table_names()[0])
 
 
 def landed_files(source: ConnectionSpec) -> list[str]:

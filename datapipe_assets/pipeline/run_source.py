@@ -1,10 +1,10 @@
-"""Which source a run reads: a file-arrival run reads only the file that arrived."""
+"""Which source a run reads: a file-arrival run, or a run of a file partition, reads only
+that file (the Dagster layer tells which: datapipe_assets/defs/partitions.py, run_file)."""
 
 from __future__ import annotations
 
 import dataclasses
 import glob
-from collections.abc import Mapping
 
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.project import LoadedPipeline
@@ -13,10 +13,10 @@ from datapipe_assets.pipeline.project import LoadedPipeline
 FILE_TAG = "datapipe/file"
 
 
-def source_for_run(loaded: LoadedPipeline, table: str, tags: Mapping[str, str]) -> ConnectionSpec:
-    """The source a run reads: just the arrived file when a file-arrival run names one."""
+def source_for_run(loaded: LoadedPipeline, table: str, file: str | None) -> ConnectionSpec:
+    """The source a run reads: just `file` (a `path` value the source matched) when the run
+    names one."""
     source = loaded.table_connection(table)
-    file = tags.get(FILE_TAG)
     if file is None:
         return source
     # Escaped, the file name is a glob matching only itself; the table name is pinned

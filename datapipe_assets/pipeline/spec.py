@@ -464,23 +464,36 @@ class TriggerSpec(SpecModel):
 
 
 PARTITION_PERIODS = ("hour", "day", "week", "month")
+# A file partition is one file an on_new_file trigger saw arrive.
+PARTITION_KINDS = (*PARTITION_PERIODS, "file")
 
 
 class PartitionsSpec(SpecModel):
-    """Time-window partitions over a date or timestamp column of every source table: each
-    run extracts one window [start, end) and replaces that window's rows in the destination
-    (the Dagster layer makes it a time-window partitions definition, see
-    datapipe_assets/defs/partitions.py)."""
+    """How a pipeline's runs are partitioned (the Dagster layer makes the partitions
+    definition, see datapipe_assets/defs/partitions.py).
 
-    by: Literal[PARTITION_PERIODS]  # type: ignore[valid-type]
-    column: str
+    By hour, day, week or month: time windows over a date or timestamp `column` of every
+    source table, from `start`; each run extracts one window [start, end) and replaces that
+    window's rows in the destination. By file (with `trigger: {on_new_file: true}`): one
+    partition per arrived file; each run reads that file and replaces the rows loaded from
+    it. Validation (pipeline/partition_validation.py) requires `column` and `start` of time
+    windows, and refuses them, and `timezone`, with `by: file`.
+    """
+
+    by: Literal[PARTITION_KINDS]  # type: ignore[valid-type]
+    column: str | None = None
     # The first partition's start: a date, or a date and time for hourly partitions.
-    start: dt.date | dt.datetime
+    start: dt.date | dt.datetime | None = None
     # The zone partitions start and end in, and the one a column without a zone is read in.
     timezone: str = "UTC"
 
+    @property
+    def by_file(self) -> bool:
+        return self.by == "file"
+
     def start_time(self) -> dt.datetime:
         """The start as a wall-clock time (no zone) of `timezone`, as Dagster takes it."""
+        assert self.start is not None, "validation requires the start of time windows"
         if isinstance(self.start, dt.datetime):
             return self.start.replace(tzinfo=None)
         return dt.datetime.combine(self.start, dt.time())
@@ -579,7 +592,7 @@ class Pipeline(SpecModel):
     timeout: Annotated[float | str, BeforeValidator(_scalar_timeout)] = "1h"
     # Where the steps of its runs execute; None: the deployment's choice (DATAPIPE_EXECUTOR).
     executor: ExecutorSpec | None = None
-    # Time-window partitions: each run extracts and replaces one window of rows.
+    # Partitions: each run extracts and replaces one time window, or one arrived file.
     partitions: PartitionsSpec | None = None
 
     @model_validator(mode="after")

@@ -4,7 +4,6 @@ exactly that day in the destination; staging keeps a file per partition."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from tests.support.project_files import (
     PAID_ONLY_TRANSFORM,
     failure_messages,
     postgres_config,
+    run_summary,
     write_project,
 )
 
@@ -197,18 +197,9 @@ def _paid_rows(project: Path) -> list[tuple]:
         return con.execute("SELECT id, amount FROM paid_orders ORDER BY id").fetchall()
 
 
-def _summary(output: str) -> list[str]:
-    """The lines of a backfill's output that are not a step's progress."""
-    return [
-        re.sub(r"run [0-9a-f-]{36}", "run ID", line)
-        for line in output.splitlines()
-        if line.startswith(("running", "paid:"))
-    ]
-
-
 def test_backfill_command_over_csv_then_one_partition_again(csv_project, capsys):
     assert main(["backfill", "paid", "--from", "2024-01-01", "--to", "2024-01-03"]) == 0
-    assert _summary(capsys.readouterr().out) == [
+    assert run_summary(capsys.readouterr().out, "paid") == [
         "running paid partition 2024-01-01 (1 of 3) ...",
         "paid: run ID succeeded",
         "running paid partition 2024-01-02 (2 of 3) ...",
@@ -225,7 +216,8 @@ def test_backfill_command_over_csv_then_one_partition_again(csv_project, capsys)
         .replace("4,paid,40", "4,paid,41")
     )
     assert main(["backfill", "paid", "--from", "2024-01-02", "--to", "2024-01-02"]) == 0
-    assert _summary(capsys.readouterr().out)[-1] == "paid: backfill of 1 partition(s), 1 succeeded"
+    summary = run_summary(capsys.readouterr().out, "paid")
+    assert summary[-1] == "paid: backfill of 1 partition(s), 1 succeeded"
     assert _paid_rows(csv_project) == [(1, 10), (4, 41), (5, 50)]
 
 
@@ -261,7 +253,7 @@ def test_the_schedule_and_datapipe_run_take_the_latest_complete_partition(csv_pr
     yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).date()
     # Yesterday has no orders in the file: nothing is loaded, and the row counts fail.
     assert main(["run", "paid"]) == 1
-    assert _summary(capsys.readouterr().out) == [
+    assert run_summary(capsys.readouterr().out, "paid") == [
         f"running paid partition {yesterday} ...",
         "paid: run ID succeeded, but checks of severity error failed: "
         "acme/paid/paid:row_count, acme/paid/load/paid_orders:row_count",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import psycopg
 import pytest
 from pyarrow import fs
@@ -171,19 +172,11 @@ def test_daemon_runs_each_new_file_once_across_restarts(production, tmp_path):
     )
     workspace, log = write_workspace(tmp_path), tmp_path / "daemon.log"
     with production.instance() as instance:
-
-        def finished(count: int) -> Callable[[], bool]:
-            def check() -> bool:
-                runs = sensor_runs(instance)
-                return len(runs) >= count and all(r.is_finished for r in runs)
-
-            return check
-
         with daemon_running(workspace, log):
-            wait_for(finished(1), log)
+            wait_for(sensor_runs_finished(instance, 1), log)
         (landing / "b.csv").write_text(HEADER + "2,20\n")
         with daemon_running(workspace, log):
-            wait_for(finished(2), log)
+            wait_for(sensor_runs_finished(instance, 2), log)
             # Several more ticks (one a second) must find nothing new.
             time.sleep(4)
 
@@ -195,6 +188,43 @@ def test_daemon_runs_each_new_file_once_across_restarts(production, tmp_path):
         assert {r.tags["datapipe/pipeline"] for r in runs} == {"orders"}
         (state,) = [s for s in instance.all_instigator_state() if s.instigator_name == SENSOR]
         assert state.instigator_data.cursor == '["incoming/a.csv", "incoming/b.csv"]'
+
+
+def sensor_runs_finished(instance: dg.DagsterInstance, count: int) -> Callable[[], bool]:
+    """Whether the file sensor has started `count` runs (or more), all finished."""
+
+    def check() -> bool:
+        runs = sensor_runs(instance)
+        return len(runs) >= count and all(r.is_finished for r in runs)
+
+    return check
+
+
+def test_daemon_adds_each_new_file_as_a_partition_then_runs_it(production, tmp_path):
+    """With partitions by file, the daemon adds a tick's files as partitions, then runs each."""
+    landing = production.pipelines / "incoming"
+    (landing / "a.csv").write_text(HEADER + "1,10\n")
+    (landing / "b.csv").write_text(HEADER + "2,20\n")
+    pipeline = csv_pipeline(
+        "orders", "incoming/*.csv", trigger={"on_new_file": True}, partitions={"by": "file"}
+    )
+    triggered_project(production.pipelines, {"orders": pipeline})
+    workspace, log = write_workspace(tmp_path), tmp_path / "daemon.log"
+    with production.instance() as instance:
+        with daemon_running(workspace, log):
+            wait_for(sensor_runs_finished(instance, 2), log)
+        runs = sensor_runs(instance)
+        assert sorted((r.tags["dagster/partition"], r.status) for r in runs) == [
+            ("incoming/a.csv", dg.DagsterRunStatus.SUCCESS),
+            ("incoming/b.csv", dg.DagsterRunStatus.SUCCESS),
+        ]
+        assert instance.get_dynamic_partitions("acme__orders__files") == [
+            "incoming/a.csv",
+            "incoming/b.csv",
+        ]
+    with duckdb.connect(str(production.pipelines / "warehouse.duckdb"), read_only=True) as con:
+        loaded = con.execute("SELECT id, amount, _datapipe_file FROM orders_orders ORDER BY id")
+        assert loaded.fetchall() == [(1, 10, "incoming/a.csv"), (2, 20, "incoming/b.csv")]
 
 
 def test_daemon_runs_a_chained_pipeline_once_per_upstream_loads(production, tmp_path):

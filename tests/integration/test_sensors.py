@@ -133,7 +133,7 @@ def test_a_file_run_reads_only_its_file(landing: Path):
     loaded = project.get("orders")
 
     def rows(tags: dict[str, str]) -> list[dict]:
-        source = source_for_run(loaded, "orders", tags).open_source()
+        source = source_for_run(loaded, "orders", tags.get(FILE_TAG)).open_source()
         return source.read("orders").read_all().to_pylist()
 
     assert rows({FILE_TAG: "incoming/b[1].csv"}) == [{"id": 3, "amount": 30}]

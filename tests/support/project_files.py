@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,13 @@ def run(
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     """The user-facing message of each failed step."""
     return [failure_message(e) for e in result.all_events if e.is_step_failure]
+
+
+def run_summary(output: str, pipeline: str) -> list[str]:
+    """The lines of a `datapipe run` or `backfill` output that are not a step's progress,
+    with run ids as `run ID`."""
+    return [
+        re.sub(r"run [0-9a-f-]{36}", "run ID", line)
+        for line in output.splitlines()
+        if line.startswith(("running", f"{pipeline}:"))
+    ]

@@ -14,6 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyarrow import fs
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # The superuser's password: TCP logins are checked (scram-sha-256), as on a real server.
@@ -130,18 +134,21 @@ class S3Server:
         }
 
     def create_bucket(self, name: str | None = None) -> str:
+        name = name or f"b-{uuid.uuid4().hex[:12]}"
+        self.filesystem(allow_bucket_creation=True).create_dir(name)
+        return name
+
+    def filesystem(self, allow_bucket_creation: bool = False) -> fs.S3FileSystem:
+        """A pyarrow S3 filesystem on this server (pyarrow is imported only when asked for)."""
         from pyarrow import fs
 
-        name = name or f"b-{uuid.uuid4().hex[:12]}"
-        filesystem = fs.S3FileSystem(
+        return fs.S3FileSystem(
             access_key=self.access_key,
             secret_key=self.secret_key,
             endpoint_override=self.endpoint_url,
             region=self.region,
-            allow_bucket_creation=True,
+            allow_bucket_creation=allow_bucket_creation,
         )
-        filesystem.create_dir(name)
-        return name
 
 
 def _weed_binary() -> str:

@@ -18,7 +18,7 @@ from connectors.base import (
 from connectors.shared.rejects import RejectLimitExceeded, RejectLog
 from datapipe_assets.defs import cursors
 from datapipe_assets.defs.errors import step_failures
-from datapipe_assets.defs.partitions import partitions_definition, run_window
+from datapipe_assets.defs.partitions import partitions_definition, replaced_file, run_window
 from datapipe_assets.defs.rejects import (
     Tally,
     decode_tallies,
@@ -168,6 +168,7 @@ def load_request(
         ],
         rejects=rejects,
         replace_window=run_window(loaded.pipeline, tags),
+        replace_file=replaced_file(loaded.pipeline, tags),
     )
 
 

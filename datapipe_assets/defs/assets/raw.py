@@ -46,7 +46,12 @@ from datapipe_assets.defs.assets.load import (
     loaded_line,
 )
 from datapipe_assets.defs.errors import step_failures
-from datapipe_assets.defs.partitions import PARTITION_TAG, partitions_definition, run_window
+from datapipe_assets.defs.partitions import (
+    PARTITION_TAG,
+    partitions_definition,
+    run_file,
+    run_window,
+)
 from datapipe_assets.defs.rejects import (
     NO_ROWS,
     Tally,
@@ -307,14 +312,15 @@ class _StepRun:
     def _open(
         self, table: SourceTable, start: CursorState | None, rejects: RejectLog | None
     ) -> Extraction:
-        run_source = source_for_run(self.loaded, table.name, self.tags)
+        pipeline = self.loaded.pipeline
+        run_source = source_for_run(self.loaded, table.name, run_file(pipeline, self.tags))
         return run_source.open_source().extract(
             table.source_name,
             table.incremental_key if table.incremental else None,
             start,
             table.primary_key,
             rejects,
-            run_window(self.loaded.pipeline, self.tags),
+            run_window(pipeline, self.tags),
             self._row_limit(table),
         )
 
