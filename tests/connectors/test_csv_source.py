@@ -306,20 +306,11 @@ def test_default_table_names() -> None:
     assert default_table_name("part-[0-9]?.csv") == "part"
 
 
-def s3_filesystem(s3: S3Server) -> fs.S3FileSystem:
-    return fs.S3FileSystem(
-        access_key=s3.access_key,
-        secret_key=s3.secret_key,
-        endpoint_override=s3.endpoint_url,
-        region=s3.region,
-    )
-
-
 def test_reads_a_glob_from_s3(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
     bucket = s3.create_bucket()
-    store = s3_filesystem(s3)
+    store = s3.filesystem()
     for key, text in {
         "exports/2024-02.csv": "id,total\n3,30.5\n",
         "exports/2024-01.csv": "id,total\n1,10.0\n2,20.25\n",
@@ -390,7 +381,7 @@ def test_tables_maps_names_to_files_globs_and_s3(
     tmp_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket = use_s3(s3, monkeypatch)
-    put(s3_filesystem(s3), bucket, {"raw/payments/p1.csv": "order_id,amount\n10,5.5\n"})
+    put(s3.filesystem(), bucket, {"raw/payments/p1.csv": "order_id,amount\n10,5.5\n"})
     write(tmp_path / "data" / "customers.csv", CUSTOMERS)
     write(tmp_path / "data" / "orders_2024-02.csv", ORDERS_FEB)
     write(tmp_path / "data" / "orders_2024-01.csv", ORDERS_JAN)
@@ -553,7 +544,7 @@ def test_table_per_file_offers_one_table_per_file(tmp_path: Path) -> None:
 def test_table_per_file_on_s3(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     bucket = use_s3(s3, monkeypatch)
     put(
-        s3_filesystem(s3),
+        s3.filesystem(),
         bucket,
         {"raw/customers.csv": CUSTOMERS, "raw/orders.csv": ORDERS_FEB, "raw/old/x.csv": "a\n1\n"},
     )
@@ -669,7 +660,7 @@ def test_a_null_marker_after_the_sniffed_block_is_null_not_an_error(tmp_path: Pa
 
 def test_s3_credentials_from_the_config(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     bucket = use_s3(s3, monkeypatch)
-    put(s3_filesystem(s3), bucket, {"in/orders.csv": ORDERS_JAN})
+    put(s3.filesystem(), bucket, {"in/orders.csv": ORDERS_JAN})
     # The environment's keys are wrong: the connection's own are used.
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")

@@ -172,10 +172,7 @@ def test_compose_services_run_a_pipeline_launched_from_graphql(deployment, tmp_p
     with psycopg.connect(postgres.url(deployment.warehouse)) as conn:
         rows = conn.execute("SELECT id, amount FROM orders ORDER BY id").fetchall()
     assert rows == [(1, 10), (2, 25), (3, 7)]
-    store = fs.S3FileSystem(
-        access_key=s3.access_key, secret_key=s3.secret_key,
-        endpoint_override=s3.endpoint_url, region=s3.region,
-    )  # fmt: skip
+    store = s3.filesystem()
     bucket = env["DAGSTER_COMPUTE_LOG_BUCKET"]
     staged = store.get_file_info(fs.FileSelector(f"{bucket}/staging/{run_id}", recursive=True))
     assert sorted(Path(i.path).name for i in staged if i.is_file) == ["orders.parquet"]

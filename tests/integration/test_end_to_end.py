@@ -134,10 +134,7 @@ def test_s3_staging_and_postgres_destination(tmp_path, monkeypatch, s3, postgres
                 "SELECT customer_id, revenue, orders FROM revenue_by_customer ORDER BY customer_id"
             ).fetchall()
         assert rows == EXPECTED_REVENUE
-        store = fs.S3FileSystem(
-            access_key=s3.access_key, secret_key=s3.secret_key,
-            endpoint_override=s3.endpoint_url, region=s3.region,
-        )  # fmt: skip
+        store = s3.filesystem()
         staged = store.get_file_info(
             fs.FileSelector(f"{bucket}/staging/{result.run_id}", recursive=True)
         )

@@ -84,10 +84,7 @@ def test_deploy_instance_uses_postgres_the_run_queue_and_s3_logs(production, pos
     with psycopg.connect(postgres.url(os.environ["DAGSTER_PG_DB"])) as conn:
         runs = conn.execute("SELECT run_id, pipeline_name, status FROM runs").fetchall()
     assert runs == [(result.run_id, "orders", "SUCCESS")]
-    store = fs.S3FileSystem(
-        access_key=s3.access_key, secret_key=s3.secret_key,
-        endpoint_override=s3.endpoint_url, region=s3.region,
-    )  # fmt: skip
+    store = s3.filesystem()
     logs = store.get_file_info(fs.FileSelector(f"{production.bucket}/{LOG_PREFIX}", recursive=True))
     files = sorted(info.path for info in logs if info.is_file)
     # One capture per run: the in-process executor runs every step in the run's process.

@@ -15,7 +15,6 @@ import duckdb
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from pyarrow import fs
 
 from datapipe_assets.cli.main import main
 from tests.support.project_files import failure_messages, postgres_config, run, write_project
@@ -489,10 +488,7 @@ def test_rejects_files_on_s3_staging(tmp_path, monkeypatch, s3, capsys):
     for asset in ("raw/orders", "load/orders"):
         url = dg.PathMetadataValue(f"s3://{folder}/{asset}.parquet")
         assert found[asset].metadata["rejects_path"] == url
-    store = fs.S3FileSystem(
-        access_key=s3.access_key, secret_key=s3.secret_key,
-        endpoint_override=s3.endpoint_url, region=s3.region,
-    )  # fmt: skip
+    store = s3.filesystem()
     with store.open_input_file(f"{folder}/raw/orders.parquet") as raw:
         assert pq.read_table(raw).to_pylist() == [
             {"reason": "expected 3 fields, found 4", "file": "data/orders.csv", "line": 7,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from pyarrow import fs
 
 from datapipe_assets.defs.factory import build_definitions, pipeline_jobs
 from datapipe_assets.defs.triggers import (
@@ -101,10 +100,7 @@ def test_file_sensor_watches_an_s3_prefix(landing: Path, s3, monkeypatch: pytest
     for variable, value in s3.env().items():
         monkeypatch.setenv(variable, value)
     bucket = s3.create_bucket()
-    store = fs.S3FileSystem(
-        access_key=s3.access_key, secret_key=s3.secret_key,
-        endpoint_override=s3.endpoint_url, region=s3.region,
-    )  # fmt: skip
+    store = s3.filesystem()
     prefix = f"s3://{bucket}/landing/*.csv"
     project = triggered_project(
         landing, {"orders": csv_pipeline("orders", prefix, trigger={"on_new_file": True})}

@@ -235,10 +235,7 @@ def test_on_s3_the_cli_and_the_daily_job_share_the_cleanup(
     for name, value in s3.env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DATAPIPE_STAGING_URL", f"s3://{bucket}/staging")
-    store = fs.S3FileSystem(
-        access_key=s3.access_key, secret_key=s3.secret_key,
-        endpoint_override=s3.endpoint_url, region=s3.region,
-    )  # fmt: skip
+    store = s3.filesystem()
     customers = run_pipeline("customers", capsys)
     superseded, latest = (run_pipeline("orders", capsys) for _ in range(2))
     back_date_run(customers, OLD - HOUR)

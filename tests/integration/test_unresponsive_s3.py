@@ -71,10 +71,7 @@ def test_a_stopped_s3_server_fails_the_run_in_bounded_time_and_leaves_no_partial
             [DATAPIPE, "run", "orders"], env=env, capture_output=True, text=True, timeout=300
         )
         assert again.returncode == 0, again.stdout + again.stderr
-        store = fs.S3FileSystem(
-            access_key=s3.access_key, secret_key=s3.secret_key,
-            endpoint_override=s3.endpoint_url, region=s3.region,
-        )  # fmt: skip
+        store = s3.filesystem()
         names = [
             info.base_name
             for info in store.get_file_info(fs.FileSelector(bucket, recursive=True))
