@@ -20,6 +20,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from datapipe_assets.pipeline.keys import PIPELINE_TAG
 from datapipe_assets.pipeline.project import LoadedPipeline
 from datapipe_assets.pipeline.usage import (
     USAGE_PART,
@@ -56,12 +57,10 @@ def usage_observation(
 ) -> dg.AssetObservation:
     """The record of one table's extract or load in a run."""
     pipeline = loaded.pipeline
-    done = (
-        f"{extracted:,} rows extracted from" if extracted else f"{loaded_rows:,} rows loaded into"
-    )
     return dg.AssetObservation(
         asset_key=usage_key(pipeline.org),
-        description=f"{pipeline.name}: {done} {table}",
+        description=f"{pipeline.name}, {table}: {extracted:,} rows extracted, "
+        f"{loaded_rows:,} loaded",
         metadata={
             "pipeline": pipeline.name,
             "table": table,
@@ -120,20 +119,36 @@ def recorded_orgs(instance: dg.DagsterInstance) -> list[str]:
     return sorted({k.path[0] for k in keys if len(k.path) == 2 and k.path[1] == USAGE_PART})
 
 
-def check_monthly_limit(instance: dg.DagsterInstance, loaded: LoadedPipeline) -> None:
-    """Refuse to extract when the pipeline's org has used its rows for this month."""
+def monthly_limit_reached(instance: dg.DagsterInstance, loaded: LoadedPipeline) -> str | None:
+    """Why the pipeline may not run, when its org has used its rows for this month."""
     org = loaded.pipeline.org
     limit = loaded.orgs.limits(org).max_rows_per_month
     if limit is None:
-        return
+        return None
     month = month_of(time.time())
     used = sum(line.rows_loaded for line in month_usage(instance, org, month))
-    if used >= limit:
-        raise dg.Failure(
-            f"pipeline {loaded.pipeline.name!r}: {monthly_limit_message(org, used, limit, month)}",
-            metadata={USAGE_LIMIT: org},
-            allow_retries=False,
-        )
+    if used < limit:
+        return None
+    return f"pipeline {loaded.pipeline.name!r}: {monthly_limit_message(org, used, limit, month)}"
+
+
+def check_monthly_limit(instance: dg.DagsterInstance, loaded: LoadedPipeline) -> None:
+    """Refuse to extract when the pipeline's org has used its rows for this month."""
+    reason = monthly_limit_reached(instance, loaded)
+    if reason is not None:
+        raise dg.Failure(reason, metadata={USAGE_LIMIT: loaded.pipeline.org}, allow_retries=False)
+
+
+def refused_by_limit(instance: dg.DagsterInstance, pipeline: str) -> bool:
+    """Whether the pipeline's latest run was refused by its org's monthly limit."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={PIPELINE_TAG: pipeline}), limit=1)
+    if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
+        return False
+    failures = instance.get_records_for_run(
+        runs[0].run_id, of_type=dg.DagsterEventType.STEP_FAILURE
+    ).records
+    events = [record.event_log_entry.dagster_event for record in failures]
+    return any(event is not None and is_usage_limit(event) for event in events)
 
 
 def is_usage_limit(event: dg.DagsterEvent) -> bool:

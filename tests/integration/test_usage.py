@@ -19,6 +19,7 @@ from datapipe_assets.cli.main import main
 from datapipe_assets.defs.alerts.rules import load_alert_rules
 from datapipe_assets.defs.alerts.sensors import alert_sensors
 from datapipe_assets.defs.billing import event_identifier
+from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.pipeline.project import load_project
 from datapipe_assets.pipeline.usage import month_of, next_month
 from resources.notifications import Notifier
@@ -173,9 +174,11 @@ def test_a_reached_monthly_limit_refuses_runs_and_alerts(folder, capsys, smtp):
     # Two runs of orders load 3 + 3 rows: acme's 6 rows for the month are used.
     _write(folder, {"orgs": {"acme": {"plan": "pro", "max_rows_per_month": 6},
                              "beta": {"plan": "free", "max_rows_per_month": 6}}},
-           alerts=[alert])  # fmt: skip
+           alerts=[alert], schedule="0 * * * *")  # fmt: skip
     month = month_of(time.time())
     assert [_run("orders", capsys)[0] for _ in range(2)] == [0, 0]
+    # The schedule's next tick still starts a run: its refusal is what alerts.
+    assert _tick(folder) == dg.RunRequest()
 
     code, run_id, err = _run("orders", capsys)
     message = (
@@ -217,6 +220,15 @@ def test_a_reached_monthly_limit_refuses_runs_and_alerts(folder, capsys, smtp):
     assert _usage(capsys, "--org", "acme")[1][-1] == (
         f"acme  (total)   {month}               8            6              6  100.0%"
     )
+    # Once a run was refused, the schedule skips its ticks rather than alert on each.
+    assert _tick(folder) == dg.SkipReason(message)
+
+
+def _tick(folder: Path) -> Any:
+    """The orders schedule's evaluation, now."""
+    schedule = build_definitions(load_project(folder)).resolve_schedule_def("orders__schedule")
+    with dagster_instance() as instance:
+        return schedule(dg.build_schedule_context(instance=instance))
 
 
 @pytest.fixture
