@@ -71,7 +71,8 @@ class Billing:
         billing, file = self._orgs.billing, self._orgs.file
         assert billing is not None and file is not None
         config = {"api_key": billing.stripe_api_key}
-        return ConnectionSpec("billing", "stripe", config, file.parent, self._secrets_file)
+        secrets = self._secrets_file
+        return ConnectionSpec("orgs.yaml billing", "stripe", config, file.parent, secrets)
 
 
 def event_identifier(run_id: str, pipeline: str, table: str) -> str:

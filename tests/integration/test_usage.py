@@ -20,13 +20,21 @@ from datapipe_assets.defs.alerts.rules import load_alert_rules
 from datapipe_assets.defs.alerts.sensors import alert_sensors
 from datapipe_assets.defs.billing import event_identifier
 from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.defs.usage import month_usage, recorded_orgs
 from datapipe_assets.pipeline.project import load_project
-from datapipe_assets.pipeline.usage import month_of, next_month
+from datapipe_assets.pipeline.secret_store import put_secret
+from datapipe_assets.pipeline.usage import UsageLine, month_of, next_month
 from resources.notifications import Notifier
 from tests.support.fake_http import serve
 from tests.support.fake_stripe_meters import MeterFake
 from tests.support.fake_stripe_prices import API_KEY
-from tests.support.project_files import PAID_ONLY_TRANSFORM, cli_folder, write_project
+from tests.support.project_files import (
+    PAID_ONLY_TRANSFORM,
+    cli_folder,
+    failure_messages,
+    run,
+    write_project,
+)
 from tests.support.smtp_server import SmtpServer, alert_mail_server
 
 # 4 orders, 3 of them paid: `orders` extracts 4 rows and loads 3.
@@ -322,3 +330,54 @@ def test_loaded_rows_are_reported_to_stripe_once_even_when_it_is_down(folder, ca
         for run_id in (up, lost, down, back):
             for record in instance.get_records_for_run(run_id).records:
                 assert API_KEY not in str(record.event_log_entry)
+
+
+def test_usage_and_the_limit_on_postgres_storage(tmp_path, monkeypatch, postgres, pg_database):
+    """The same records and refusal with Dagster's events in real PostgreSQL storage."""
+    folder = cli_folder(tmp_path, monkeypatch)
+    _write(folder, {"orgs": {"acme": {"plan": "pro", "max_rows_per_month": 5},
+                             "beta": {"plan": "free"}}})  # fmt: skip
+    month = month_of(time.time())
+    server = {"hostname": postgres.host, "port": postgres.port, "db_name": pg_database,
+              "username": postgres.user, "password": postgres.password}  # fmt: skip
+    with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_db": server}}}) as pg:
+        assert type(pg.event_log_storage).__name__ == "PostgresEventLogStorage"
+        # orders loads 3 rows and refunds 2: acme's 5 rows are used.
+        results = [run(folder, name, pg) for name in ("orders", "refunds", "orders", "payments")]
+        assert [result.success for result in results] == [True, True, False, True]
+        assert failure_messages(results[2]) == [
+            f"pipeline 'orders': org 'acme' has used 5 of its 5 rows for {month}; runs resume "
+            f"on {next_month(month)}-01 or raise max_rows_per_month in orgs.yaml"
+        ]
+        assert month_usage(pg, "acme", month) == [
+            UsageLine("acme", "orders", month, 4, 3), UsageLine("acme", "refunds", month, 2, 2)
+        ]  # fmt: skip
+        assert month_usage(pg, "beta", month) == [UsageLine("beta", "payments", month, 5, 5)]
+        assert recorded_orgs(pg) == ["acme", "beta"]
+
+
+def test_the_billing_key_from_secrets_or_an_unset_one(folder, capsys, stripe, monkeypatch):
+    """`${secret:NAME}` resolves as for connections; a key that cannot be resolved leaves
+    the load done and its event pending, with a warning that names what to fix."""
+    monkeypatch.setenv("DATAPIPE_MASTER_KEY", "billing master 5120")
+    billing = {"stripe_api_key": "${secret:stripe_billing}", "api_base": stripe.server.url}
+    orgs = {"acme": {"plan": "pro", "stripe_customer_id": "cus_acme", "meter": "rows_synced"},
+            "beta": {"plan": "free"}}  # fmt: skip
+    _write(folder, {"billing": billing, "orgs": orgs})
+    put_secret(folder / "secrets.enc.yaml", "stripe_billing", API_KEY)
+    code, first, _ = _run("refunds", capsys)
+    assert code == 0 and [e["identifier"] for e in stripe.received] == [
+        event_identifier(first, "refunds", "refunds")
+    ]
+
+    unset = {**billing, "stripe_api_key": "${UNSET_BILLING_KEY}"}
+    _write(folder, {"billing": unset, "orgs": orgs})
+    code, second, _ = _run("refunds", capsys)
+    assert code == 0 and len(stripe.received) == 1
+    assert _warnings(second) == [
+        f"org 'acme': 2 rows loaded into refunds by pipeline 'refunds' (run {second}) not "
+        "reported to Stripe meter 'rows_synced': connection 'orgs.yaml billing': environment "
+        "variable UNSET_BILLING_KEY (for 'api_key') is not set; export it before running; it "
+        "is sent again by the org's next run or `datapipe usage --report`"
+    ]
+    assert _observations("acme")[-1]["stripe_status"] == "pending"
