@@ -31,7 +31,15 @@ class MeterEvent:
 
 
 class MeterError(Exception):
-    """Stripe did not take a meter event; the text is one line with the key masked."""
+    """Stripe did not take a meter event; the text is one line with the key masked.
+
+    `transient`: Stripe could not be reached or failed (5xx, 409, 429), so sending again
+    later may succeed; otherwise Stripe refused this event (a 4xx such as an unknown customer).
+    """
+
+    def __init__(self, text: str, transient: bool) -> None:
+        super().__init__(text)
+        self.transient = transient
 
 
 class StripeMeter:
@@ -62,4 +70,6 @@ class StripeMeter:
             text = (error.user_message or str(error)).strip().splitlines() or [""]
             reason = " ".join(text[0].split()) or type(error).__name__
             status = f"HTTP {error.http_status}: " if error.http_status else ""
-            raise MeterError(mask(f"{status}{reason}", [self._key])) from None
+            transient = error.http_status is None or error.http_status in (409, 429)
+            transient = transient or (error.http_status or 0) >= 500
+            raise MeterError(mask(f"{status}{reason}", [self._key]), transient) from None

@@ -29,6 +29,8 @@ STRIPE_STATUS = "stripe_status"
 STRIPE_METER = "stripe_meter"
 STRIPE_CUSTOMER = "stripe_customer"
 REPORTED, PENDING = "reported", "pending"
+# What one send did.
+SENT, RETRY, REFUSED = "sent", "retry", "refused"
 # Stripe takes events of the past 35 days; older pending events can no longer be sent.
 RESEND_WINDOW = timedelta(days=35) - timedelta(hours=1)
 
@@ -50,20 +52,22 @@ class Billing:
         assert spec is not None and spec.meter is not None and spec.stripe_customer_id is not None
         return MeterEvent(spec.meter, spec.stripe_customer_id, rows, identifier, int(timestamp))
 
-    def send(self, org: str, event: MeterEvent, what: str) -> bool:
-        """Send one event; False, with a warning naming `what` was not reported, if it fails."""
+    def send(self, org: str, event: MeterEvent, what: str) -> str:
+        """Send one event: SENT, or with a warning naming `what` was not reported, RETRY
+        (Stripe unreachable or failing, or no key: the next events would fail alike) or
+        REFUSED (Stripe refused this event)."""
         billing = self._orgs.billing
         assert billing is not None
         try:
             key = self._key_connection().resolve()["api_key"]
             StripeMeter(key, billing.api_base).send(event)
-            return True
+            return SENT
         except (ConnectorError, MeterError) as error:
             self._warn(
                 f"org {org!r}: {what} not reported to Stripe meter {event.event_name!r}: "
                 f"{error}; it is sent again by the org's next run or `datapipe usage --report`"
             )
-            return False
+            return REFUSED if isinstance(error, MeterError) and not error.transient else RETRY
 
     def _key_connection(self) -> ConnectionSpec:
         """The billing key as a connection's config: `${ENV}` and `${secret:NAME}` resolve
@@ -89,7 +93,7 @@ def report_load(
         return {}
     event = billing.event(org, event_identifier(run_id, pipeline, table), rows, time.time())
     what = f"{rows:,} rows loaded into {table} by pipeline {pipeline!r} (run {run_id})"
-    status = REPORTED if billing.send(org, event, what) else PENDING
+    status = REPORTED if billing.send(org, event, what) == SENT else PENDING
     return {
         STRIPE_ID: event.identifier,
         STRIPE_STATUS: status,
@@ -124,11 +128,16 @@ def resend_pending(
 ) -> tuple[int, int]:
     """Send an org's pending events again, recording each one sent; (sent, still pending)."""
     events = pending_events(instance, org) if billing.metered(org) else []
-    for sent, event in enumerate(events):
-        if not billing.send(org, event, f"{event.value:,} rows of event {event.identifier}"):
+    sent = 0
+    for event in events:
+        outcome = billing.send(org, event, f"{event.value:,} rows of event {event.identifier}")
+        if outcome == RETRY:
             # Stripe is still down: the others wait for the next try rather than each
             # waiting out the client's retries.
             return sent, len(events) - sent
+        if outcome == REFUSED:
+            continue  # this event alone: the others are still sent
+        sent += 1
         record(
             dg.AssetObservation(
                 asset_key=usage_key(org),
@@ -136,4 +145,4 @@ def resend_pending(
                 metadata={STRIPE_ID: event.identifier, STRIPE_STATUS: REPORTED},
             )
         )
-    return len(events), 0
+    return sent, len(events) - sent

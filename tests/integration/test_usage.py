@@ -257,13 +257,18 @@ def _warnings(run_id: str) -> list[str]:
     ]
 
 
-def test_loaded_rows_are_reported_to_stripe_once_even_when_it_is_down(folder, capsys, stripe):
+def _metered(folder: Path, stripe: MeterFake) -> None:
+    """acme's rows billed to Stripe customer cus_acme, meter rows_synced; beta's not."""
     _write(folder, {
         "billing": {"stripe_api_key": "${STRIPE_BILLING_KEY}", "api_base": stripe.server.url},
         "orgs": {"acme": {"plan": "pro", "stripe_customer_id": "cus_acme",
                           "meter": "rows_synced"},
                  "beta": {"plan": "free"}},
     })  # fmt: skip
+
+
+def test_loaded_rows_are_reported_to_stripe_once_even_when_it_is_down(folder, capsys, stripe):
+    _metered(folder, stripe)
 
     def event(run_id: str, table: str, value: str) -> dict[str, Any]:
         identifier = event_identifier(run_id, table.removesuffix("_out"), table)  # its pipeline
@@ -381,3 +386,23 @@ def test_the_billing_key_from_secrets_or_an_unset_one(folder, capsys, stripe, mo
         "is sent again by the org's next run or `datapipe usage --report`"
     ]
     assert _observations("acme")[-1]["stripe_status"] == "pending"
+
+
+def test_an_event_stripe_refuses_does_not_hold_back_the_others(folder, capsys, stripe):
+    _metered(folder, stripe)
+    stripe.mode = "down"
+    runs = [_run(name, capsys) for name in ("orders", "refunds")]
+    assert [code for code, _, _ in runs] == [0, 0] and stripe.counted == {}
+    orders, refunds = (run_id for _, run_id, _ in runs)
+    refused = event_identifier(orders, "orders", "orders_out")
+    stripe.mode, stripe.refused = "up", {refused}
+
+    assert main(["usage", "--report"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "acme: 1 pending meter event(s) sent to Stripe, 1 still pending\n"
+    assert err == (
+        f"warning: org 'acme': 3 rows of event {refused} not reported to Stripe meter "
+        "'rows_synced': HTTP 400: No such customer: 'cus_acme'; it is sent again by the org's "
+        "next run or `datapipe usage --report`\n"
+    )
+    assert list(stripe.counted) == [event_identifier(refunds, "refunds", "refunds")]

@@ -4,7 +4,8 @@ It takes the form-encoded event the stripe library sends, behind the Bearer API 
 answers with a `billing.meter_event` object. As Stripe does, it counts an identifier once:
 an event sent again is answered but not counted twice. A test sets `mode` to `down` (503,
 nothing recorded) or `lost` (the event is recorded, then the answer is a 500, as when a
-response is lost on its way back).
+response is lost on its way back), and lists in `refused` the identifiers to answer with
+Stripe's 400 for an event it will never take.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class MeterFake:
     received: list[dict[str, Any]] = field(default_factory=list)
     # The events counted: one per identifier, as Stripe keeps them.
     counted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refused: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.server.route("POST", "/v1/billing/meter_events")(self._create)
@@ -45,6 +47,9 @@ class MeterFake:
         self.received.append(event)
         if self.mode == "down":
             return Response(503, DOWN)
+        if event["identifier"] in self.refused:
+            message = f"No such customer: '{event['customer']}'"
+            return Response(400, {"error": {"type": "invalid_request_error", "message": message}})
         self.counted.setdefault(event["identifier"], event)
         if self.mode == "lost":
             return Response(500, DOWN)
