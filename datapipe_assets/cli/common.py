@@ -15,6 +15,7 @@ from datapipe_assets.pipeline.project import (
     load_project,
     pipelines_dir,
 )
+from datapipe_assets.pipeline.usage import MONTH_PATTERN
 
 
 class CommandError(Exception):
@@ -55,6 +56,13 @@ def iso_date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a date like 2024-01-31, not {text!r}") from None
+
+
+def month(text: str) -> str:
+    """An argparse type: a month written as YYYY-MM."""
+    if not MONTH_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"must be a month like 2026-12, not {text!r}")
+    return text
 
 
 def valid_pipeline(project: Project, name: str) -> LoadedPipeline:

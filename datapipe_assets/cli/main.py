@@ -1,5 +1,5 @@
-"""The `datapipe` command: validate, preview, run, backfill, status, rejects, discover, check,
-secrets and gc."""
+"""The `datapipe` command: validate, preview, run, backfill, status, rejects, usage, discover,
+check, secrets and gc."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from connectors.base import ConnectorError
-from datapipe_assets.cli.common import CommandError, cli_project, iso_date, positive_int
+from datapipe_assets.cli.common import CommandError, cli_project, iso_date, month, positive_int
 from datapipe_assets.pipeline.compiler import CompileError
 from datapipe_assets.pipeline.readiness import plaintext_warnings, readiness_warnings
 
@@ -128,6 +128,16 @@ def _parser() -> argparse.ArgumentParser:
     rejects.add_argument("pipeline")
     rejects.add_argument("--run", help="run id (default: the latest run that rejected rows)")
     rejects.set_defaults(handler="rejects:rejects_command")
+
+    usage = commands.add_parser(
+        "usage", help="rows extracted and loaded per org, pipeline and month; monthly limits"
+    )
+    usage.add_argument("--org", help="one org (default: every org)")
+    usage.add_argument("--month", type=month, help="YYYY-MM, in UTC (default: the current month)")
+    usage.add_argument(
+        "--report", action="store_true", help="send Stripe the meter events still pending"
+    )
+    usage.set_defaults(handler="usage:usage_command")
 
     for name, handler, text in (
         ("discover", "connections:discover_command", "list a connection's tables and columns"),

@@ -31,6 +31,7 @@ from datapipe_assets.defs.live_runs import live_runs
 from datapipe_assets.defs.partitions import file_partitions, latest_complete_partition
 from datapipe_assets.defs.run_tags import pipeline_run_tags
 from datapipe_assets.defs.sensor_interval import sensor_interval
+from datapipe_assets.defs.usage import monthly_limit_reached, refused_by_limit
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.keys import load_key
 from datapipe_assets.pipeline.project import LoadedPipeline, Project
@@ -193,7 +194,8 @@ def chain_sensors(project: Project) -> list[dg.AutomationConditionSensorDefiniti
 def non_overlapping_schedule(
     loaded: LoadedPipeline, job: dg.UnresolvedAssetJobDefinition, cron: str, tz: str
 ) -> dg.ScheduleDefinition:
-    """The pipeline's cron schedule; a tick is skipped while a run of the pipeline is unfinished.
+    """The pipeline's cron schedule; a tick is skipped while a run of the pipeline is unfinished,
+    and once a run was refused by its org's monthly row limit, until that limit allows again.
 
     Runs are matched by the pipeline's tag (`datapipe/pipeline`), which the full-refresh job
     and `datapipe run` carry too, so a manual run also holds the schedule back; a run whose
@@ -217,6 +219,11 @@ def non_overlapping_schedule(
                 f"pipeline {name!r} has an unfinished run ({run.run_id}, {run.status.value}); "
                 "skipped this tick so two runs never overlap"
             )
+        limited = monthly_limit_reached(context.instance, loaded)
+        if limited is not None and refused_by_limit(context.instance, name):
+            # The refused run alerted once; a run each tick until the month ends would
+            # only repeat that alert.
+            return dg.SkipReason(limited)
         if loaded.pipeline.partitions is None:
             return dg.RunRequest()
         # A partitioned pipeline's tick materializes the latest partition that has ended.

@@ -77,6 +77,8 @@ class LoadedPipeline:
     version: str = ""
     # The rows one run may extract, from the org's plan or limits (orgs.yaml); None: no limit.
     row_limit: RunRowLimit | None = None
+    # The project's orgs.yaml: the pipeline's org limits and where its usage is billed.
+    orgs: Orgs = field(default_factory=Orgs)
 
     def connections(self) -> list[ConnectionSpec]:
         """Every connection the pipeline uses, for masking their secrets in any output."""
@@ -305,6 +307,7 @@ def _load_pipeline(
         tuple(validation.notes),
         content_version(pipeline),
         run_row_limit(pipeline, project.orgs.limits(pipeline.org)),
+        project.orgs,
     )
 
 

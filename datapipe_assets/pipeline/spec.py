@@ -369,7 +369,9 @@ CHECK_TYPES = (
     "not_null", "unique", "accepted_values", "range", "expression", "row_count", "freshness",
     "schema", "reconcile", "relationships",
 )  # fmt: skip
-ALERT_EVENTS = ("failure", "check_failed", "zero_rows", "slow_run", "schema_change")
+ALERT_EVENTS = (
+    "failure", "check_failed", "zero_rows", "slow_run", "schema_change", "usage_limit",
+)  # fmt: skip
 
 
 class CheckSpec(SpecModel):

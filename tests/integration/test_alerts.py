@@ -21,7 +21,7 @@ from datapipe_assets.pipeline.project import load_project
 from resources.notifications import Notifier
 from tests.support.fake_http import FakeServer, Response, serve
 from tests.support.project_files import run, write_project
-from tests.support.smtp_server import SmtpServer, smtp_server
+from tests.support.smtp_server import SmtpServer, alert_mail_server
 
 ORDERS_CSV = "id,status,amount\n1,paid,10\n2,pending,5\n"
 FAILING = {"id": "bad", "type": "sql",
@@ -142,12 +142,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 @pytest.fixture
 def smtp(env: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
-    with smtp_server() as server:
-        env.setenv("DATAPIPE_SMTP_HOST", server.host)
-        env.setenv("DATAPIPE_SMTP_PORT", str(server.port))
-        env.setenv("DATAPIPE_SMTP_USER", server.user)
-        env.setenv("DATAPIPE_SMTP_PASSWORD", server.password)
-        env.setenv("DATAPIPE_SMTP_FROM", "datapipe@example.com")
+    with alert_mail_server(env) as server:
         yield server
 
 

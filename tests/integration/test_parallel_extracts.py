@@ -32,7 +32,7 @@ STEPS = {
 }  # fmt: skip
 RAW_METADATA = {
     "duration_seconds", "dagster/row_count", "dagster/column_schema", "staged_bytes",
-    "staged_path", "preview", "rejected_rows",
+    "staged_path", "preview", "rejected_rows", "rows_extracted",
 }  # fmt: skip
 CURSOR_METADATA = {"cursor/start", "cursor/extracted_to"}
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from datapipe_assets.cli.main import main
-from tests.support.project_files import PAID_ONLY_TRANSFORM, write_project
+from tests.support.project_files import PAID_ONLY_TRANSFORM, cli_folder, write_project
 
 ORDERS = (
     "id,customer_id,status,amount_cents\n"
@@ -36,10 +36,7 @@ NEGATIVE_ROW = [
 @pytest.fixture
 def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Writes pipeline `shop` (CSV -> paid orders -> DuckDB) with the checks it is given."""
-    directory = tmp_path / "pipelines"
-    monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(directory))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    directory = cli_folder(tmp_path, monkeypatch)
 
     def write(checks: list[dict[str, Any]]) -> Path:
         (directory / "data").mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,16 @@ PAID_ONLY_TRANSFORM = {
 }  # fmt: skip
 
 
+def cli_folder(tmp_path: Path, monkeypatch: Any) -> Path:
+    """The pipelines folder (not yet written) the `datapipe` command reads in a test, with
+    the test's own Dagster instance and staging."""
+    directory = tmp_path / "pipelines"
+    monkeypatch.setenv("DATAPIPE_PIPELINES_DIR", str(directory))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("DATAPIPE_STAGING_URL", str(tmp_path / "staging"))
+    return directory
+
+
 def write_project(
     directory: Path, connections: dict[str, Any], pipelines: dict[str, dict[str, Any] | str]
 ) -> Path:

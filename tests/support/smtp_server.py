@@ -48,6 +48,18 @@ class SmtpServer:
 
 
 @contextmanager
+def alert_mail_server(monkeypatch: Any) -> Iterator[SmtpServer]:
+    """An SMTP server that alert emails are sent through (DATAPIPE_SMTP_* point at it)."""
+    with smtp_server() as server:
+        monkeypatch.setenv("DATAPIPE_SMTP_HOST", server.host)
+        monkeypatch.setenv("DATAPIPE_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("DATAPIPE_SMTP_USER", server.user)
+        monkeypatch.setenv("DATAPIPE_SMTP_PASSWORD", server.password)
+        monkeypatch.setenv("DATAPIPE_SMTP_FROM", "datapipe@example.com")
+        yield server
+
+
+@contextmanager
 def smtp_server(user: str = "alerts", password: str = "Smtp-Pw-9931") -> Iterator[SmtpServer]:
     """An SMTP server requiring a login (over plain TCP: it only listens on loopback)."""
     server = SmtpServer("127.0.0.1", free_port(), user, password)

@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from connectors.shared.durations import duration_seconds
 from datapipe_assets.defs.errors import failure_message
+from datapipe_assets.defs.usage import is_usage_limit
 from datapipe_assets.pipeline.check_rules import SCHEMA_CHECK_NAME
 from datapipe_assets.pipeline.connections import ConnectionSpec, secrets_of
 from datapipe_assets.pipeline.keys import LOAD, PIPELINE_TAG, key_stage, load_key, node_key, raw_key
@@ -41,6 +42,7 @@ TITLES = {
     "zero_rows": "loaded 0 rows",
     "slow_run": "slow run",
     "schema_change": "schema changed",
+    "usage_limit": "monthly limit reached",
 }
 _ORG_DEFAULTS = TypeAdapter(dict[str, list[AlertSpec]])
 
@@ -160,13 +162,17 @@ def failure_event(
     run_failure: dg.DagsterEvent,
     step_failures: Sequence[dg.DagsterEvent],
 ) -> AlertEvent:
-    """A failed run: its failed steps as the stage (by asset key), their errors as the error."""
+    """A failed run: its failed steps as the stage (by asset key), their errors as the error.
+
+    A run its org's monthly limit refused is a `usage_limit` as well as a failure.
+    """
     steps = {key.to_python_identifier(): key for key in pipeline_keys(pipeline)}
     stages = [_key_text(steps[e.step_key]) if e.step_key in steps else str(e.step_key)
               for e in step_failures]  # fmt: skip
     errors = [failure_message(e) for e in step_failures] or [run_failure.message or "run failed"]
+    limited = any(is_usage_limit(e) for e in step_failures)
     return AlertEvent(
-        kinds=("failure",),
+        kinds=("usage_limit", "failure") if limited else ("failure",),
         org=pipeline.org,
         pipeline=pipeline.name,
         stage=", ".join(stages) or "run",

@@ -62,7 +62,7 @@ def alert_sensors(rules: AlertRules, notifier: Notifier | None = None) -> list[d
     notifier = notifier or Notifier()
     events = {kind for alerts in rules.values() for rule in alerts.rules for kind in rule.spec.on}
     sensors = []
-    if "failure" in events:
+    if events & {"failure", "usage_limit"}:
         sensors.append(run_failure_alerts(rules, notifier))
     if events & {"zero_rows", "check_failed", "schema_change"}:
         sensors.append(event_alerts(rules, notifier))
@@ -84,7 +84,8 @@ def _alert_sensor(name: str, description: str) -> Callable[..., dg.SensorDefinit
 def run_failure_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinition:
     @dg.run_failure_sensor(
         name="datapipe_alerts__run_failure",
-        description="Alerts on failed pipeline runs (`on: [failure]`).",
+        description="Alerts on failed pipeline runs (`on: [failure]`) and runs refused by "
+        "their org's monthly row limit (`on: [usage_limit]`).",
         minimum_interval_seconds=sensor_interval(),
         default_status=dg.DefaultSensorStatus.RUNNING,
     )

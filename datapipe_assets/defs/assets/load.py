@@ -31,6 +31,7 @@ from datapipe_assets.defs.rejects import (
 from datapipe_assets.defs.retries import transient_retries
 from datapipe_assets.defs.run_rows import check_run_rows, raw_keys, shares_run_limit
 from datapipe_assets.defs.stage_metadata import seconds_since
+from datapipe_assets.defs.usage_recording import Usage, record_usage
 from datapipe_assets.pipeline.keys import load_key
 from datapipe_assets.pipeline.project import LoadedPipeline
 from resources.staging import ParquetStagingIOManager, StagedTable, table_schema
@@ -64,6 +65,8 @@ def load_asset(
         with transient_retries(context, pipeline.retries):
             metadata, line = load_staged(loaded, target_table, context.run.tags, data, staging)
         context.log.info(line)
+        rows = int(metadata["rows_loaded"].value)
+        record_usage(context, loaded, Usage(target_table, loaded=rows))
         return dg.MaterializeResult(metadata=metadata)
 
     return _load

@@ -64,6 +64,8 @@ from datapipe_assets.defs.rejects import (
 )
 from datapipe_assets.defs.retries import transient_retries
 from datapipe_assets.defs.stage_metadata import seconds_since
+from datapipe_assets.defs.usage import ROWS_EXTRACTED, check_monthly_limit
+from datapipe_assets.defs.usage_recording import Usage, record_usage
 from datapipe_assets.pipeline.keys import load_key, raw_key
 from datapipe_assets.pipeline.project import LoadedPipeline
 from datapipe_assets.pipeline.run_source import source_for_run
@@ -113,6 +115,8 @@ class _Output:
 
     result: dg.MaterializeResult
     log: str
+    # The rows it extracted or loaded, recorded as the org's usage once it is yielded.
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ def _connection_asset(
         partitions_def=partitions_definition(pipeline),
     )
     def _extract(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        # Before anything is read: an org over its monthly rows extracts nothing more.
+        check_monthly_limit(context.instance, loaded)
         with transient_retries(context, pipeline.retries):
             yield from _extract_tables(context)
 
@@ -177,6 +183,8 @@ def _connection_asset(
                     if isinstance(message, _Output):
                         context.log.info(message.log)
                         yield message.result
+                        if message.usage is not None:
+                            record_usage(context, loaded, message.usage)
                         continue
                     finished += 1
                     if message.failure is not None:
@@ -365,8 +373,10 @@ class _StepRun:
             )
             rejected = self._rejected(table, extraction, rejects)
         _release_freed_memory()
+        extracted = _rows_extracted(extraction, rejects)
         metadata: dict[str, object] = {
             "duration_seconds": seconds_since(started),
+            ROWS_EXTRACTED: dg.MetadataValue.int(extracted),
             **rejected,
             **_limit_metadata(self.loaded, extraction),
         }
@@ -382,6 +392,7 @@ class _StepRun:
                 value=StagedFile(path, metadata),
             ),
             f"{table.name}: {summary}",
+            Usage(table.name, extracted=extracted),
         )
 
     def _extract_and_load(
@@ -412,8 +423,10 @@ class _StepRun:
                 # the extract's rejects fail the load.
                 rejected = self._rejected(table, extraction, rejects)
                 extracted.append(NO_ROWS if rejects is None else _tally(extraction, rejects))
+                rows = _rows_extracted(extraction, rejects)
                 metadata = {
                     "duration_seconds": seconds_since(started),
+                    ROWS_EXTRACTED: dg.MetadataValue.int(rows),
                     **rejected,
                     **_limit_metadata(self.loaded, extraction),
                 }
@@ -424,6 +437,7 @@ class _StepRun:
                     _Output(
                         dg.MaterializeResult(asset_key=key, value=staged[0]),
                         f"{table.name}: extracted{_limited(self.loaded, extraction)}, loading",
+                        Usage(table.name, extracted=rows),
                     )
                 )
 
@@ -449,6 +463,7 @@ class _StepRun:
                     asset_key=load_key(pipeline, target), metadata={**metadata, **load_rejected}
                 ),
                 loaded_line(target, request, result),
+                Usage(target, loaded=result.rows_loaded),
             )
         )
 
@@ -458,7 +473,8 @@ class _StepRun:
             self.loaded, target, self.tags, staged, Staging(self.staging, self.run_id)
         )
         key = load_key(self.loaded.pipeline, target)
-        return _Output(dg.MaterializeResult(asset_key=key, metadata=metadata), line)
+        usage = Usage(target, loaded=int(metadata["rows_loaded"].value))
+        return _Output(dg.MaterializeResult(asset_key=key, metadata=metadata), line, usage)
 
     def _committed_state(self, table: SourceTable) -> CursorState | None:
         """The cursor the destination last committed, unless a full refresh was asked for."""
@@ -529,6 +545,11 @@ def _limited(loaded: LoadedPipeline, extraction: Extraction) -> str:
     if loaded.row_limit is None or not extraction.limited:
         return ""
     return f" (stopped at the {loaded.row_limit.rows:,}-row limit per run)"
+
+
+def _rows_extracted(extraction: Extraction, rejects: RejectLog | None) -> int:
+    """The rows an ended extract read from its source, passed on or rejected."""
+    return extraction.rows + (len(rejects) if rejects is not None else 0)
 
 
 def _tally(extraction: Extraction, rejects: RejectLog) -> Tally:
