@@ -14,6 +14,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from pydantic.alias_generators import to_camel
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+# The org of a pipeline that names none; its pipelines keep their plain names in Dagster.
+DEFAULT_ORG = "default"
 # Node ids and table names become Dagster asset-key parts and op names.
 NODE_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"
@@ -546,7 +548,7 @@ class ExecutorSpec(SpecModel):
 
 class Pipeline(SpecModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    org: Annotated[str, Field(pattern=NAME_PATTERN)] = "default"
+    org: Annotated[str, Field(pattern=NAME_PATTERN)] = DEFAULT_ORG
     description: str = ""
     # One source block, or several (`sources`), each a connection with its tables.
     source: SourceSpec | None = None
@@ -660,6 +662,8 @@ class Connection(SpecModel):
 
     connector: str
     config: dict[str, Any] = {}
+    # The org whose pipelines alone may use it; none: shared by every org.
+    org: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
 
 
 # The visual editor exports the three config blocks under these names.
