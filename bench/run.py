@@ -243,7 +243,7 @@ def child_datapipe(csv_path: Path, postgres: dict[str, Any], work: Path) -> dict
         baseline_mb = sampler.resident_mb()
         run_started = time.perf_counter()
         definitions = build_definitions(load_project(project_dir))
-        job = definitions.resolve_job_def(PIPELINE)
+        job = definitions.resolve_job_def(f"bench__{PIPELINE}")
         defined = time.perf_counter()
         result = job.execute_in_process(instance=instance, raise_on_error=False)
         finished = time.perf_counter()

@@ -19,12 +19,13 @@ from datapipe_assets.cli.run import execute_run, overlap
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.defs.live_runs import live_runs, process_tags
 from datapipe_assets.defs.partitions import partitions_starting
+from datapipe_assets.pipeline.keys import dagster_name
 
 
 def backfill_command(args: argparse.Namespace) -> int:
     project = cli_project()
     pipeline = valid_pipeline(project, args.pipeline).pipeline
-    name = pipeline.name
+    name = project.label(pipeline)
     if pipeline.partitions is None:
         raise CommandError(
             f"pipeline {name!r} has no partitions; add partitions: {{by: day, column: ..., "
@@ -47,11 +48,11 @@ def backfill_command(args: argparse.Namespace) -> int:
     definitions = build_definitions(project)
     failed = []
     with dagster_instance() as instance:
-        if not args.force and (live := live_runs(instance, name)):
+        if not args.force and (live := live_runs(instance, dagster_name(pipeline))):
             raise CommandError(overlap(name, live))
         for number, key in enumerate(keys, start=1):
             print(f"running {name} partition {key} ({number} of {len(keys)}) ...", flush=True)
-            if not execute_run(definitions, instance, pipeline, process_tags(), key):
+            if not execute_run(definitions, instance, pipeline, name, process_tags(), key):
                 failed.append(key)
     print(f"{name}: backfill of {len(keys)} partition(s), {len(keys) - len(failed)} succeeded")
     if failed:

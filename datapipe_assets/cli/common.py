@@ -65,18 +65,21 @@ def month(text: str) -> str:
     return text
 
 
-def valid_pipeline(project: Project, name: str) -> LoadedPipeline:
-    """The pipeline a command names. Refused when several files declare the name; when its
-    file is invalid, the error gives that file's own problems."""
-    files = project.declared.get(name, [])
-    if len(files) > 1:
-        raise CommandError(
-            f"pipeline name {name!r} is declared by {' and '.join(files)}; give each pipeline "
-            "a unique name"
-        )
+def valid_pipeline(project: Project, reference: str) -> LoadedPipeline:
+    """The pipeline a command names, as `NAME` (when one org alone has it) or `ORG/NAME`.
+    Refused when several files of an org declare the name; when its file is invalid, the
+    error gives that file's own problems."""
+    declaring = project.declaring(reference)
+    for files in declaring.values():
+        if len(files) > 1:
+            raise CommandError(
+                f"pipeline name {reference!r} is declared by {' and '.join(files)}; give each "
+                "pipeline a unique name"
+            )
     try:
-        return project.get(name)
+        return project.get(reference)
     except KeyError as error:
+        files = [file for found in declaring.values() for file in found]
         problems = [str(e) for file in files for e in project.errors.get(file, [])]
         detail = f" ({'; '.join(problems)})" if problems else ""
         raise CommandError(f"{error.args[0]}{detail}") from None

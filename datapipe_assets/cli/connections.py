@@ -13,19 +13,29 @@ from datapipe_assets.cli.common import CommandError
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.project import (
     Project,
-    connections_file,
-    load_connections,
+    load_all_connections,
+    load_orgs,
     pipelines_dir,
 )
 
 
-def _connection(name: str) -> ConnectionSpec:
-    project = Project()
-    connections = load_connections(connections_file(pipelines_dir()), project)
-    if name not in connections:
-        known = ", ".join(sorted(connections)) or "none"
-        raise CommandError(f"unknown connection {name!r}; connections.yaml has: {known}")
-    return connections[name]
+def _connection(reference: str) -> ConnectionSpec:
+    """The connection `NAME` or `ORG/NAME` names (a shared one, or one org's own)."""
+    directory = pipelines_dir()
+    project = Project(directory)
+    project.orgs = load_orgs(directory, project)
+    connections = load_all_connections(directory, project)
+    spec = connections.find(reference)
+    if spec is not None:
+        return spec
+    owners = connections.owners(reference)
+    if len(owners) > 1:
+        choices = ", ".join(f"{org}/{reference}" for org in owners)
+        raise CommandError(
+            f"connection name {reference!r} is used by several orgs; name one of: {choices}"
+        )
+    known = ", ".join(connections.labels()) or "none"
+    raise CommandError(f"unknown connection {reference!r}; connections.yaml has: {known}")
 
 
 def _open(spec: ConnectionSpec) -> Any:

@@ -155,7 +155,7 @@ def validate_command(args: argparse.Namespace) -> int:
     warn = "error  " if args.strict else "warn   "
     warnings = 0
     for loaded in project.pipelines:
-        print(f"ok     {loaded.pipeline.name} ({loaded.file.name})")
+        print(f"ok     {project.label(loaded.pipeline)} ({loaded.file.name})")
         for note in loaded.notes:
             print(f"note   {note}")
         for warning in readiness_warnings(loaded):

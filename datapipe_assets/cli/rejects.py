@@ -11,25 +11,27 @@ import pyarrow as pa
 from datapipe_assets.cli.common import cli_project, valid_pipeline
 from datapipe_assets.cli.instance import dagster_instance
 from datapipe_assets.defs.factory import staging_url
-from datapipe_assets.pipeline.keys import PIPELINE_TAG
+from datapipe_assets.pipeline.keys import PIPELINE_TAG, dagster_name
 from datapipe_assets.pipeline.spec import Pipeline
 from resources.staging import run_rejects
 
 
 def rejects_command(args: argparse.Namespace) -> int:
-    pipeline = valid_pipeline(cli_project(), args.pipeline).pipeline
+    project = cli_project()
+    pipeline = valid_pipeline(project, args.pipeline).pipeline
+    label = project.label(pipeline)
     if args.run is not None:
         run_id, found = args.run, _rejects(pipeline, args.run)
     else:
         run_id, found = _latest_rejects(pipeline)
     if run_id is None:
-        print(f"{pipeline.name}: no run has rejected rows")
+        print(f"{label}: no run has rejected rows")
         return 0
     if not found:
-        print(f"{pipeline.name}: run {run_id} rejected no rows")
+        print(f"{label}: run {run_id} rejected no rows")
         return 0
     count = sum(rows.num_rows for _, rows in found.values())
-    print(f"{pipeline.name}: run {run_id}: {count} rejected row{'s' if count != 1 else ''}")
+    print(f"{label}: run {run_id}: {count} rejected row{'s' if count != 1 else ''}")
     for asset, (url, rows) in found.items():
         print(f"{asset} ({url})")
         for line in _lines(rows):
@@ -45,7 +47,7 @@ def _latest_rejects(pipeline: Pipeline) -> tuple[str | None, dict[str, tuple[str
     """The newest run of the pipeline that rejected rows, and its rejects."""
     with dagster_instance() as instance:
         records = instance.get_run_records(
-            filters=dg.RunsFilter(tags={PIPELINE_TAG: pipeline.name})
+            filters=dg.RunsFilter(tags={PIPELINE_TAG: dagster_name(pipeline)})
         )
     for record in records:
         found = _rejects(pipeline, record.dagster_run.run_id)

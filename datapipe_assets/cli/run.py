@@ -29,6 +29,7 @@ from datapipe_assets.defs.live_runs import live_runs, process_tags
 from datapipe_assets.defs.partitions import latest_complete_partition
 from datapipe_assets.defs.triggers import watched_source
 from datapipe_assets.pipeline.executor import pipeline_executor
+from datapipe_assets.pipeline.keys import dagster_name, full_reference
 from datapipe_assets.pipeline.project import LoadedPipeline
 from datapipe_assets.pipeline.spec import Pipeline
 
@@ -44,51 +45,51 @@ def run_command(args: argparse.Namespace) -> int:
             for error in errors:
                 print(f"skipped: {error}", file=sys.stderr)
         # A name two files declare is ambiguous: neither runs (the error above names both).
-        names = [
-            p.pipeline.name
+        chosen = [
+            p
             for p in project.pipelines
-            if len(project.declared.get(p.pipeline.name, [])) <= 1
+            if len(project.declared.get(full_reference(p.pipeline.org, p.pipeline.name), [])) <= 1
         ]
     else:
-        names = [valid_pipeline(project, args.pipeline).pipeline.name]
+        chosen = [valid_pipeline(project, args.pipeline)]
     if args.file is not None:
-        _check_file_option(project.get(names[0]).pipeline)
+        _check_file_option(chosen[0].pipeline, project.label(chosen[0].pipeline))
     definitions = build_definitions(project)
     tags = process_tags() | ({FULL_REFRESH_TAG: "true"} if args.full_refresh else {})
     failed = 0
     with dagster_instance() as instance:
-        for name in names:
-            if not args.force and (live := live_runs(instance, name)):
-                print(f"error: {overlap(name, live)}", file=sys.stderr)
+        for loaded in chosen:
+            pipeline = loaded.pipeline
+            label = project.label(pipeline)
+            if not args.force and (live := live_runs(instance, dagster_name(pipeline))):
+                print(f"error: {overlap(label, live)}", file=sys.stderr)
                 failed += 1
                 continue
-            loaded = project.get(name)
-            pipeline = loaded.pipeline
-            if (note := executor_note(pipeline)) is not None:
+            if (note := executor_note(pipeline, label)) is not None:
                 print(note, file=sys.stderr)
             try:
-                partitions = _partitions(loaded, instance, args.file)
+                partitions = _partitions(loaded, label, instance, args.file)
             except CommandError as error:
                 print(f"error: {error}", file=sys.stderr)
                 failed += 1
                 continue
             for partition in partitions:
-                print(f"running {name}{_of(partition)} ...", flush=True)
-                failed += not execute_run(definitions, instance, pipeline, tags, partition)
+                print(f"running {label}{_of(partition)} ...", flush=True)
+                failed += not execute_run(definitions, instance, pipeline, label, tags, partition)
     return 1 if failed else 0
 
 
-def _check_file_option(pipeline: Pipeline) -> None:
+def _check_file_option(pipeline: Pipeline, label: str) -> None:
     """`--file` runs one file of a pipeline partitioned by file."""
     if pipeline.partitions is None or not pipeline.partitions.by_file:
         raise CommandError(
-            f"pipeline {pipeline.name!r} is not partitioned by file; --file runs one arrived "
+            f"pipeline {label!r} is not partitioned by file; --file runs one arrived "
             "file of a pipeline with partitions: {by: file}"
         )
 
 
 def _partitions(
-    loaded: LoadedPipeline, instance: dg.DagsterInstance, file: str | None
+    loaded: LoadedPipeline, label: str, instance: dg.DagsterInstance, file: str | None
 ) -> list[str | None]:
     """What this command runs of a pipeline: the whole of an unpartitioned one, the latest
     complete window of one partitioned by time, the files of one partitioned by file."""
@@ -98,14 +99,14 @@ def _partitions(
     if not pipeline.partitions.by_file:
         partition = latest_complete_partition(pipeline, dt.datetime.now(dt.UTC))
         if partition is None:
-            raise CommandError(_no_partition_yet(pipeline))
+            raise CommandError(_no_partition_yet(pipeline, label))
         return [partition]
     files = file_partition_keys(loaded, instance, file)
     if not files:
         path = watched_source(loaded).config.get("path")
         print(
-            f"{pipeline.name}: no new file matches {path} (any it matches is a partition "
-            f"already); run one again with datapipe run {pipeline.name} --file PATH"
+            f"{label}: no new file matches {path} (any it matches is a partition "
+            f"already); run one again with datapipe run {label} --file PATH"
         )
     return list(files)
 
@@ -114,14 +115,15 @@ def execute_run(
     definitions: dg.Definitions,
     instance: dg.DagsterInstance,
     pipeline: Pipeline,
+    label: str,
     tags: dict[str, str],
     partition: str | None = None,
 ) -> bool:
     """Run the pipeline's job (for one partition) in this process, printing its progress and
-    outcome; whether all went well."""
+    outcome under its label (`NAME` or `ORG/NAME`); whether all went well."""
     run_id = str(uuid.uuid4())
     with printed_progress(instance, run_id), run_timeout(instance, run_id, pipeline):
-        result = definitions.resolve_job_def(pipeline.name).execute_in_process(
+        result = definitions.resolve_job_def(dagster_name(pipeline)).execute_in_process(
             instance=instance,
             run_id=run_id,
             tags=tags,
@@ -131,18 +133,18 @@ def execute_run(
             # console log stays quiet.
             run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         )
-    return report(pipeline, run_id, result)
+    return report(pipeline, label, run_id, result)
 
 
-def executor_note(pipeline: Pipeline) -> str | None:
+def executor_note(pipeline: Pipeline, label: str) -> str | None:
     """Why a pipeline's executor does not apply here: it is for the runs Dagster launches
     (the UI, schedules, sensors); `datapipe run` runs every step in its own process."""
     executor = pipeline_executor(pipeline, os.environ).type
     if executor == "in_process":
         return None
     return (
-        f"note: {pipeline.name} runs its steps with the {executor} executor when Dagster "
-        "launches it; `datapipe run` runs them in this process"
+        f"note: {label} runs its steps with the {executor} executor when "
+        "Dagster launches it; `datapipe run` runs them in this process"
     )
 
 
@@ -150,10 +152,10 @@ def _of(partition: str | None) -> str:
     return f" partition {partition}" if partition is not None else ""
 
 
-def _no_partition_yet(pipeline: Pipeline) -> str:
+def _no_partition_yet(pipeline: Pipeline, label: str) -> str:
     assert pipeline.partitions is not None, "only a partitioned pipeline has partitions"
     return (
-        f"pipeline {pipeline.name!r} has no complete partition yet (partitions by "
+        f"pipeline {label!r} has no complete partition yet (partitions by "
         f"{pipeline.partitions.by} from {pipeline.partitions.start}); run it once one has ended"
     )
 
@@ -166,7 +168,7 @@ def overlap(name: str, live: list[dg.DagsterRun]) -> str:
     )
 
 
-def report(pipeline: Pipeline, run_id: str, result: dg.ExecuteInProcessResult) -> bool:
+def report(pipeline: Pipeline, label: str, run_id: str, result: dg.ExecuteInProcessResult) -> bool:
     """Print the loads blocking checks skipped and the run's outcome; whether all went well.
 
     A failed check of severity error fails the command even when it did not fail the run
@@ -183,12 +185,12 @@ def report(pipeline: Pipeline, run_id: str, result: dg.ExecuteInProcessResult) -
         print(line)
     errors = failed_error_checks(evaluations)
     if not result.success:
-        print(f"{pipeline.name}: run {run_id} FAILED")
+        print(f"{label}: run {run_id} FAILED")
     elif errors:
         print(
-            f"{pipeline.name}: run {run_id} succeeded, but checks of severity error failed: "
+            f"{label}: run {run_id} succeeded, but checks of severity error failed: "
             + ", ".join(errors)
         )
     else:
-        print(f"{pipeline.name}: run {run_id} succeeded")
+        print(f"{label}: run {run_id} succeeded")
     return result.success and not errors

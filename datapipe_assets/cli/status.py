@@ -7,12 +7,19 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from datapipe_assets.cli.common import CommandError, cli_project
+from datapipe_assets.cli.common import CommandError, cli_project, valid_pipeline
 from datapipe_assets.cli.instance import dagster_instance
 from datapipe_assets.defs.errors import failure_message
 from datapipe_assets.defs.live_runs import fail_abandoned_runs
 from datapipe_assets.defs.run_tags import VERSION_TAG
-from datapipe_assets.pipeline.keys import PIPELINE_TAG, key_stage
+from datapipe_assets.pipeline.keys import (
+    PIPELINE_TAG,
+    dagster_name,
+    key_stage,
+    qualified_name,
+)
+from datapipe_assets.pipeline.project import Project, split_reference
+from datapipe_assets.pipeline.spec import DEFAULT_ORG
 
 STAGES = ("extracted", "transformed", "loaded")
 
@@ -111,23 +118,39 @@ def format_runs(pipeline: str, runs: list[RunSummary]) -> str:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    names = [args.pipeline] if args.pipeline else [p.pipeline.name for p in cli_project().pipelines]
+    project = cli_project()
+    if args.pipeline:
+        shown = [_named(project, args.pipeline)]
+    else:
+        shown = [(project.label(p.pipeline), dagster_name(p.pipeline)) for p in project.pipelines]
     with dagster_instance() as instance:
         fail_abandoned_runs(instance)
-        for name in names:
+        for label, name in shown:
             runs = recent_runs(instance, name, args.limit)
             if not runs and args.pipeline:
-                _check_known(name)
-            print(format_runs(name, runs))
+                _check_known(project, args.pipeline)
+            print(format_runs(label, runs))
     return 0
 
 
-def _check_known(name: str) -> None:
+def _named(project: Project, reference: str) -> tuple[str, str]:
+    """The label and Dagster name (its runs' tag) of the pipeline a command names: a valid
+    pipeline's, else a removed pipeline's, whose runs are still shown."""
+    found = project.named(reference)
+    if len(found) > 1:
+        valid_pipeline(project, reference)  # refuses a name several orgs use, listing them
+    if found:
+        return project.label(found[0].pipeline), dagster_name(found[0].pipeline)
+    org, name = split_reference(reference)
+    return reference, qualified_name(org or DEFAULT_ORG, name)
+
+
+def _check_known(project: Project, reference: str) -> None:
     """A named pipeline without runs must be one of the folder's (a removed pipeline's runs
     are still shown)."""
-    valid = [p.pipeline.name for p in cli_project().pipelines]
-    if name not in valid:
+    if not project.named(reference):
+        valid = [project.label(p.pipeline) for p in project.pipelines]
         raise CommandError(
-            f"no pipeline named {name!r}, and no runs of one; pipelines: "
+            f"no pipeline named {reference!r}, and no runs of one; pipelines: "
             + (", ".join(valid) or "none")
         )

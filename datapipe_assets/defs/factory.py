@@ -28,7 +28,7 @@ from datapipe_assets.defs.triggers import (
     upstream_loads,
 )
 from datapipe_assets.pipeline.executor import deployment_executor, pipeline_executor
-from datapipe_assets.pipeline.keys import raw_key, upstream_key
+from datapipe_assets.pipeline.keys import dagster_name, raw_key, upstream_key
 from datapipe_assets.pipeline.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
 from datapipe_assets.pipeline.segments import StagingMode, fused_loads, segments, staging_mode
 from datapipe_assets.pipeline.validation import cron_expression
@@ -77,7 +77,7 @@ def pipeline_staging(loaded: LoadedPipeline) -> StagingMode:
 
 
 def pipeline_jobs(loaded: LoadedPipeline) -> list[dg.UnresolvedAssetJobDefinition]:
-    name = loaded.pipeline.name
+    name = dagster_name(loaded.pipeline)
     selection = dg.AssetSelection.groups(name)
     tags = pipeline_run_tags(loaded)
     executor = job_executor(pipeline_executor(loaded.pipeline, os.environ))

@@ -33,7 +33,7 @@ from datapipe_assets.defs.run_tags import pipeline_run_tags
 from datapipe_assets.defs.sensor_interval import sensor_interval
 from datapipe_assets.defs.usage import monthly_limit_reached, refused_by_limit
 from datapipe_assets.pipeline.connections import ConnectionSpec
-from datapipe_assets.pipeline.keys import load_key
+from datapipe_assets.pipeline.keys import dagster_name, full_reference, load_key
 from datapipe_assets.pipeline.project import LoadedPipeline, Project
 from datapipe_assets.pipeline.run_source import FILE_TAG
 
@@ -59,7 +59,7 @@ def file_arrival_sensor(
     submitting runs and saving the cursor, the next tick asks again and Dagster drops the
     run keys it has already launched, so a file is neither missed nor run twice.
     """
-    name = loaded.pipeline.name
+    name = dagster_name(loaded.pipeline)
     source = watched_source(loaded)
     path = source.config.get("path")
     # With partitions by file, each file is a partition, and its run is of that partition.
@@ -110,13 +110,14 @@ def landed_files(source: ConnectionSpec) -> list[str]:
 def upstream_loads(project: Project, loaded: LoadedPipeline) -> list[dg.AssetKey]:
     """The load assets of the pipelines named in `trigger.after`: a chained pipeline's deps.
 
-    Validation keeps only pipelines whose `after` names valid pipelines, so `project.get`
-    finds each one.
+    `after` names pipelines of the same org. Validation keeps only pipelines whose `after`
+    names valid pipelines, so `project.get` finds each one.
     """
-    trigger = loaded.pipeline.trigger
+    pipeline = loaded.pipeline
+    after = pipeline.trigger.after if pipeline.trigger else []
     return [
         dg.AssetKey(load_key(upstream.pipeline, target))
-        for upstream in (project.get(name) for name in (trigger.after if trigger else []))
+        for upstream in (project.get(full_reference(pipeline.org, name)) for name in after)
         for target in upstream.pipeline.target_tables().values()
     ]
 
@@ -173,8 +174,8 @@ def chain_sensors(project: Project) -> list[dg.AutomationConditionSensorDefiniti
     """
     return [
         dg.AutomationConditionSensorDefinition(
-            f"{loaded.pipeline.name}__after",
-            target=dg.AssetSelection.groups(loaded.pipeline.name),
+            f"{dagster_name(loaded.pipeline)}__after",
+            target=dg.AssetSelection.groups(dagster_name(loaded.pipeline)),
             run_tags=pipeline_run_tags(loaded),
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=sensor_interval(),
@@ -201,7 +202,7 @@ def non_overlapping_schedule(
     and `datapipe run` carry too, so a manual run also holds the schedule back; a run whose
     process died is marked failed first, so it holds nothing back.
     """
-    name = loaded.pipeline.name
+    name, label = dagster_name(loaded.pipeline), loaded.pipeline.name
 
     @dg.schedule(
         name=f"{name}__schedule",
@@ -216,7 +217,7 @@ def non_overlapping_schedule(
         if running:
             run = running[0]
             return dg.SkipReason(
-                f"pipeline {name!r} has an unfinished run ({run.run_id}, {run.status.value}); "
+                f"pipeline {label!r} has an unfinished run ({run.run_id}, {run.status.value}); "
                 "skipped this tick so two runs never overlap"
             )
         limited = monthly_limit_reached(context.instance, loaded)
@@ -231,7 +232,7 @@ def non_overlapping_schedule(
         partition = latest_complete_partition(loaded.pipeline, now)
         if partition is None:
             return dg.SkipReason(
-                f"pipeline {name!r} has no complete partition yet (partitions start "
+                f"pipeline {label!r} has no complete partition yet (partitions start "
                 f"{loaded.pipeline.partitions.start})"
             )
         return dg.RunRequest(partition_key=partition)

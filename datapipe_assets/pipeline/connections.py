@@ -32,6 +32,13 @@ class ConnectionSpec:
     base_dir: Path = Path(".")
     # Where `${secret:NAME}` is read from: secrets.enc.yaml beside connections.yaml.
     secrets_file: Path = Path(SECRETS_FILE)
+    # The org whose pipelines alone may use it; None: shared by every org (or inline).
+    org: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: `warehouse`, or `acme/warehouse` when scoped to an org."""
+        return self.name if self.org is None else f"{self.org}/{self.name}"
 
     def resolve(self) -> dict[str, Any]:
         """The config with `${NAME}` read from the environment and `${secret:NAME}` from the

@@ -9,12 +9,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from datapipe_assets.pipeline.spec import Pipeline
+from datapipe_assets.pipeline.spec import DEFAULT_ORG, Pipeline
 
 AssetPath = tuple[str, ...]
 
-# Every run carries its pipeline's name: run queues limit it, alert sensors read it.
+# Every run carries its pipeline's Dagster name (`dagster_name`): run queues limit it,
+# alert sensors and `datapipe status` read it. And its org, to filter runs by org.
 PIPELINE_TAG = "datapipe/pipeline"
+ORG_TAG = "datapipe/org"
+
+
+def qualified_name(org: str, name: str) -> str:
+    """A pipeline's name in Dagster (job, asset group, schedule, sensor, run tag, cursor
+    state): unique across orgs. The org `default` keeps plain names, so a project without
+    orgs keeps its names; another org's are `{org}__{name}`."""
+    return name if org == DEFAULT_ORG else f"{org}__{name}"
+
+
+def dagster_name(pipeline: Pipeline) -> str:
+    return qualified_name(pipeline.org, pipeline.name)
+
+
+def full_reference(org: str, name: str) -> str:
+    """`ORG/NAME`: a pipeline as the CLI always accepts it."""
+    return f"{org}/{name}"
 
 
 def key_part(table: str) -> str:

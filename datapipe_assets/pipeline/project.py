@@ -23,11 +23,18 @@ from connectors.config.problems import did_you_mean
 from connectors.registry import source_class
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.executor import executor_problems
+from datapipe_assets.pipeline.keys import dagster_name, full_reference
+from datapipe_assets.pipeline.org_connections import (
+    ORGS_FOLDER,
+    Connections,
+    foreign_connections,
+)
 from datapipe_assets.pipeline.orgs import ORGS_FILES, Orgs, orgs_file, parse_orgs
 from datapipe_assets.pipeline.problems import Problem
 from datapipe_assets.pipeline.row_limit import RunRowLimit, run_row_limit
 from datapipe_assets.pipeline.secret_store import SECRETS_FILE
 from datapipe_assets.pipeline.spec import (
+    DEFAULT_ORG,
     Connection,
     ConnectionRef,
     Pipeline,
@@ -95,19 +102,54 @@ class Project:
     directory: Path = Path(".")
     pipelines: list[LoadedPipeline] = field(default_factory=list)
     errors: dict[str, list[SpecError]] = field(default_factory=dict)
-    # Every pipeline name a file declares, valid or not, and the files declaring it.
+    # Every `org/name` a file declares, valid or not, and the files declaring it.
     declared: dict[str, list[str]] = field(default_factory=dict)
-    # connections.yaml's valid connections, used by a pipeline or not.
-    connections: dict[str, ConnectionSpec] = field(default_factory=dict)
+    # The valid connections of connections.yaml and the orgs' own files, used or not.
+    connections: Connections = field(default_factory=Connections)
     # orgs.yaml: each org's plan and limits (no file: one org, no limits).
     orgs: Orgs = field(default_factory=Orgs)
 
-    def get(self, name: str) -> LoadedPipeline:
-        for loaded in self.pipelines:
-            if loaded.pipeline.name == name:
-                return loaded
-        known = ", ".join(p.pipeline.name for p in self.pipelines) or "none"
-        raise KeyError(f"no valid pipeline named {name!r}; valid pipelines: {known}")
+    def get(self, reference: str) -> LoadedPipeline:
+        """The valid pipeline `ORG/NAME` names, or `NAME` when one org alone has it."""
+        found = self.named(reference)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            choices = ", ".join(full_reference(p.pipeline.org, p.pipeline.name) for p in found)
+            raise KeyError(
+                f"pipeline name {reference!r} is used by several orgs; name one of: {choices}"
+            )
+        known = ", ".join(self.label(p.pipeline) for p in self.pipelines) or "none"
+        raise KeyError(f"no valid pipeline named {reference!r}; valid pipelines: {known}")
+
+    def label(self, pipeline: Pipeline) -> str:
+        """How the CLI names a pipeline, as it accepts it: `NAME` when no other org declares
+        that name, else `ORG/NAME`."""
+        orgs = {key.rpartition("/")[0] for key in self.declaring(pipeline.name)}
+        if orgs <= {pipeline.org}:
+            return pipeline.name
+        return full_reference(pipeline.org, pipeline.name)
+
+    def named(self, reference: str) -> list[LoadedPipeline]:
+        org, name = split_reference(reference)
+        return [
+            p for p in self.pipelines if p.pipeline.name == name and org in (None, p.pipeline.org)
+        ]
+
+    def declaring(self, reference: str) -> dict[str, list[str]]:
+        """The files declaring each `org/name` a reference may mean, valid or not."""
+        org, name = split_reference(reference)
+        return {
+            key: files
+            for key, files in self.declared.items()
+            if key.rpartition("/")[2] == name and org in (None, key.rpartition("/")[0])
+        }
+
+
+def split_reference(reference: str) -> tuple[str | None, str]:
+    """`acme/orders` -> ("acme", "orders"); `orders` -> (None, "orders"): any org."""
+    org, _, name = reference.rpartition("/")
+    return org or None, name
 
 
 def pipelines_dir() -> Path:
@@ -127,44 +169,60 @@ def load_project(directory: Path | None = None) -> Project:
     directory = directory or pipelines_dir()
     project = Project(directory)
     project.orgs = load_orgs(directory, project)
-    connections = load_connections(connections_file(directory), project)
-    project.connections = connections
-    seen: dict[str, Path] = {}
+    project.connections = load_all_connections(directory, project)
+    # By Dagster name, which is unique across orgs as (org, name) is.
+    seen: dict[str, LoadedPipeline] = {}
     for file in sorted(directory.iterdir()) if directory.is_dir() else []:
         if file.suffix not in PIPELINE_SUFFIXES or file.name in SETTINGS_FILES:
             continue
-        loaded = _load_pipeline(file, connections, project)
+        loaded = _load_pipeline(file, project)
         if loaded is None:
             continue
-        name = loaded.pipeline.name
-        if name in seen:
-            project.errors[display_path(file)] = [
-                SpecError(
-                    display_path(file),
-                    "name",
-                    f"pipeline name {name!r} is already used by {display_path(seen[name])}",
-                    "give each pipeline a unique name",
-                )
-            ]
+        other = seen.get(dagster_name(loaded.pipeline))
+        if other is not None:
+            project.errors[display_path(file)] = [_name_taken(loaded, other)]
             continue
-        seen[name] = file
+        seen[dagster_name(loaded.pipeline)] = loaded
         project.pipelines.append(loaded)
     _drop_bad_triggers(project)
     return project
 
 
+def _name_taken(loaded: LoadedPipeline, other: LoadedPipeline) -> SpecError:
+    """A pipeline whose name its org already uses, or whose Dagster name another org's
+    pipeline has (`acme__orders` in the org default, and `orders` in the org acme)."""
+    display, name, org = display_path(loaded.file), loaded.pipeline.name, loaded.pipeline.org
+    where = "" if org == DEFAULT_ORG else f" in org {org!r}"
+    if other.pipeline.org == org:
+        message = f"pipeline name {name!r} is already used{where} by {display_path(other.file)}"
+        return SpecError(display, "name", message, "give each pipeline a unique name")
+    return SpecError(
+        display,
+        "name",
+        f"pipeline {full_reference(org, name)!r} and "
+        f"{full_reference(other.pipeline.org, other.pipeline.name)!r} "
+        f"({display_path(other.file)}) would share the "
+        f"Dagster name {dagster_name(loaded.pipeline)!r}",
+        "rename one of them",
+    )
+
+
 def _drop_bad_triggers(project: Project) -> None:
-    """Report and drop pipelines whose triggers name missing pipelines, until none do."""
+    """Report and drop pipelines whose triggers name missing pipelines of their org, until
+    none do."""
     while True:
-        valid = {p.pipeline.name: (p.pipeline, p.sources) for p in project.pipelines}
-        problems = trigger_problems(valid)
-        if not problems:
+        dropped = False
+        for org in sorted({p.pipeline.org for p in project.pipelines}):
+            members = [p for p in project.pipelines if p.pipeline.org == org]
+            problems = trigger_problems({p.pipeline.name: (p.pipeline, p.sources) for p in members})
+            for loaded in [p for p in members if p.pipeline.name in problems]:
+                display = display_path(loaded.file)
+                found = problems[loaded.pipeline.name]
+                project.errors[display] = [_spec_error(display, problem) for problem in found]
+                project.pipelines.remove(loaded)
+                dropped = True
+        if not dropped:
             return
-        for loaded in [p for p in project.pipelines if p.pipeline.name in problems]:
-            display = display_path(loaded.file)
-            found = problems[loaded.pipeline.name]
-            project.errors[display] = [_spec_error(display, problem) for problem in found]
-            project.pipelines.remove(loaded)
 
 
 def display_path(file: Path) -> str:
@@ -210,15 +268,82 @@ def parse_error(file: Path, error: Exception) -> SpecError:
     return SpecError(display_path(file), "", f"cannot be read: {error}", "check the file")
 
 
-def load_connections(file: Path, project: Project) -> dict[str, ConnectionSpec]:
+def load_all_connections(directory: Path, project: Project) -> Connections:
+    """connections.yaml's connections, then each org's own (`orgs/<org>/connections.yaml`).
+
+    Every org's file reads `${secret:NAME}` from the one secrets file beside
+    connections.yaml: the project has one master key, so one store.
+    """
+    top = connections_file(directory)
+    secrets = top.with_name(SECRETS_FILE)
+    connections = Connections()
+    for spec in load_connections(top, project, secrets=secrets):
+        connections.add(top, spec)
+    folder = directory / ORGS_FOLDER
+    for org_dir in sorted(folder.iterdir()) if folder.is_dir() else []:
+        file = org_dir / "connections.yaml"
+        if not file.is_file():
+            continue
+        if not project.orgs.knows(org_dir.name):
+            what = f"folder {ORGS_FOLDER}/{org_dir.name}"
+            unknown = _unknown_org(display_path(file), "", what, org_dir.name, project.orgs)
+            project.errors[display_path(file)] = [unknown]
+            continue
+        for spec in load_connections(file, project, secrets=secrets, org=org_dir.name):
+            problem = _org_entry_problem(file, org_dir.name, spec, connections)
+            if problem is None:
+                connections.add(file, spec)
+            else:
+                project.errors.setdefault(display_path(file), []).append(problem)
+    return connections
+
+
+def _org_entry_problem(
+    file: Path, org: str, spec: ConnectionSpec, connections: Connections
+) -> SpecError | None:
+    """An entry of an org's own file that names another org, or that the org already has
+    in connections.yaml."""
+    if spec.org != org:
+        return SpecError(
+            display_path(file),
+            f"{spec.name}.org",
+            f"connection {spec.name!r} is in org {org!r}'s folder but says org {spec.org!r}",
+            f"remove its org: key, or move it to orgs/{spec.org}/connections.yaml",
+        )
+    if spec.name in connections.own(org):
+        return SpecError(
+            display_path(file),
+            spec.name,
+            f"connection {spec.name!r} of org {org!r} is also declared in connections.yaml",
+            "keep one of them",
+        )
+    return None
+
+
+def _unknown_org(display: str, path: str, what: str, org: str, orgs: Orgs) -> SpecError:
+    """An org that orgs.yaml does not list."""
+    orgs_display = display_path(orgs.file) if orgs.file is not None else "orgs.yaml"
+    known = ", ".join(orgs.names()) or "none"
+    return SpecError(
+        display,
+        path,
+        f"{what} names org {org!r}, which {orgs_display} does not list (orgs: {known})",
+        f"add {org!r} to {orgs_display}, or use one of its orgs",
+    )
+
+
+def load_connections(
+    file: Path, project: Project, secrets: Path | None = None, org: str | None = None
+) -> list[ConnectionSpec]:
+    """A connections file's valid connections; those of an org's own file are the org's."""
     if not file.exists():
-        return {}
+        return []
     try:
         document = read_document(file) or {}
     except (yaml.YAMLError, json.JSONDecodeError) as error:
         project.errors[display_path(file)] = [parse_error(file, error)]
-        return {}
-    connections: dict[str, ConnectionSpec] = {}
+        return []
+    connections: list[ConnectionSpec] = []
     errors: list[SpecError] = []
     for name, entry in document.items() if isinstance(document, dict) else []:
         try:
@@ -226,8 +351,20 @@ def load_connections(file: Path, project: Project) -> dict[str, ConnectionSpec]:
         except ValidationError as error:
             errors += pydantic_errors(file, error, prefix=str(name))
             continue
-        connections[name] = ConnectionSpec(
-            name, parsed.connector, parsed.config, file.parent, file.with_name(SECRETS_FILE)
+        owner = parsed.org or org
+        if owner is not None and not project.orgs.knows(owner):
+            what, display = f"connection {name!r}", display_path(file)
+            errors.append(_unknown_org(display, f"{name}.org", what, owner, project.orgs))
+            continue
+        connections.append(
+            ConnectionSpec(
+                name,
+                parsed.connector,
+                parsed.config,
+                file.parent,
+                secrets or file.with_name(SECRETS_FILE),
+                owner,
+            )
         )
     if not isinstance(document, dict):
         errors.append(
@@ -258,9 +395,7 @@ def load_orgs(directory: Path, project: Project) -> Orgs:
     return Orgs(declared=True, file=file)
 
 
-def _load_pipeline(
-    file: Path, connections: Mapping[str, ConnectionSpec], project: Project
-) -> LoadedPipeline | None:
+def _load_pipeline(file: Path, project: Project) -> LoadedPipeline | None:
     display = display_path(file)
     try:
         document = read_document(file)
@@ -279,12 +414,18 @@ def _load_pipeline(
         return None
     document = normalize_editor_export(document)
     if isinstance(document.get("name"), str):
-        project.declared.setdefault(document["name"], []).append(display)
+        org = document.get("org", DEFAULT_ORG)
+        project.declared.setdefault(full_reference(org, document["name"]), []).append(display)
     try:
         pipeline = Pipeline.model_validate(document)
     except ValidationError as error:
         project.errors[display] = pydantic_errors(file, error)
         return None
+    if not project.orgs.knows(pipeline.org):
+        what = f"pipeline {pipeline.name!r}"
+        project.errors[display] = [_unknown_org(display, "org", what, pipeline.org, project.orgs)]
+        return None
+    connections = project.connections.visible_to(pipeline.org)
     secrets = secrets_file(project.directory)
     sources = [
         _connection(pipeline, block, connections, file, pipeline.connection_name(index), secrets)
@@ -295,7 +436,10 @@ def _load_pipeline(
     )
     schemas = known_schemas(pipeline, sources)
     validation = check_pipeline(pipeline, connections, schemas)
-    problems = validation.problems + executor_problems(pipeline, os.environ)
+    # A connection of another org is reported as such, not as an unknown connection.
+    foreign = foreign_connections(pipeline, project.connections)
+    problems = foreign + [p for p in validation.problems if p.path not in {f.path for f in foreign}]
+    problems += executor_problems(pipeline, os.environ)
     if problems or None in sources or destination is None:
         project.errors[display] = [_spec_error(display, p) for p in problems]
         return None

@@ -17,12 +17,7 @@ from connectors.shared.csv_files import local_files
 from connectors.shared.secrets import REFERENCE, SECRET_KEY
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.executor import environment_name, pipeline_executor
-from datapipe_assets.pipeline.project import (
-    LoadedPipeline,
-    Project,
-    connections_file,
-    display_path,
-)
+from datapipe_assets.pipeline.project import LoadedPipeline, Project, display_path
 from datapipe_assets.pipeline.secret_store import SecretStoreError, secret_names
 
 # Secret-named keys that say where a secret is sent or found, not the secret itself.
@@ -36,7 +31,7 @@ def readiness_warnings(loaded: LoadedPipeline) -> list[str]:
     named = f"pipeline {loaded.pipeline.name!r}"
     warnings = []
     for connection in loaded.connections():
-        where = f"{named}: connection {connection.name!r}"
+        where = f"{named}: connection {connection.label!r}"
         warnings += [
             f"{where} uses ${{{variable}}}, which is not set; set it before the pipeline runs"
             for variable in connection.missing_variables()
@@ -84,22 +79,19 @@ def _unknown_secrets(connection: ConnectionSpec) -> list[str]:
 def plaintext_warnings(project: Project) -> list[str]:
     """One line per secret written inline, in connections.yaml or a pipeline file: anyone
     who can read the file (or its history in git) has it."""
-    declared = [
-        (display_path(connections_file(project.directory)), spec)
-        for spec in project.connections.values()
-    ]
+    declared = [(display_path(file), spec) for file, spec in project.connections.declared]
     declared += [
         (display_path(loaded.file), spec)
         for loaded in project.pipelines
         for spec in loaded.connections()
-        if project.connections.get(spec.name) is not spec
+        if not project.connections.holds(spec)
     ]
     warnings = []
     for file, spec in declared:
         for path, key in _plaintext_keys(spec.config):
             name = re.sub(r"\W", "_", f"{spec.name}_{key}")
             warnings.append(
-                f"{file}: connection {spec.name!r} has {path} in plain text; store it "
+                f"{file}: connection {spec.label!r} has {path} in plain text; store it "
                 f"encrypted with `datapipe secrets set {name}` and write {key}: "
                 f"${{secret:{name}}}, or read it from the environment with ${{VARIABLE}}"
             )

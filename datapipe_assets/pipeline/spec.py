@@ -16,6 +16,8 @@ from pydantic.alias_generators import to_camel
 from connectors.shared.durations import DURATION_PATTERN, duration_seconds
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+# The org of a pipeline that names none; its pipelines keep their plain names in Dagster.
+DEFAULT_ORG = "default"
 # Node ids and table names become Dagster asset-key parts and op names.
 NODE_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"
@@ -567,7 +569,7 @@ def _not_reserved(name: str) -> str:
 
 class Pipeline(SpecModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN), AfterValidator(_not_reserved)]
-    org: Annotated[str, Field(pattern=NAME_PATTERN)] = "default"
+    org: Annotated[str, Field(pattern=NAME_PATTERN), AfterValidator(_not_reserved)] = DEFAULT_ORG
     description: str = ""
     # One source block, or several (`sources`), each a connection with its tables.
     source: SourceSpec | None = None
@@ -684,6 +686,8 @@ class Connection(SpecModel):
 
     connector: str
     config: dict[str, Any] = {}
+    # The org whose pipelines alone may use it; none: shared by every org.
+    org: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
 
 
 # The visual editor exports the three config blocks under these names.

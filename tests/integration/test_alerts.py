@@ -269,7 +269,7 @@ def test_check_failed_and_schema_change_from_real_checks(tmp_path, hooks, smtp):
         dg.Definitions(asset_checks=[positive_amount]),
     )
     sensor = _sensors(directory)["datapipe_alerts__events"]
-    job = definitions.resolve_job_def("orders")
+    job = definitions.resolve_job_def("acme__orders")
     with dg.instance_for_test() as instance:
         assert job.execute_in_process(instance=instance).success
         # The sensor starts after that run: its failed check is history, never alerted.
@@ -335,8 +335,8 @@ def test_slow_run_finished_and_still_running(tmp_path, hooks):
         third = _tick(sensor, instance, second.cursor)
         # A run still going: marked started the way a run worker marks it.
         running = instance.create_run_for_job(
-            build_definitions(load_project(directory)).resolve_job_def("orders"),
-            tags={"datapipe/pipeline": "orders"},
+            build_definitions(load_project(directory)).resolve_job_def("acme__orders"),
+            tags={"datapipe/pipeline": "acme__orders"},
         )
         start = dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=running.job_name)
         instance.report_dagster_event(start, run_id=running.run_id)

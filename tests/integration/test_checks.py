@@ -85,7 +85,7 @@ def _run(directory: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessRe
     assert project.errors == {}
     return (
         build_definitions(project)
-        .resolve_job_def("shop")
+        .resolve_job_def("acme__shop")
         .execute_in_process(instance=instance, raise_on_error=False)
     )
 
@@ -576,8 +576,8 @@ def test_named_checks_in_the_ui_and_in_status(tmp_path, monkeypatch):
     project = _project(tmp_path, monkeypatch, checks)
     with dg.instance_for_test() as instance:
         definitions = build_definitions(load_project(project))
-        result = definitions.resolve_job_def("shop").execute_in_process(instance=instance)
-        [summary] = recent_runs(instance, "shop")
+        result = definitions.resolve_job_def("acme__shop").execute_in_process(instance=instance)
+        [summary] = recent_runs(instance, "acme__shop")
     assert sorted(_check_specs(definitions)) == [
         "has_customer", "not_null_customer_id", "positive_amount"
     ]  # fmt: skip
@@ -641,7 +641,7 @@ def test_relationships_check_finds_rows_without_a_match(tmp_path, monkeypatch, p
     project = _database_project(tmp_path, monkeypatch, postgres, pg_database, checks)
     with dg.instance_for_test() as instance:
         definitions = build_definitions(load_project(project))
-        result = definitions.resolve_job_def("shop").execute_in_process(instance=instance)
+        result = definitions.resolve_job_def("acme__shop").execute_in_process(instance=instance)
     unknown = "\n".join([*ORDER_HEADER, "| 3 | 77 | 7 |", "| 5 | 88 | 9 |"])
     assert result.success
     assert _evaluations(result) == {

@@ -21,22 +21,23 @@ def test_shipped_pipelines_build_jobs_schedules_and_asset_graph():
     paid = graph.get(dg.AssetKey(["acme", "orders_revenue", "paid"]))
     assert paid.parent_keys == {dg.AssetKey(["acme", "orders_revenue", "raw", "orders"])}
     assert paid.kinds == {"duckdb"}
-    assert paid.group_name == "orders_revenue"
+    assert paid.group_name == "acme__orders_revenue"
     assert paid.description == "Keeps rows where `status` eq 'paid'."
-    schedule = definitions.resolve_schedule_def("orders_revenue__schedule")
+    schedule = definitions.resolve_schedule_def("acme__orders_revenue__schedule")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 0 * * *", "UTC")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    refresh = definitions.resolve_job_def("orders_revenue__full_refresh")
+    refresh = definitions.resolve_job_def("acme__orders_revenue__full_refresh")
     # Every run of the pipeline carries its timeout (the default, 1 h) for run monitoring, and
-    # its file's version.
+    # its file's version. Names outside the org `default` start with the org.
     version = project.get("orders_revenue").version
     tags = {
-        "datapipe/pipeline": "orders_revenue",
+        "datapipe/pipeline": "acme__orders_revenue",
+        "datapipe/org": "acme",
         "datapipe/pipeline_version": version,
         "dagster/max_runtime": "3600",
     }
     assert refresh.tags == {"datapipe/full_refresh": "true", **tags}
-    assert definitions.resolve_job_def("orders_revenue").tags == tags
+    assert definitions.resolve_job_def("acme__orders_revenue").tags == tags
 
 
 def test_a_broken_file_is_shown_in_the_ui_and_the_others_still_load(tmp_path):

@@ -305,7 +305,7 @@ def test_fused_nodes_keep_their_lineage_group_kinds_and_descriptions(tmp_path):
     for key in every:
         assert _shown(minimal[key]) == _shown(every[key]), key
     assert _shown(minimal["enriched"]) == (
-        ["named", "paid"], "ltv", {"duckdb"},
+        ["named", "paid"], "acme__ltv", {"duckdb"},
         "Left join of `paid` with `named` on `customer_id` = `id`.", "join",
     )  # fmt: skip
     assert _shown(minimal["ltv"])[0] == ["enriched", "totals"]
@@ -339,4 +339,4 @@ def test_incremental_cursors_pass_through_a_fused_segment_to_the_load(tmp_path, 
     assert warehouse_rows(project, "revenue") == [*REVENUE_ROWS, ("c30", 7.0, 1)]
     with duckdb.connect(str(project / "wh.duckdb"), read_only=True) as con:
         states = con.execute("SELECT pipeline, source_table FROM _datapipe_state").fetchall()
-    assert states == [("revenue", "orders")]
+    assert states == [("acme__revenue", "orders")]

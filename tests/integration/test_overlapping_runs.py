@@ -26,8 +26,9 @@ from tests.support.project_files import postgres_config, write_project
 
 DATAPIPE = str(Path(sys.executable).parent / "datapipe")
 PIPELINE = "shop_orders"
+# The pipeline's cursors are kept under its Dagster name (its org is not `default`).
 OVERTAKEN = (
-    "another run of pipeline 'shop_orders' committed table 'orders' after this run started; "
+    "another run of pipeline 'acme__shop_orders' committed table 'orders' after this run started; "
     "nothing was loaded; run again"
 )
 

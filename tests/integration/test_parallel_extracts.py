@@ -104,7 +104,7 @@ def test_the_raw_assets_keep_their_descriptions_kinds_and_group(tmp_path):
     assert orders.description == (
         "Table `orders` extracted from connection `shop_files` (incremental sync on `updated_at`)."
     )
-    assert (orders.kinds, orders.group_name) == ({"csv"}, "shop")
+    assert (orders.kinds, orders.group_name) == ({"csv"}, "acme__shop")
     assert orders.metadata == {
         "connection": "shop_files", "source_table": "orders", "dagster/io_manager_key": "staging",
     }  # fmt: skip

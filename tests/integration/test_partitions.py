@@ -15,6 +15,7 @@ import pytest
 from datapipe_assets.cli.main import main
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.defs.partitions import run_window
+from datapipe_assets.pipeline.keys import dagster_name
 from datapipe_assets.pipeline.project import load_project
 from tests.support.fake_http import FakeServer, Request, Response, serve
 from tests.support.project_files import (
@@ -77,10 +78,9 @@ def _project(tmp_path: Path, postgres, shop: str, destination: dict[str, Any]) -
 def _run_partition(
     project: Path, instance: dg.DagsterInstance, key: str, pipeline: str = "daily_orders"
 ) -> dg.ExecuteInProcessResult:
-    definitions = build_definitions(load_project(project))
-    result = definitions.resolve_job_def(pipeline).execute_in_process(
-        instance=instance, partition_key=key, raise_on_error=False
-    )
+    loaded = load_project(project)
+    job = build_definitions(loaded).resolve_job_def(dagster_name(loaded.get(pipeline).pipeline))
+    result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
     assert result.success
     return result
 
@@ -240,7 +240,7 @@ def test_backfill_command_refusals(csv_project, capsys):
 
 def test_the_schedule_and_datapipe_run_take_the_latest_complete_partition(csv_project, capsys):
     definitions = build_definitions(load_project(csv_project))
-    schedule = definitions.resolve_schedule_def("paid__schedule")
+    schedule = definitions.resolve_schedule_def("acme__paid__schedule")
     with dg.instance_for_test() as instance:
 
         def tick(at: dt.datetime) -> dg.RunRequest | dg.SkipReason:
@@ -329,9 +329,9 @@ def test_every_asset_of_a_pipeline_shares_its_partitions(tmp_path, by, start, ke
     }  # fmt: skip
     project = load_project(write_project(tmp_path, {}, {"p.yaml": pipeline}))
     definitions = build_definitions(project)
-    specs = [s for s in definitions.resolve_all_asset_specs() if s.group_name == "p"]
+    specs = [s for s in definitions.resolve_all_asset_specs() if s.group_name == "acme__p"]
     assert sorted("/".join(s.key.path[2:]) for s in specs) == ["load/p", "paid", "raw/orders"]
-    partitions = definitions.resolve_job_def("p").partitions_def
+    partitions = definitions.resolve_job_def("acme__p").partitions_def
     assert {s.partitions_def for s in specs} == {partitions}
     assert partitions.get_first_partition_key() == FIRST_KEYS[by]
     found = run_window(project.get("p").pipeline, {"dagster/partition": key})
@@ -375,7 +375,7 @@ def test_an_unpartitioned_pipeline_after_a_partitioned_one_totals_every_partitio
             _run_partition(project, instance, key)
         tick = dg.evaluate_automation_conditions(definitions, instance, cursor=cursor)
         assert tick.get_num_requested(totals_load) == 1
-        job = definitions.resolve_job_def("order_totals")
+        job = definitions.resolve_job_def("acme__order_totals")
         assert job.execute_in_process(instance=instance).success
     with psycopg.connect(postgres.url(warehouse)) as conn:
         assert conn.execute("SELECT total, orders FROM totals").fetchall() == [(1000, 4)]
@@ -519,7 +519,7 @@ def test_backfill_over_a_rest_api_with_a_date_filter_into_postgres(
 def test_a_run_without_a_partition_says_how_to_run_partitions(csv_project):
     definitions = build_definitions(load_project(csv_project))
     with dg.instance_for_test() as instance:
-        result = definitions.resolve_job_def("paid").execute_in_process(
+        result = definitions.resolve_job_def("acme__paid").execute_in_process(
             instance=instance, raise_on_error=False
         )
     assert failure_messages(result) == [

@@ -34,7 +34,7 @@ from tests.support.project_files import run
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_PREFIX = "compute-logs"
-SENSOR = "orders__new_file"
+SENSOR = "acme__orders__new_file"
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def test_deploy_instance_uses_postgres_the_run_queue_and_s3_logs(production, pos
 
     with psycopg.connect(postgres.url(os.environ["DAGSTER_PG_DB"])) as conn:
         runs = conn.execute("SELECT run_id, pipeline_name, status FROM runs").fetchall()
-    assert runs == [(result.run_id, "orders", "SUCCESS")]
+    assert runs == [(result.run_id, "acme__orders", "SUCCESS")]
     store = s3.filesystem()
     logs = store.get_file_info(fs.FileSelector(f"{production.bucket}/{LOG_PREFIX}", recursive=True))
     files = sorted(info.path for info in logs if info.is_file)
@@ -182,7 +182,7 @@ def test_daemon_runs_each_new_file_once_across_restarts(production, tmp_path):
             ("incoming/a.csv", dg.DagsterRunStatus.SUCCESS),
             ("incoming/b.csv", dg.DagsterRunStatus.SUCCESS),
         ]
-        assert {r.tags["datapipe/pipeline"] for r in runs} == {"orders"}
+        assert {r.tags["datapipe/pipeline"] for r in runs} == {"acme__orders"}
         (state,) = [s for s in instance.all_instigator_state() if s.instigator_name == SENSOR]
         assert state.instigator_data.cursor == '["incoming/a.csv", "incoming/b.csv"]'
 
@@ -228,7 +228,7 @@ def test_daemon_runs_a_chained_pipeline_once_per_upstream_loads(production, tmp_
     """The automation-condition sensor, run by the daemon: one whole run, with the tag."""
     chained_project(production.pipelines)
     workspace, log = write_workspace(tmp_path), tmp_path / "daemon.log"
-    report_tag = {"datapipe/pipeline": "report"}
+    report_tag = {"datapipe/pipeline": "acme__report"}
     with production.instance() as instance:
 
         def report_runs() -> list[dg.DagsterRun]:
@@ -239,7 +239,7 @@ def test_daemon_runs_a_chained_pipeline_once_per_upstream_loads(production, tmp_
 
         with daemon_running(workspace, log):
             # The sensor's first tick starts its state: loads before it do not count.
-            wait_for(lambda: _ticked(instance, "report__after"), log)
+            wait_for(lambda: _ticked(instance, "acme__report__after"), log)
             for name in ("orders", "refunds"):
                 assert run(production.pipelines, name, instance).success
             wait_for(finished(1), log)
@@ -249,7 +249,7 @@ def test_daemon_runs_a_chained_pipeline_once_per_upstream_loads(production, tmp_
 
         [report] = report_runs()
         assert report.status == dg.DagsterRunStatus.SUCCESS
-        assert report.tags["dagster/sensor_name"] == "report__after"
+        assert report.tags["dagster/sensor_name"] == "acme__report__after"
         assert set(report.asset_selection or ()) == {
             dg.AssetKey(["acme", "report", "raw", "orders"]),
             dg.AssetKey(["acme", "report", "load", "report_orders"]),
@@ -261,7 +261,7 @@ def test_daemon_runs_a_chained_pipeline_once_per_upstream_loads(production, tmp_
         evaluation = check.event_log_entry.dagster_event.asset_check_evaluation_data
         assert (evaluation.check_name, evaluation.passed) == ("not_null_id", True)
         # datapipe status finds the run by the pipeline's tag, though its job is Dagster's own.
-        [summary] = recent_runs(instance, "report")
+        [summary] = recent_runs(instance, "acme__report")
         assert (summary.run_id, summary.status, summary.rows["loaded"]) == (
             report.run_id, "SUCCESS", 1
         )  # fmt: skip

@@ -45,7 +45,7 @@ def triggered_project(directory: Path, pipelines: dict[str, dict]) -> Project:
 
 def file_sensor(project: Project, name: str) -> dg.SensorDefinition:
     loaded = project.get(name)
-    job = next(j for j in build_definitions(project).jobs if j.name == name)
+    job = next(j for j in build_definitions(project).jobs if j.name == f"acme__{name}")
     (sensor,) = pipeline_sensors(loaded, job)
     return sensor
 
@@ -69,10 +69,10 @@ def test_file_sensor_requests_one_run_per_new_local_file(landing: Path):
     )
     sensor = file_sensor(project, "orders")
     assert (sensor.name, sensor.default_status) == (
-        "orders__new_file",
+        "acme__orders__new_file",
         dg.DefaultSensorStatus.RUNNING,
     )
-    assert sensor.job_name == "orders"
+    assert sensor.job_name == "acme__orders"
 
     empty = tick(sensor, None)
     assert empty == dg.SkipReason("no new file matches incoming/*.csv (0 seen)")
@@ -188,11 +188,11 @@ def test_chained_pipeline_runs_once_all_named_pipelines_have_loaded(landing: Pat
     project = chained_project(landing)
     (sensor,) = chain_sensors(project)
     assert (sensor.name, sensor.default_status, sensor.run_tags) == (
-        "report__after", dg.DefaultSensorStatus.RUNNING,
-        {"datapipe/pipeline": "report", "dagster/max_runtime": "3600",
+        "acme__report__after", dg.DefaultSensorStatus.RUNNING,
+        {"datapipe/pipeline": "acme__report", "datapipe/org": "acme", "dagster/max_runtime": "3600",
          "datapipe/pipeline_version": project.get("report").version},
     )  # fmt: skip
-    assert sensor.asset_selection == dg.AssetSelection.groups("report")
+    assert sensor.asset_selection == dg.AssetSelection.groups("acme__report")
     assert upstream_loads(project, project.get("report")) == [
         dg.AssetKey(["acme", "orders", "load", "orders_orders"]),
         dg.AssetKey(["acme", "refunds", "load", "refunds_orders"]),
@@ -219,7 +219,7 @@ def test_chained_pipeline_waits_for_its_unfinished_run(landing: Path):
     with dg.instance_for_test() as instance:
         chain = ChainTicks(project, instance)
         assert chain.tick() == {}
-        report = chain.definitions.resolve_job_def("report")
+        report = chain.definitions.resolve_job_def("acme__report")
         unfinished = instance.create_run_for_job(
             report, tags=report.tags, status=dg.DagsterRunStatus.STARTED
         )
@@ -238,7 +238,7 @@ def test_schedule_skips_while_the_pipeline_has_an_unfinished_run(landing: Path):
     job, refresh_job = pipeline_jobs(project.get("orders"))
     schedule = non_overlapping_schedule(project.get("orders"), job, "0 * * * *", "Europe/Paris")
     assert (schedule.name, schedule.cron_schedule, schedule.execution_timezone) == (
-        "orders__schedule", "0 * * * *", "Europe/Paris"
+        "acme__orders__schedule", "0 * * * *", "Europe/Paris"
     )  # fmt: skip
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     with dg.instance_for_test() as instance:

@@ -12,6 +12,7 @@ import yaml
 
 from datapipe_assets.defs.errors import failure_message
 from datapipe_assets.defs.factory import build_definitions
+from datapipe_assets.pipeline.keys import dagster_name
 from datapipe_assets.pipeline.project import load_project
 
 SIX_NODE_TRANSFORM: dict[str, Any] = {
@@ -88,9 +89,13 @@ def postgres_config(server: Any, database: str) -> dict[str, Any]:
 def run(
     directory: Path, pipeline: str, instance: dg.DagsterInstance, tags: dict[str, str] | None = None
 ) -> dg.ExecuteInProcessResult:
-    definitions = build_definitions(load_project(directory))
-    return definitions.resolve_job_def(pipeline).execute_in_process(
-        instance=instance, tags=tags or {}, raise_on_error=False
+    """Run a pipeline's job, named as the CLI names it (`NAME`, or `ORG/NAME`)."""
+    project = load_project(directory)
+    job = dagster_name(project.get(pipeline).pipeline)
+    return (
+        build_definitions(project)
+        .resolve_job_def(job)
+        .execute_in_process(instance=instance, tags=tags or {}, raise_on_error=False)
     )
 
 

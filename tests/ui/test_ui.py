@@ -144,7 +144,7 @@ def test_ui_shows_the_assets_checks_and_run_of_a_cli_run(tmp_path):
             expect(run_link).to_be_visible()
             expect(run_link).to_have_text(run_id[:8])
             expect(run_link).to_have_attribute("href", f"/runs/{run_id}")
-            expect(page.get_by_text("datapipe/pipeline: orders_revenue")).to_be_visible()
+            expect(page.get_by_text("datapipe/pipeline: acme__orders_revenue")).to_be_visible()
             expect(page.get_by_text("Success", exact=True)).to_be_visible()
             _screenshot(page, "runs")
         finally:

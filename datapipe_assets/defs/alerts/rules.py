@@ -21,7 +21,15 @@ from datapipe_assets.defs.errors import failure_message
 from datapipe_assets.defs.usage import is_usage_limit
 from datapipe_assets.pipeline.check_rules import SCHEMA_CHECK_NAME
 from datapipe_assets.pipeline.connections import ConnectionSpec, secrets_of
-from datapipe_assets.pipeline.keys import LOAD, PIPELINE_TAG, key_stage, load_key, node_key, raw_key
+from datapipe_assets.pipeline.keys import (
+    LOAD,
+    PIPELINE_TAG,
+    dagster_name,
+    key_stage,
+    load_key,
+    node_key,
+    raw_key,
+)
 from datapipe_assets.pipeline.project import (
     Project,
     display_path,
@@ -99,6 +107,7 @@ class PipelineAlerts:
         return secrets_of(self.connections)
 
 
+# By the pipelines' Dagster names, which their runs carry as a tag.
 AlertRules = dict[str, PipelineAlerts]
 
 
@@ -112,7 +121,7 @@ def load_alert_rules(project: Project) -> AlertRules:
         org = [AlertRule(spec, "org", i) for i, spec in enumerate(defaults.get(pipeline.org, []))]
         if own or org:
             connections = loaded.connections()
-            rules[pipeline.name] = PipelineAlerts(pipeline, tuple(own + org), connections)
+            rules[dagster_name(pipeline)] = PipelineAlerts(pipeline, tuple(own + org), connections)
     return rules
 
 

@@ -40,7 +40,7 @@ from datapipe_assets.defs.alerts.rules import (
     zero_rows_event,
 )
 from datapipe_assets.defs.sensor_interval import sensor_interval
-from datapipe_assets.pipeline.keys import PIPELINE_TAG
+from datapipe_assets.pipeline.keys import PIPELINE_TAG, qualified_name
 from resources.notifications import NotificationError, Notifier, channel_secrets, target_label
 
 BATCH = 100
@@ -123,8 +123,8 @@ def event_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinition:
             found = fetch(cursor.get(name))
             cursor[name] = found[-1][0] if found else cursor.get(name, -1)
             for event in [] if starting else [e for _, events in found for e in events]:
-                alerts = rules.get(event.pipeline)
-                if alerts is not None and alerts.pipeline.org == event.org:
+                alerts = rules.get(qualified_name(event.org, event.pipeline))
+                if alerts is not None:
                     observations += deliver(
                         context.log, alerts, event, alerts.matching(event), notifier
                     )

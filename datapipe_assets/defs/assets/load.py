@@ -32,7 +32,7 @@ from datapipe_assets.defs.retries import transient_retries
 from datapipe_assets.defs.run_rows import check_run_rows, raw_keys, shares_run_limit
 from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.defs.usage_recording import Usage, record_usage
-from datapipe_assets.pipeline.keys import load_key
+from datapipe_assets.pipeline.keys import dagster_name, load_key
 from datapipe_assets.pipeline.project import LoadedPipeline
 from resources.staging import ParquetStagingIOManager, StagedTable, table_schema
 
@@ -50,7 +50,7 @@ def load_asset(
         key=load_key(pipeline, target_table),
         ins={"data": dg.AssetIn(key=input_key)},
         deps=waits_for,
-        group_name=pipeline.name,
+        group_name=dagster_name(pipeline),
         kinds={destination.connector},
         description=load_description(loaded, target_table),
         metadata={"connection": destination.name, "target_table": target_table},
@@ -155,7 +155,7 @@ def load_request(
     starts: Mapping[str, ExtractStart],
     rejects: RejectLog | None = None,
 ) -> LoadRequest:
-    spec = loaded.pipeline.destination
+    spec, name = loaded.pipeline.destination, dagster_name(loaded.pipeline)
     full_refresh = tags.get(cursors.FULL_REFRESH_TAG) == "true"
     # A full refresh replaces the table, so another run's commit leaves nothing doubled.
     checked = {} if full_refresh else starts
@@ -166,9 +166,7 @@ def load_request(
         mode=mode,
         upsert_key=spec.upsert_key,
         create_table_if_missing=spec.create_table_if_missing,
-        state_updates=[
-            StateUpdate(loaded.pipeline.name, t, s, checked.get(t)) for t, s in states.items()
-        ],
+        state_updates=[StateUpdate(name, t, s, checked.get(t)) for t, s in states.items()],
         rejects=rejects,
         replace_window=run_window(loaded.pipeline, tags),
         replace_file=replaced_file(loaded.pipeline, tags),

@@ -66,7 +66,7 @@ from datapipe_assets.defs.retries import transient_retries
 from datapipe_assets.defs.stage_metadata import seconds_since
 from datapipe_assets.defs.usage import ROWS_EXTRACTED, check_monthly_limit
 from datapipe_assets.defs.usage_recording import Usage, record_usage
-from datapipe_assets.pipeline.keys import load_key, raw_key
+from datapipe_assets.pipeline.keys import dagster_name, load_key, raw_key
 from datapipe_assets.pipeline.project import LoadedPipeline
 from datapipe_assets.pipeline.run_source import source_for_run
 from datapipe_assets.pipeline.spec import SourceTable
@@ -247,7 +247,7 @@ def _spec(
     return dg.AssetSpec(
         key=raw_key(pipeline, table.name),
         deps=after,
-        group_name=pipeline.name,
+        group_name=dagster_name(pipeline),
         kinds={source.connector},
         description=(
             f"Table {named} extracted from connection `{source.name}` "
@@ -268,7 +268,7 @@ def _load_spec(loaded: LoadedPipeline, target_table: str, raw: dg.AssetKey) -> d
     return dg.AssetSpec(
         key=load_key(loaded.pipeline, target_table),
         deps=[raw],
-        group_name=loaded.pipeline.name,
+        group_name=dagster_name(loaded.pipeline),
         kinds={destination.connector},
         description=load_description(loaded, target_table),
         metadata={"connection": destination.name, "target_table": target_table},
@@ -481,7 +481,7 @@ class _StepRun:
         if self.tags.get(cursors.FULL_REFRESH_TAG) == "true":
             return None
         return self.loaded.destination.open_destination().read_state(
-            self.loaded.pipeline.name, table.name
+            dagster_name(self.loaded.pipeline), table.name
         )
 
 

@@ -32,7 +32,7 @@ from datapipe_assets.pipeline.compiler import (
     relation_views,
 )
 from datapipe_assets.pipeline.graph import ancestors
-from datapipe_assets.pipeline.keys import node_key, upstream_key
+from datapipe_assets.pipeline.keys import dagster_name, node_key, upstream_key
 from datapipe_assets.pipeline.project import LoadedPipeline
 from datapipe_assets.pipeline.segments import Segment
 from datapipe_assets.pipeline.spec import TransformSpec
@@ -116,7 +116,7 @@ def _spec(
     spec = dg.AssetSpec(
         key=node_key(pipeline, node_id),
         deps=list(dict.fromkeys(dg.AssetKey(upstream_key(pipeline, i.source)) for i in inputs)),
-        group_name=pipeline.name,
+        group_name=dagster_name(pipeline),
         kinds={"duckdb"},
         description=describe_node(node, inputs),
         metadata={"node_type": node.type},
