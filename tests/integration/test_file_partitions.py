@@ -85,10 +85,10 @@ def test_a_sensor_tick_adds_each_file_as_a_partition_and_one_file_runs_again_alo
     (project / A).write_text(A_ROWS)
     (project / B).write_text(B_ROWS)
     definitions = build_definitions(load_project(project))
-    job = definitions.resolve_job_def("orders")
+    job = definitions.resolve_job_def("acme__orders")
     assert job.partitions_def == dg.DynamicPartitionsDefinition(name=PARTITIONS)
     with dg.instance_for_test() as instance:
-        sensor = definitions.resolve_sensor_def("orders__new_file")
+        sensor = definitions.resolve_sensor_def("acme__orders__new_file")
         tick = sensor(dg.build_sensor_context(instance=instance, definitions=definitions))
         assert [(r.run_key, r.partition_key, r.tags) for r in tick.run_requests] == [
             (A, A, {FILE_TAG: A}),

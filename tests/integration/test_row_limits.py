@@ -67,7 +67,7 @@ def _loaded(warehouse_url):
 
 def _cursor(directory):
     destination = load_project(directory).get("shop_orders").destination.open_destination()
-    return destination.read_state("shop_orders", "orders")
+    return destination.read_state("acme__shop_orders", "orders")
 
 
 def test_incremental_postgres_fails_at_the_limit_or_loads_5_5_2_rows_through_a_tie(shop, capsys):

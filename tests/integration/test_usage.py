@@ -234,7 +234,9 @@ def test_a_reached_monthly_limit_refuses_runs_and_alerts(folder, capsys, smtp):
 
 def _tick(folder: Path) -> Any:
     """The orders schedule's evaluation, now."""
-    schedule = build_definitions(load_project(folder)).resolve_schedule_def("orders__schedule")
+    schedule = build_definitions(load_project(folder)).resolve_schedule_def(
+        "acme__orders__schedule"
+    )
     with dagster_instance() as instance:
         return schedule(dg.build_schedule_context(instance=instance))
 
