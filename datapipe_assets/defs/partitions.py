@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from connectors.base import Window
+from datapipe_assets.pipeline.keys import cli_reference
 from datapipe_assets.pipeline.run_source import FILE_TAG
 from datapipe_assets.pipeline.spec import Pipeline
 
@@ -91,7 +92,7 @@ def _partition_key(pipeline: Pipeline, tags: Mapping[str, str]) -> str:
     key = tags.get(PARTITION_TAG)
     if key is not None:
         return key
-    name, spec = pipeline.name, pipeline.partitions
+    name, spec = cli_reference(pipeline), pipeline.partitions
     assert spec is not None, "only a partitioned pipeline's runs have a partition"
     how = (
         f"run one file with datapipe run {name} --file PATH, or pick its partition in the UI"
@@ -100,7 +101,8 @@ def _partition_key(pipeline: Pipeline, tags: Mapping[str, str]) -> str:
         "them in the UI"
     )
     raise dg.Failure(
-        f"pipeline {name!r} is partitioned by {spec.by}, and this run names no partition; {how}",
+        f"pipeline {pipeline.name!r} is partitioned by {spec.by}, and this run names no "
+        f"partition; {how}",
         allow_retries=False,
     )
 

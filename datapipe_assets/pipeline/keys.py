@@ -35,6 +35,14 @@ def full_reference(org: str, name: str) -> str:
     return f"{org}/{name}"
 
 
+def cli_reference(pipeline: Pipeline) -> str:
+    """How a message outside the CLI names a pipeline to a command: `NAME` in the org
+    `default`, else `ORG/NAME`, which the CLI accepts whatever other orgs declare."""
+    if pipeline.org == DEFAULT_ORG:
+        return pipeline.name
+    return full_reference(pipeline.org, pipeline.name)
+
+
 def key_part(table: str) -> str:
     """A schema-qualified table name as one asset-key part (`public.orders` -> `public__orders`)."""
     return table.replace(".", "__")

@@ -126,7 +126,7 @@ def test_a_sensor_tick_adds_each_file_as_a_partition_and_one_file_runs_again_alo
         result = job.execute_in_process(instance=instance, raise_on_error=False)
         assert failure_messages(result) == [
             "pipeline 'orders' is partitioned by file, and this run names no partition; run "
-            "one file with datapipe run orders --file PATH, or pick its partition in the UI"
+            "one file with datapipe run acme/orders --file PATH, or pick its partition in the UI"
         ]
         assert rows() == [(1, 11, A), (3, 30, B), (4, 40, B), (5, 50, A)]
 

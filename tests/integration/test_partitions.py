@@ -524,5 +524,5 @@ def test_a_run_without_a_partition_says_how_to_run_partitions(csv_project):
         )
     assert failure_messages(result) == [
         "pipeline 'paid' is partitioned by day, and this run names no partition; run partitions "
-        "with datapipe backfill paid --from DATE --to DATE, or pick them in the UI"
+        "with datapipe backfill acme/paid --from DATE --to DATE, or pick them in the UI"
     ]
