@@ -18,6 +18,9 @@ from datapipe_assets.cli.common import CommandError, cli_project, iso_date, mont
 from datapipe_assets.pipeline.compiler import CompileError
 from datapipe_assets.pipeline.readiness import plaintext_warnings, readiness_warnings
 
+# Names are unique per org: a name two orgs use is given with its org.
+PIPELINE_HELP = "pipeline name, or ORG/NAME"
+
 
 def console_main() -> NoReturn:
     """The `datapipe` executable: `main`, then an immediate exit.
@@ -79,13 +82,13 @@ def _parser() -> argparse.ArgumentParser:
         action.set_defaults(handler=f"secrets:{name}_command")
 
     preview = commands.add_parser("preview", help="rows at a node, without loading anything")
-    preview.add_argument("pipeline")
+    preview.add_argument("pipeline", help=PIPELINE_HELP)
     preview.add_argument("--node", help="node id or source table (default: the last node)")
     preview.add_argument("--limit", type=positive_int, default=10)
     preview.set_defaults(handler="preview:preview_command")
 
     run = commands.add_parser("run", help="materialize a pipeline end to end, in process")
-    run.add_argument("pipeline", nargs="?", help="pipeline name (default: --all)")
+    run.add_argument("pipeline", nargs="?", help=f"{PIPELINE_HELP} (default: --all)")
     run.add_argument("--all", action="store_true", help="run every valid pipeline")
     run.add_argument("--full-refresh", action="store_true", help="ignore incremental cursors")
     run.add_argument(
@@ -101,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     backfill = commands.add_parser(
         "backfill", help="run a partitioned pipeline's partitions in a date range, in process"
     )
-    backfill.add_argument("pipeline")
+    backfill.add_argument("pipeline", help=PIPELINE_HELP)
     backfill.add_argument(
         "--from", dest="from_", type=iso_date, required=True, help="first day, YYYY-MM-DD"
     )
@@ -112,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     backfill.set_defaults(handler="backfill:backfill_command")
 
     status = commands.add_parser("status", help="last runs: status, rows per stage, checks")
-    status.add_argument("pipeline", nargs="?", help="pipeline name (default: every pipeline)")
+    status.add_argument("pipeline", nargs="?", help=f"{PIPELINE_HELP} (default: every pipeline)")
     status.add_argument("--limit", type=positive_int, default=5, help="runs per pipeline")
     status.set_defaults(handler="status:status_command")
 
@@ -125,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     collect.set_defaults(handler="gc:gc_command")
 
     rejects = commands.add_parser("rejects", help="the rows a run rejected (on_bad_rows)")
-    rejects.add_argument("pipeline")
+    rejects.add_argument("pipeline", help=PIPELINE_HELP)
     rejects.add_argument("--run", help="run id (default: the latest run that rejected rows)")
     rejects.set_defaults(handler="rejects:rejects_command")
 
