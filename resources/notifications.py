@@ -20,7 +20,7 @@ import httpx
 
 from connectors.base import ConnectorError
 from connectors.shared.http import Backoff, api_client
-from connectors.shared.secrets import PLACEHOLDER, mask
+from connectors.shared.secrets import PLACEHOLDER, REFERENCE, mask
 
 RESEND_BASE_URL = "https://api.resend.com"
 DEFAULT_SENDER = "datapipe@localhost"
@@ -182,8 +182,9 @@ def target_label(channel: str, to: Sequence[str], url: str | None) -> str:
     """Where a channel sends, safe to show: addresses, or a URL as declared or by host only."""
     if channel == "email":
         return ", ".join(to)
-    if not url or PLACEHOLDER.search(url):
-        return url or "(no url)"  # `${SLACK_WEBHOOK_URL}` names the secret without holding it
+    if not url or REFERENCE.search(url):
+        # `${SLACK_WEBHOOK_URL}` or `${secret:HOOK}` names the secret without holding it.
+        return url or "(no url)"
     # A literal webhook URL's path and query are its token.
     parsed = httpx.URL(url)
     return f"{parsed.scheme}://{parsed.netloc.decode()}/..."

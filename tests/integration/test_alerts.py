@@ -18,6 +18,7 @@ from datapipe_assets.defs.alerts.rules import load_alert_rules
 from datapipe_assets.defs.alerts.sensors import alert_sensors
 from datapipe_assets.defs.factory import build_definitions
 from datapipe_assets.pipeline.project import load_project
+from datapipe_assets.pipeline.secret_store import put_secret
 from resources.notifications import Notifier
 from tests.support.fake_http import FakeServer, Response, serve
 from tests.support.project_files import run, write_project
@@ -222,6 +223,33 @@ def test_slack_and_webhook_payloads(tmp_path, hooks, env):
         ("sent", "${ALERT_WEBHOOK_URL}"),
     ]
     _assert_no_secret([json.dumps(log)], SLACK_TOKEN_PATH, HOOK_TOKEN)
+
+
+def test_webhook_url_from_the_secrets_file(tmp_path, hooks, env):
+    """`${secret:NAME}` in a rule's url is read from the encrypted secrets file when the alert
+    is sent; an unknown secret fails that alert alone, saying which."""
+    env.setenv("DATAPIPE_MASTER_KEY", "alerts master key 7702")
+    directory = _project(
+        tmp_path / "p",
+        FAILING,
+        [{"on": "failure", "channel": "webhook", "url": "${secret:ALERT_HOOK}"},
+         {"on": "failure", "channel": "webhook", "url": "${secret:MISSING_HOOK}"}],
+    )  # fmt: skip
+    secrets = directory / "secrets.enc.yaml"
+    put_secret(secrets, "ALERT_HOOK", f"{hooks.url}/hooks/datapipe?token={HOOK_TOKEN}")
+    result, _, log = _alert_on_failed_run(directory)
+    assert [(r.path, r.query, r.json()["run_id"]) for r in hooks.requests] == [
+        ("/hooks/datapipe", {"token": [HOOK_TOKEN]}, result.run_id)
+    ]
+    assert [(e["status"], e["target"], e["error"]) for e in log] == [
+        ("sent", "${secret:ALERT_HOOK}", ""),
+        (
+            "failed",
+            "${secret:MISSING_HOOK}",
+            f"secret 'MISSING_HOOK' is not in {secrets}; run `datapipe secrets set MISSING_HOOK`",
+        ),
+    ]
+    _assert_no_secret([json.dumps(log)], HOOK_TOKEN)
 
 
 def test_zero_rows_alerted_once_across_ticks(tmp_path, hooks):

@@ -11,12 +11,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from connectors.shared.durations import duration_seconds
+from connectors.shared.secrets import SECRET_REFERENCE
 from datapipe_assets.defs.errors import failure_message
 from datapipe_assets.defs.usage import is_usage_limit
 from datapipe_assets.pipeline.check_rules import SCHEMA_CHECK_NAME
@@ -36,7 +38,9 @@ from datapipe_assets.pipeline.project import (
     parse_error,
     pydantic_errors,
     read_document,
+    secrets_file,
 )
+from datapipe_assets.pipeline.secret_store import reveal
 from datapipe_assets.pipeline.spec import AlertSpec, Pipeline
 from resources.notifications import Message
 
@@ -93,6 +97,16 @@ class PipelineAlerts:
     rules: tuple[AlertRule, ...]
     # Their secrets are masked out of every alert text.
     connections: tuple[ConnectionSpec, ...]
+    # Where a rule's `url` reads `${secret:NAME}` from: the project's secrets file.
+    secrets_file: Path
+
+    def channel_url(self, url: str | None) -> str | None:
+        """A rule's url with each `${secret:NAME}` filled in from the secrets file, at send
+        time only; its `${NAME}`s the notifier reads from the environment. SecretStoreError
+        when a secret is unknown or cannot be decrypted."""
+        if url is None:
+            return None
+        return SECRET_REFERENCE.sub(lambda found: reveal(self.secrets_file, found[1]), url)
 
     def matching(self, event: AlertEvent) -> list[tuple[AlertRule, str]]:
         """Each rule that listens to the event, with the event kind it is told as."""
@@ -120,8 +134,9 @@ def load_alert_rules(project: Project) -> AlertRules:
         own = [AlertRule(spec, "pipeline", i) for i, spec in enumerate(pipeline.alerts)]
         org = [AlertRule(spec, "org", i) for i, spec in enumerate(defaults.get(pipeline.org, []))]
         if own or org:
-            connections = loaded.connections()
-            rules[dagster_name(pipeline)] = PipelineAlerts(pipeline, tuple(own + org), connections)
+            rules[dagster_name(pipeline)] = PipelineAlerts(
+                pipeline, tuple(own + org), loaded.connections(), secrets_file(project.directory)
+            )
     return rules
 
 

@@ -16,6 +16,7 @@ the UI lists the pipeline's alert history with event, channel, status, error and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +42,7 @@ from datapipe_assets.defs.alerts.rules import (
 )
 from datapipe_assets.defs.sensor_interval import sensor_interval
 from datapipe_assets.pipeline.keys import PIPELINE_TAG, qualified_name
+from datapipe_assets.pipeline.secret_store import SecretStoreError
 from resources.notifications import NotificationError, Notifier, channel_secrets, target_label
 
 BATCH = 100
@@ -230,6 +232,15 @@ def slow_run_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinitio
     return _alert
 
 
+def _known_urls(alerts: PipelineAlerts) -> list[str | None]:
+    """The rules' urls, with their secrets where they can be read: to mask."""
+    urls: list[str | None] = []
+    for rule in alerts.rules:
+        with contextlib.suppress(SecretStoreError):
+            urls.append(alerts.channel_url(rule.spec.url))
+    return urls
+
+
 def deliver(
     log: dg.DagsterLogManager,
     alerts: PipelineAlerts,
@@ -238,7 +249,7 @@ def deliver(
     notifier: Notifier,
 ) -> list[dg.AssetObservation]:
     """Send the event through each matched rule's channel; one record per alert."""
-    secrets = alerts.secrets() + channel_secrets([rule.spec.url for rule in alerts.rules])
+    secrets = alerts.secrets() + channel_secrets(_known_urls(alerts))
     # Run errors are masked where they are raised; check descriptions are not, so mask again.
     event = replace(event, error=mask(event.error, secrets))
     observations = []
@@ -247,10 +258,11 @@ def deliver(
         target = target_label(spec.channel, spec.to, spec.url)
         summary = f"{kind} alert for {event.pipeline} via {spec.channel} to {target}"
         try:
-            notifier.send(spec.channel, spec.to, spec.url, render(event, kind))
+            url = alerts.channel_url(spec.url)
+            notifier.send(spec.channel, spec.to, url, render(event, kind))
             status, error = "sent", ""
             log.info(f"{summary}: sent")
-        except NotificationError as failure:
+        except (NotificationError, SecretStoreError) as failure:
             status, error = "failed", str(failure)
             log.error(f"{summary}: failed: {error}")
         observations.append(
