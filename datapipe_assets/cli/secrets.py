@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from datapipe_assets.cli.common import CommandError, existing_pipelines_dir
-from datapipe_assets.pipeline.project import display_path, secrets_file
+from datapipe_assets.pipeline.project import secrets_file
 from datapipe_assets.pipeline.secret_store import (
     SecretStoreError,
     check_name,
@@ -16,6 +16,7 @@ from datapipe_assets.pipeline.secret_store import (
     remove_secret,
     secret_names,
 )
+from datapipe_assets.pipeline.spec_files import display_path
 
 
 def set_command(args: argparse.Namespace) -> int:

@@ -29,8 +29,9 @@ from datapipe_assets.defs.triggers import (
 )
 from datapipe_assets.pipeline.executor import deployment_executor, pipeline_executor
 from datapipe_assets.pipeline.keys import dagster_name, raw_key, upstream_key
-from datapipe_assets.pipeline.project import PROJECT_ROOT, LoadedPipeline, Project, SpecError
+from datapipe_assets.pipeline.project import PROJECT_ROOT, LoadedPipeline, Project
 from datapipe_assets.pipeline.segments import StagingMode, fused_loads, segments, staging_mode
+from datapipe_assets.pipeline.spec_files import SpecError
 from datapipe_assets.pipeline.validation import cron_expression
 from resources.staging import ParquetStagingIOManager
 from resources.transform_engine import TransformEngine

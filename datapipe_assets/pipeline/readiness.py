@@ -17,8 +17,9 @@ from connectors.shared.csv_files import local_files
 from connectors.shared.secrets import REFERENCE, SECRET_KEY
 from datapipe_assets.pipeline.connections import ConnectionSpec
 from datapipe_assets.pipeline.executor import environment_name, pipeline_executor
-from datapipe_assets.pipeline.project import LoadedPipeline, Project, display_path
+from datapipe_assets.pipeline.project import LoadedPipeline, Project
 from datapipe_assets.pipeline.secret_store import SecretStoreError, secret_names
+from datapipe_assets.pipeline.spec_files import display_path
 
 # Secret-named keys that say where a secret is sent or found, not the secret itself.
 NOT_A_SECRET = re.compile(r"_(header|param|uri|url)$")

@@ -32,16 +32,15 @@ from datapipe_assets.pipeline.keys import (
     node_key,
     raw_key,
 )
-from datapipe_assets.pipeline.project import (
-    Project,
+from datapipe_assets.pipeline.project import Project, secrets_file
+from datapipe_assets.pipeline.secret_store import reveal
+from datapipe_assets.pipeline.spec import AlertSpec, Pipeline
+from datapipe_assets.pipeline.spec_files import (
     display_path,
     parse_error,
     pydantic_errors,
     read_document,
-    secrets_file,
 )
-from datapipe_assets.pipeline.secret_store import reveal
-from datapipe_assets.pipeline.spec import AlertSpec, Pipeline
 from resources.notifications import Message
 
 ALERTS_FILES = ("alerts.yaml", "alerts.yml")
