@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from connectors.shared.csv_files import local_files
@@ -37,13 +38,36 @@ def readiness_warnings(loaded: LoadedPipeline) -> list[str]:
             f"{where} uses ${{{variable}}}, which is not set; set it before the pipeline runs"
             for variable in connection.missing_variables()
         ]
-        warnings += [f"{where} {problem}" for problem in _unknown_secrets(connection)]
+        warnings += [
+            f"{where} {problem}"
+            for problem in _unknown_secrets(connection.secret_names(), connection.secrets_file)
+        ]
         warnings += [
             f"{where} path {path!r} matches no file (relative to {connection.base_dir}); "
             "check the path, or add the file before the pipeline runs"
             for path in _missing_csv_paths(connection)
         ]
-    return warnings + _executor_warnings(loaded)
+    return warnings + _executor_warnings(loaded) + _alert_warnings(loaded)
+
+
+def _alert_warnings(loaded: LoadedPipeline) -> list[str]:
+    """An alert url that reads an unset variable or an unknown secret: that alert could not
+    be sent."""
+    warnings = []
+    for index, alert in enumerate(loaded.pipeline.alerts):
+        where = f"pipeline {loaded.pipeline.name!r}: alerts[{index}].url"
+        references = REFERENCE.findall(alert.url or "")
+        warnings += [
+            f"{where} uses ${{{variable}}}, which is not set; set it before an alert is sent"
+            for variable, _ in references
+            if variable and variable not in os.environ
+        ]
+        secrets = [secret for _, secret in references if secret]
+        warnings += [
+            f"{where} {problem}"
+            for problem in _unknown_secrets(secrets, loaded.destination.secrets_file)
+        ]
+    return warnings
 
 
 def _executor_warnings(loaded: LoadedPipeline) -> list[str]:
@@ -59,14 +83,13 @@ def _executor_warnings(loaded: LoadedPipeline) -> list[str]:
     ]
 
 
-def _unknown_secrets(connection: ConnectionSpec) -> list[str]:
+def _unknown_secrets(wanted: list[str], secrets_file: Path) -> list[str]:
     """Names only: the check needs no master key."""
-    wanted = connection.secret_names()
     if not wanted:
         return []
-    file = display_path(connection.secrets_file)
+    file = display_path(secrets_file)
     try:
-        stored = secret_names(connection.secrets_file)
+        stored = secret_names(secrets_file)
     except SecretStoreError as error:
         return [f"uses secrets, but {error}"]
     return [

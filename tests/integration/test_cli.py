@@ -330,6 +330,27 @@ def test_validate_warns_of_unset_variables_and_csv_paths_that_match_no_file(
     ]
 
 
+def test_validate_warns_of_alert_urls_that_cannot_be_read(project, capsys, monkeypatch):
+    monkeypatch.delenv("MISSING_HOOK_URL", raising=False)
+    (project / "alerting.yaml").write_text(
+        "name: alerting\n"
+        "source: {connection: orders_csv, tables: [orders]}\n"
+        "destination: {connection: warehouse}\n"
+        "alerts:\n"
+        "  - {on: [failure], channel: webhook, url: '${MISSING_HOOK_URL}'}\n"
+        "  - {on: [failure], channel: slack, url: '${secret:SLACK_HOOK}'}\n"
+    )
+    assert main(["validate"]) == 0
+    assert [line for line in capsys.readouterr().out.splitlines() if not line.startswith("ok")] == [
+        "warn   pipeline 'alerting': alerts[0].url uses ${MISSING_HOOK_URL}, which is not set; "
+        "set it before an alert is sent",
+        "warn   pipeline 'alerting': alerts[1].url uses ${secret:SLACK_HOOK}, which is not in "
+        f"{project / 'secrets.enc.yaml'}; run `datapipe secrets set SLACK_HOOK` before the "
+        "pipeline runs",
+        "2 valid pipeline(s), 0 error(s), 2 warning(s)",
+    ]
+
+
 def test_two_first_commands_at_once_leave_a_working_instance(project, tmp_path):
     """Unserialized, 3 rounds in 12 left the schedule storage with two alembic heads, and every
     later command failed with alembic's traceback."""
