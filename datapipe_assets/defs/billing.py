@@ -14,6 +14,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 
 import dagster as dg
@@ -59,8 +60,7 @@ class Billing:
         billing = self._orgs.billing
         assert billing is not None
         try:
-            key = self._key_connection().resolve()["api_key"]
-            StripeMeter(key, billing.api_base).send(event)
+            StripeMeter(self._api_key, billing.api_base).send(event)
             return SENT
         except (ConnectorError, MeterError) as error:
             self._warn(
@@ -69,14 +69,17 @@ class Billing:
             )
             return REFUSED if isinstance(error, MeterError) and not error.transient else RETRY
 
-    def _key_connection(self) -> ConnectionSpec:
-        """The billing key as a connection's config: `${ENV}` and `${secret:NAME}` resolve
-        as they do for connections."""
+    @cached_property
+    def _api_key(self) -> str:
+        """The billing key, read once for all of a step's sends (a secret's decryption derives
+        the master key, which is slow): `${ENV}` and `${secret:NAME}` resolve as they do for
+        a connection's config. ConnectorError, not cached, when it cannot be read."""
         billing, file = self._orgs.billing, self._orgs.file
         assert billing is not None and file is not None
         config = {"api_key": billing.stripe_api_key}
         secrets = self._secrets_file
-        return ConnectionSpec("orgs.yaml billing", "stripe", config, file.parent, secrets)
+        spec = ConnectionSpec("orgs.yaml billing", "stripe", config, file.parent, secrets)
+        return str(spec.resolve()["api_key"])
 
 
 def event_identifier(run_id: str, pipeline: str, table: str) -> str:

@@ -16,7 +16,6 @@ the UI lists the pipeline's alert history with event, channel, status, error and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -232,12 +231,16 @@ def slow_run_alerts(rules: AlertRules, notifier: Notifier) -> dg.SensorDefinitio
     return _alert
 
 
-def _known_urls(alerts: PipelineAlerts) -> list[str | None]:
-    """The rules' urls, with their secrets where they can be read: to mask."""
-    urls: list[str | None] = []
+def _channel_urls(alerts: PipelineAlerts) -> dict[str, str | SecretStoreError | None]:
+    """Each rule's url (by rule name) with its secrets read, once per delivery: decrypting
+    derives the master key, which is slow. A secret that cannot be read stands as its error,
+    which fails that rule's alert alone."""
+    urls: dict[str, str | SecretStoreError | None] = {}
     for rule in alerts.rules:
-        with contextlib.suppress(SecretStoreError):
-            urls.append(alerts.channel_url(rule.spec.url))
+        try:
+            urls[rule.name] = alerts.channel_url(rule.spec.url)
+        except SecretStoreError as error:
+            urls[rule.name] = error
     return urls
 
 
@@ -249,7 +252,9 @@ def deliver(
     notifier: Notifier,
 ) -> list[dg.AssetObservation]:
     """Send the event through each matched rule's channel; one record per alert."""
-    secrets = alerts.secrets() + channel_secrets(_known_urls(alerts))
+    urls = _channel_urls(alerts)
+    readable = [url for url in urls.values() if not isinstance(url, SecretStoreError)]
+    secrets = alerts.secrets() + channel_secrets(readable)
     # Run errors are masked where they are raised; check descriptions are not, so mask again.
     event = replace(event, error=mask(event.error, secrets))
     observations = []
@@ -258,7 +263,9 @@ def deliver(
         target = target_label(spec.channel, spec.to, spec.url)
         summary = f"{kind} alert for {event.pipeline} via {spec.channel} to {target}"
         try:
-            url = alerts.channel_url(spec.url)
+            url = urls[rule.name]
+            if isinstance(url, SecretStoreError):
+                raise url
             notifier.send(spec.channel, spec.to, url, render(event, kind))
             status, error = "sent", ""
             log.info(f"{summary}: sent")
