@@ -436,13 +436,23 @@ class Source(ABC):
     def read_window(
         self, table: str, window: Window, rejects: RejectLog | None = None
     ) -> pa.RecordBatchReader:
-        """Only the rows of one time partition. This reads the whole table and filters its
-        batches; a source that can filter server-side (SQL) overrides it."""
-        if rejects is None:
-            reader = self.read(table)
-        else:
-            reader = self.read_rejecting(table, None, None, rejects)
+        """Only the rows of one time partition: those the source's own date filter narrows
+        the table to (see `narrowed`), else the whole table, filtered here to exactly
+        `[start, end)` either way, since APIs differ on whether their end bound is inclusive
+        and on the precision they compare at. A source whose query is exact (SQL) overrides
+        this."""
+        reader = self.narrowed(table, window)
+        if reader is None:
+            if rejects is None:
+                reader = self.read(table)
+            else:
+                reader = self.read_rejecting(table, None, None, rejects)
         return rows_in_window(reader, window, self.connection)
+
+    def narrowed(self, table: str, window: Window) -> pa.RecordBatchReader | None:
+        """The table's rows as the source's own filter narrows them to about the window (an
+        API's date parameters); None where it has no filter on the window's column."""
+        return None
 
     def extract(
         self,

@@ -18,11 +18,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import Source, TableSchema, Window, connection_error, rows_in_window
+from connectors.base import Source, TableSchema, Window, connection_error
 from connectors.config.ga4 import Ga4Config
 from connectors.shared.google_auth import GoogleApi
 from connectors.shared.records import as_date
-from connectors.shared.rejects import RejectLog
 from connectors.shared.windows import report_days
 
 GA4_URL = "https://analyticsdata.googleapis.com"
@@ -151,17 +150,14 @@ class Ga4Source(Source):
         start = self._start(cursor) if incremental_key is not None else self.start_date
         return self._read_range(report, start, "today")
 
-    def read_window(
-        self, table: str, window: Window, rejects: RejectLog | None = None
-    ) -> pa.RecordBatchReader:
+    def narrowed(self, table: str, window: Window) -> pa.RecordBatchReader | None:
         """A partition on the date dimension asks GA4 for its days only (endDate is
-        inclusive: the window's last day); other columns are filtered here."""
+        inclusive: the window's last day)."""
         report = self._report(table)
         if window.column != DATE_DIMENSION or DATE_DIMENSION not in report.dimensions:
-            return super().read_window(table, window, rejects)
+            return None
         first, last = report_days(window, self.connection)
-        reader = self._read_range(report, first.isoformat(), last.isoformat())
-        return rows_in_window(reader, window, self.connection)
+        return self._read_range(report, first.isoformat(), last.isoformat())
 
     def _read_range(self, report: Report, start: str, end: str) -> pa.RecordBatchReader:
         """A report's rows for the days from `start` to `end`, both inclusive."""

@@ -25,11 +25,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from connectors.base import Source, TableSchema, Window, connection_error, rows_in_window
+from connectors.base import Source, TableSchema, Window, connection_error
 from connectors.config.google_ads import DEFAULT_HISTORY_DAYS, GoogleAdsConfig
 from connectors.shared.http import RefreshingTokenAuth, api_client
 from connectors.shared.records import as_date, to_batches
-from connectors.shared.rejects import RejectLog
 from connectors.shared.windows import report_days
 
 DEFAULT_BASE_URL = "https://googleads.googleapis.com"
@@ -224,16 +223,13 @@ class GoogleAdsSource(Source):
         query = spec.query(self._since(table, spec, incremental_key, cursor), dt.date.today())
         return self._rows(table, spec, query)
 
-    def read_window(
-        self, table: str, window: Window, rejects: RejectLog | None = None
-    ) -> pa.RecordBatchReader:
+    def narrowed(self, table: str, window: Window) -> pa.RecordBatchReader | None:
         """A partition of a date-segmented table on `date` asks only for the window's days
-        (BETWEEN is inclusive: its first to its last); other columns are filtered here."""
+        (BETWEEN is inclusive: its first to its last)."""
         spec = self._table(table)
         if not spec.date_segmented or window.column != "date":
-            return super().read_window(table, window, rejects)
-        reader = self._rows(table, spec, spec.query(*report_days(window, self.connection)))
-        return rows_in_window(reader, window, self.connection)
+            return None
+        return self._rows(table, spec, spec.query(*report_days(window, self.connection)))
 
     def _rows(self, table: str, spec: AdsTable, query: str) -> pa.RecordBatchReader:
         rows = (spec.row(result) for result in self._results(query))

@@ -32,11 +32,10 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
-from connectors.base import Source, TableSchema, Window, connection_error, rows_in_window
+from connectors.base import Source, TableSchema, Window, connection_error
 from connectors.config.hubspot import HubSpotConfig
 from connectors.shared.http import api_client
 from connectors.shared.records import as_utc, to_batches
-from connectors.shared.rejects import RejectLog
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 
@@ -129,17 +128,13 @@ class HubSpotSource(Source):
             records = self._objects(table, incremental_key, cursor)
         return self._batches(table, schema, records)
 
-    def read_window(
-        self, table: str, window: Window, rejects: RejectLog | None = None
-    ) -> pa.RecordBatchReader:
-        """A partition on a date property of a CRM object is searched for; others are read
-        whole and filtered."""
+    def narrowed(self, table: str, window: Window) -> pa.RecordBatchReader | None:
+        """A partition on a date property of a CRM object is searched for."""
         if table == "owners" or window.column not in self._date_properties(table):
-            return super().read_window(table, window, rejects)
+            return None
         start, end = (_epoch_ms(bound) for bound in (window.start, window.end))
         records = self._search(table, window.column, start, end)
-        reader = self._batches(table, self._object_schema(table), records)
-        return rows_in_window(reader, window, self.connection)
+        return self._batches(table, self._object_schema(table), records)
 
     def _batches(
         self, table: str, schema: pa.Schema, records: Iterator[dict[str, Any]]

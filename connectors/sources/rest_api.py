@@ -50,14 +50,12 @@ from connectors.base import (
     TableSchema,
     Window,
     connection_error,
-    rows_in_window,
     rows_since,
 )
 from connectors.config import rest_api as api_config
 from connectors.shared.column_types import parse_type
 from connectors.shared.http import Backoff, api_client
 from connectors.shared.records import flatten, infer_schema, to_batches
-from connectors.shared.rejects import RejectLog
 from connectors.shared.windows import formatted_bounds
 
 log = logging.getLogger(__name__)
@@ -269,22 +267,19 @@ class RestApiSource(Source):
             return reader  # Source.extract names a missing key column
         return rows_since(reader, incremental_key, cursor, self.connection)
 
-    def read_window(
-        self, table: str, window: Window, rejects: RejectLog | None = None
-    ) -> pa.RecordBatchReader:
+    def narrowed(self, table: str, window: Window) -> pa.RecordBatchReader | None:
         """The window's bounds as the endpoint's `window` parameters, if it filters on the
-        partition column; else the whole endpoint, filtered here."""
+        partition column."""
         endpoint = self._table(table)
         pushdown = endpoint.window
         if pushdown is None or pushdown.field not in (None, window.column):
-            return super().read_window(table, window, rejects)
+            return None
         start, end = formatted_bounds(window, pushdown.format)
         params = {pushdown.start_param: start}
         if pushdown.end_param:
             params[pushdown.end_param] = end
         request = PageRequest(endpoint.path, endpoint.params).with_params(**params)
-        reader = self._reader(endpoint, self._records(endpoint, request))
-        return rows_in_window(reader, window, self.connection)
+        return self._reader(endpoint, self._records(endpoint, request))
 
     # Config.
 

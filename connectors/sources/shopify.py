@@ -39,13 +39,11 @@ from connectors.base import (
     TableSchema,
     Window,
     connection_error,
-    rows_in_window,
     rows_since,
 )
 from connectors.config.shopify import ShopifyConfig
 from connectors.shared.http import api_client
 from connectors.shared.records import as_utc, to_batches
-from connectors.shared.rejects import RejectLog
 
 # The inventory_items endpoint accepts at most 100 ids per request.
 INVENTORY_IDS_PER_REQUEST = 100
@@ -161,16 +159,12 @@ class ShopifySource(Source):
             reader = rows_since(reader, incremental_key, since, self.connection)
         return reader
 
-    def read_window(
-        self, table: str, window: Window, rejects: RejectLog | None = None
-    ) -> pa.RecordBatchReader:
-        """A partition on a column Shopify filters asks for its window; others are read
-        whole. Either way only the window's rows leave here."""
+    def narrowed(self, table: str, window: Window) -> pa.RecordBatchReader | None:
+        """A partition on a column Shopify filters asks for its window."""
         if window.column not in self._table(table).incremental_keys:
-            return super().read_window(table, window, rejects)
+            return None
         start, end = as_utc(window.start), as_utc(window.end)
-        reader = self._reader(table, self._records(table, window.column, start, end))
-        return rows_in_window(reader, window, self.connection)
+        return self._reader(table, self._records(table, window.column, start, end))
 
     def _reader(self, table: str, records: Iterator[dict[str, Any]]) -> pa.RecordBatchReader:
         schema = self._table(table).schema

@@ -29,7 +29,6 @@ from connectors.base import ConnectorError, Source, TableSchema, Window, connect
 from connectors.config.stripe import DEFAULT_BASE_URL, StripeConfig
 from connectors.shared.http import Backoff, http_error, retry_after, shared_limiter
 from connectors.shared.records import to_batches
-from connectors.shared.rejects import RejectLog
 from connectors.shared.windows import unix_seconds
 
 NETWORK_RETRIES = 3
@@ -198,13 +197,11 @@ class StripeSource(Source):
             created = {"gte": calendar.timegm(cursor.utctimetuple())}
         return self._list(table, created)
 
-    def read_window(
-        self, table: str, window: Window, rejects: RejectLog | None = None
-    ) -> pa.RecordBatchReader:
+    def narrowed(self, table: str, window: Window) -> pa.RecordBatchReader | None:
         """A partition on `created` is Stripe's own filter, `created[gte]` and `created[lt]`
         (partitions start on whole hours, so the bounds are whole seconds)."""
         if window.column != INCREMENTAL_KEY:
-            return super().read_window(table, window, rejects)
+            return None
         self._table(table)
         bounds = (unix_seconds(b) for b in (window.start, window.end))
         return self._list(table, dict(zip(("gte", "lt"), bounds, strict=True)))
